@@ -1,0 +1,336 @@
+"""BERT in Flax linen: embeddings, post-LN encoder, pooler, and the MLM / NSP / classifier heads.
+
+Outputs match transformers' PyTorch `BertModel` on the same weights (see `hf.py` and
+tests/test_hf_parity.py). Every parameter carries logical axis names (`axes.py`), so the same
+module shards under any mesh. Parameter tree of `BertModel`:
+
+  embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding, layer_norm
+  encoder/layer_{i}/attention/{query,key,value}/kernel [embed, heads, kv], bias [heads, kv]
+  encoder/layer_{i}/attention/out/kernel [heads, kv, embed], bias [embed]
+  encoder/layer_{i}/{attention_norm, intermediate [embed, mlp], output [mlp, embed], output_norm}
+  pooler/{kernel, bias}
+With `scan_layers=True` the layers live under encoder/layers with a leading 'layers' axis.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax import axes
+from bert_jax.config import BertConfig
+
+Array = jax.Array
+
+
+def _dense_init(config: BertConfig, names: tuple[str, ...]):
+  return nn.with_logical_partitioning(
+      nn.initializers.truncated_normal(config.initializer_range), names)
+
+
+def _zeros(names: tuple[str, ...]):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+  # Exact two-pass variance: the fast E[x^2]-E[x]^2 form drifts from PyTorch by ~1e-5.
+  return nn.LayerNorm(
+      epsilon=config.layer_norm_eps, dtype=config.compute_dtype,
+      param_dtype=config.storage_dtype, use_fast_variance=False,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axes.EMBED,)),
+      bias_init=_zeros((axes.EMBED,)), name=name)
+
+
+def activation(name: str):
+  if name == "gelu":
+    return functools.partial(jax.nn.gelu, approximate=False)
+  if name in ("gelu_new", "gelu_pytorch_tanh"):
+    return functools.partial(jax.nn.gelu, approximate=True)
+  return jax.nn.relu
+
+
+@flax.struct.dataclass
+class BertOutput:
+  last_hidden_state: Array  # [batch, length, embed]
+  pooler_output: Array | None  # [batch, embed]; None without a pooling layer
+
+
+class BertEmbeddings(nn.Module):
+  """Sum of word, position and segment embeddings, then LayerNorm and dropout."""
+
+  config: BertConfig
+
+  def setup(self):
+    c = self.config
+    embed = functools.partial(nn.Embed, features=c.hidden_size, dtype=c.compute_dtype,
+                              param_dtype=c.storage_dtype)
+    self.word_embeddings = embed(
+        c.vocab_size, embedding_init=_dense_init(c, (axes.VOCAB, axes.EMBED)))
+    self.position_embeddings = embed(
+        c.max_position_embeddings, embedding_init=_dense_init(c, (axes.POSITIONS, axes.EMBED)))
+    self.token_type_embeddings = embed(
+        c.type_vocab_size, embedding_init=_dense_init(c, (axes.POSITIONS, axes.EMBED)))
+    self.layer_norm = _layer_norm(c, "layer_norm")
+    self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+  def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool) -> Array:
+    length = input_ids.shape[1]
+    x = (self.word_embeddings(input_ids)
+         + self.position_embeddings(jnp.arange(length))[None]
+         + self.token_type_embeddings(token_type_ids))  # [batch, length, embed]
+    x = self.layer_norm(x)
+    return self.dropout(x, deterministic=deterministic)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention with the output projection (no residual)."""
+
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+    c = self.config
+    heads, head_dim = c.num_attention_heads, c.head_dim
+    proj = functools.partial(
+        nn.DenseGeneral, features=(heads, head_dim), dtype=c.compute_dtype,
+        param_dtype=c.storage_dtype, kernel_init=_dense_init(c, (axes.EMBED, axes.HEADS, axes.KV)),
+        bias_init=_zeros((axes.HEADS, axes.KV)))
+    # [batch, length, embed] -> [batch, length, heads, kv]
+    q, k, v = proj(name="query")(x), proj(name="key")(x), proj(name="value")(x)
+    qkv_axes = (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV)
+    q, k, v = (nn.with_logical_constraint(t, qkv_axes) for t in (q, k, v))
+
+    use_dropout = not deterministic and c.attention_probs_dropout_prob > 0
+    if c.attention_impl == "einsum" or use_dropout:
+      # Explicit softmax: the only path with dropout on the attention probabilities.
+      scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+      scores = jnp.where(mask[:, None, None, :], scores.astype(jnp.float32),
+                         jnp.finfo(jnp.float32).min)
+      probs = jax.nn.softmax(scores, axis=-1).astype(c.compute_dtype)  # [batch, heads, q, k]
+      probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+      ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    else:
+      impl = {"auto": None, "xla": "xla", "cudnn": "cudnn"}[c.attention_impl]
+      ctx = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :],
+                                         implementation=impl)
+    ctx = nn.with_logical_constraint(ctx, qkv_axes)  # [batch, length, heads, kv]
+    # [batch, length, heads, kv] -> [batch, length, embed]
+    return nn.DenseGeneral(
+        c.hidden_size, axis=(-2, -1), dtype=c.compute_dtype, param_dtype=c.storage_dtype,
+        kernel_init=_dense_init(c, (axes.HEADS, axes.KV, axes.EMBED)),
+        bias_init=_zeros((axes.EMBED,)), name="out")(ctx)
+
+
+class BertLayer(nn.Module):
+  """One post-LN encoder layer: x = LN(x + Attn(x)); x = LN(x + MLP(x))."""
+
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+    c = self.config
+    dense = functools.partial(nn.Dense, dtype=c.compute_dtype, param_dtype=c.storage_dtype)
+    dropout = nn.Dropout(c.hidden_dropout_prob)
+    act_axes = (axes.BATCH, axes.LENGTH, axes.EMBED)
+
+    h = SelfAttention(c, name="attention")(x, mask, deterministic)
+    x = _layer_norm(c, "attention_norm")(x + dropout(h, deterministic=deterministic))
+    x = nn.with_logical_constraint(x, act_axes)
+
+    # [batch, length, embed] -> [batch, length, mlp] -> [batch, length, embed]
+    h = dense(c.intermediate_size, kernel_init=_dense_init(c, (axes.EMBED, axes.MLP)),
+              bias_init=_zeros((axes.MLP,)), name="intermediate")(x)
+    h = nn.with_logical_constraint(activation(c.hidden_act)(h),
+                                   (axes.BATCH, axes.LENGTH, axes.MLP))
+    h = dense(c.hidden_size, kernel_init=_dense_init(c, (axes.MLP, axes.EMBED)),
+              bias_init=_zeros((axes.EMBED,)), name="output")(h)
+    x = _layer_norm(c, "output_norm")(x + dropout(h, deterministic=deterministic))
+    return nn.with_logical_constraint(x, act_axes)
+
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class BertEncoder(nn.Module):
+  """A stack of `num_hidden_layers` BertLayers, optionally rematerialized and scanned."""
+
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+    c = self.config
+    layer = BertLayer
+    if c.remat_policy != "none":
+      layer = nn.remat(layer, policy=_REMAT_POLICIES[c.remat_policy], static_argnums=(3,))
+    if c.scan_layers:
+      def body(module, carry, _):
+        return module(carry, mask, deterministic), None
+      scanned = nn.scan(
+          body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+          length=c.num_hidden_layers, metadata_params={nn.PARTITION_NAME: axes.LAYERS})
+      x, _ = scanned(layer(c, name="layers"), x, None)
+      return x
+    for i in range(c.num_hidden_layers):
+      x = layer(c, name=f"layer_{i}")(x, mask, deterministic)
+    return x
+
+
+def _check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids):
+  """Shape errors at trace time; id-range errors when the ids are concrete."""
+  if input_ids.ndim != 2:
+    raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+  if input_ids.shape[1] > config.max_position_embeddings:
+    raise ValueError(f"input length {input_ids.shape[1]} exceeds max_position_embeddings="
+                     f"{config.max_position_embeddings}")
+  for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+    if t is not None and tuple(t.shape) != tuple(input_ids.shape):
+      raise ValueError(f"{name} has shape {tuple(t.shape)}, input_ids has "
+                       f"{tuple(input_ids.shape)}")
+  if not isinstance(input_ids, jax.core.Tracer) and input_ids.size:
+    lo, hi = int(jnp.min(input_ids)), int(jnp.max(input_ids))
+    if lo < 0 or hi >= config.vocab_size:
+      bad = lo if lo < 0 else hi
+      raise ValueError(f"input_ids contain {bad}, outside the vocabulary [0, {config.vocab_size})")
+
+
+class BertModel(nn.Module):
+  """The BERT encoder: `last_hidden_state` [batch, length, embed], `pooler_output` [batch, embed]."""
+
+  config: BertConfig
+  add_pooling_layer: bool = True
+
+  def setup(self):
+    c = self.config
+    self.embeddings = BertEmbeddings(c)
+    self.encoder = BertEncoder(c)
+    if self.add_pooling_layer:
+      self.pooler = nn.Dense(
+          c.hidden_size, dtype=c.compute_dtype, param_dtype=c.storage_dtype,
+          kernel_init=_dense_init(c, (axes.EMBED, axes.MLP)), bias_init=_zeros((axes.MLP,)))
+
+  def __call__(self, input_ids: Array, attention_mask: Array | None = None,
+               token_type_ids: Array | None = None, *, deterministic: bool = True) -> BertOutput:
+    _check_inputs(self.config, input_ids, attention_mask, token_type_ids)
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    x = self.embeddings(input_ids, token_type_ids, deterministic)  # [batch, length, embed]
+    x = nn.with_logical_constraint(x, (axes.BATCH, axes.LENGTH, axes.EMBED))
+    x = self.encoder(x, attention_mask.astype(bool), deterministic)
+    pooled = None
+    if self.add_pooling_layer:
+      pooled = jnp.tanh(self.pooler(x[:, 0]))  # [batch, embed] from [CLS]
+    return BertOutput(last_hidden_state=x, pooler_output=pooled)
+
+  def attend(self, x: Array) -> Array:
+    """Projects hidden states onto the word embeddings (the tied MLM decoder)."""
+    return self.embeddings.word_embeddings.attend(x)
+
+
+def gather_positions(x: Array, positions: Array) -> Array:
+  """[batch, length, embed], [batch, P] -> [batch, P, embed]."""
+  return jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
+
+
+class MLMHead(nn.Module):
+  """Dense + activation + LayerNorm, then the tied word-embedding decoder plus an output bias."""
+
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: Array, decoder) -> Array:
+    c = self.config
+    x = nn.Dense(c.hidden_size, dtype=c.compute_dtype, param_dtype=c.storage_dtype,
+                 kernel_init=_dense_init(c, (axes.EMBED, axes.MLP)),
+                 bias_init=_zeros((axes.MLP,)), name="transform")(x)
+    x = _layer_norm(c, "layer_norm")(activation(c.hidden_act)(x))
+    bias = self.param("bias", _zeros((axes.VOCAB,)), (c.vocab_size,), c.storage_dtype)
+    return decoder(x) + bias.astype(c.compute_dtype)  # [..., vocab]
+
+
+class BertForMaskedLM(nn.Module):
+  """BERT with the MLM head; logits only at `masked_positions` when given ([batch, P, vocab])."""
+
+  config: BertConfig
+
+  def setup(self):
+    self.bert = BertModel(self.config, add_pooling_layer=False)
+    self.mlm_head = MLMHead(self.config)
+
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None,
+               *, deterministic: bool = True) -> Array:
+    x = self.bert(input_ids, attention_mask, token_type_ids,
+                  deterministic=deterministic).last_hidden_state
+    if masked_positions is not None:
+      x = gather_positions(x, masked_positions)  # gather first: [batch, P, embed]
+    return self.mlm_head(x, self.bert.attend)
+
+
+class BertForPreTraining(nn.Module):
+  """BERT with MLM and next-sentence heads: returns (mlm_logits, nsp_logits [batch, 2])."""
+
+  config: BertConfig
+
+  def setup(self):
+    c = self.config
+    self.bert = BertModel(c)
+    self.mlm_head = MLMHead(c)
+    self.nsp_head = ClassificationHead(2, dropout_rate=0.0, config=c)
+
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None,
+               *, deterministic: bool = True) -> tuple[Array, Array]:
+    out = self.bert(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+    x = out.last_hidden_state
+    if masked_positions is not None:
+      x = gather_positions(x, masked_positions)
+    return self.mlm_head(x, self.bert.attend), self.nsp_head(out.pooler_output)
+
+
+class ClassificationHead(nn.Module):
+  """Dropout + linear over a pooled [CLS] vector: [batch, embed] -> [batch, num_labels]."""
+
+  num_labels: int
+  dropout_rate: float = 0.1
+  config: BertConfig | None = None  # dtypes and init range; BERT-base defaults when None
+
+  @nn.compact
+  def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
+    c = self.config or BertConfig()
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    kernel = self.param("kernel", _dense_init(c, (axes.EMBED, axes.LABELS)),
+                        (x.shape[-1], self.num_labels), c.storage_dtype)
+    bias = self.param("bias", _zeros((axes.LABELS,)), (self.num_labels,), c.storage_dtype)
+    x = x.astype(c.compute_dtype)
+    return x @ kernel.astype(c.compute_dtype) + bias.astype(c.compute_dtype)
+
+
+class BertForSequenceClassification(nn.Module):
+  """BERT + pooler + classifier: [batch, length] ids -> [batch, num_labels] logits."""
+
+  config: BertConfig
+  num_labels: int = 2
+
+  def setup(self):
+    self.bert = BertModel(self.config)
+    self.classifier = ClassificationHead(
+        self.num_labels, dropout_rate=self.config.hidden_dropout_prob, config=self.config)
+
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
+               deterministic: bool = True) -> Array:
+    pooled = self.bert(input_ids, attention_mask, token_type_ids,
+                       deterministic=deterministic).pooler_output
+    return self.classifier(pooled, deterministic=deterministic)
+
+
+def count_params(params: Any) -> int:
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
