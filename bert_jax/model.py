@@ -21,6 +21,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bert_jax import axes
 from bert_jax.config import BertConfig
@@ -87,6 +88,31 @@ class BertEmbeddings(nn.Module):
     return self.dropout(x, deterministic=deterministic)
 
 
+class Projection(nn.Module):
+  """`einsum(equation, x, kernel) + bias`, the kernel created at its full (unflattened) shape.
+
+  nn.DenseGeneral initializes a flattened 2-D kernel, which breaks logical sharding constraints
+  under `jax.set_mesh`; this keeps every parameter at its named rank.
+  """
+
+  config: BertConfig
+  equation: str
+  kernel_shape: tuple[int, ...]
+  kernel_axes: tuple[str, ...]
+  bias_axes: tuple[str, ...]
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    c = self.config
+    bias_shape = self.kernel_shape[-len(self.bias_axes):]
+    kernel = self.param("kernel", _dense_init(c, self.kernel_axes), self.kernel_shape,
+                        c.storage_dtype)
+    bias = self.param("bias", _zeros(self.bias_axes), bias_shape, c.storage_dtype)
+    x = x.astype(c.compute_dtype)
+    return jnp.einsum(self.equation, x, kernel.astype(c.compute_dtype)) + bias.astype(
+        c.compute_dtype)
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention with the output projection (no residual)."""
 
@@ -96,10 +122,9 @@ class SelfAttention(nn.Module):
   def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
     c = self.config
     heads, head_dim = c.num_attention_heads, c.head_dim
-    proj = functools.partial(
-        nn.DenseGeneral, features=(heads, head_dim), dtype=c.compute_dtype,
-        param_dtype=c.storage_dtype, kernel_init=_dense_init(c, (axes.EMBED, axes.HEADS, axes.KV)),
-        bias_init=_zeros((axes.HEADS, axes.KV)))
+    # b: batch, l: length, e: embed, h: heads, d: head_dim (kv)
+    proj = functools.partial(Projection, c, "ble,ehd->blhd", (c.hidden_size, heads, head_dim),
+                             (axes.EMBED, axes.HEADS, axes.KV), (axes.HEADS, axes.KV))
     # [batch, length, embed] -> [batch, length, heads, kv]
     q, k, v = proj(name="query")(x), proj(name="key")(x), proj(name="value")(x)
     qkv_axes = (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV)
@@ -120,10 +145,8 @@ class SelfAttention(nn.Module):
                                          implementation=impl)
     ctx = nn.with_logical_constraint(ctx, qkv_axes)  # [batch, length, heads, kv]
     # [batch, length, heads, kv] -> [batch, length, embed]
-    return nn.DenseGeneral(
-        c.hidden_size, axis=(-2, -1), dtype=c.compute_dtype, param_dtype=c.storage_dtype,
-        kernel_init=_dense_init(c, (axes.HEADS, axes.KV, axes.EMBED)),
-        bias_init=_zeros((axes.EMBED,)), name="out")(ctx)
+    return Projection(c, "blhd,hde->ble", (heads, head_dim, c.hidden_size),
+                      (axes.HEADS, axes.KV, axes.EMBED), (axes.EMBED,), name="out")(ctx)
 
 
 class BertLayer(nn.Module):
@@ -196,7 +219,8 @@ def _check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids)
       raise ValueError(f"{name} has shape {tuple(t.shape)}, input_ids has "
                        f"{tuple(input_ids.shape)}")
   if not isinstance(input_ids, jax.core.Tracer) and input_ids.size:
-    lo, hi = int(jnp.min(input_ids)), int(jnp.max(input_ids))
+    ids = np.asarray(input_ids)  # eager call: the ids are on hand, check them
+    lo, hi = int(ids.min()), int(ids.max())
     if lo < 0 or hi >= config.vocab_size:
       bad = lo if lo < 0 else hi
       raise ValueError(f"input_ids contain {bad}, outside the vocabulary [0, {config.vocab_size})")
