@@ -1,0 +1,138 @@
+"""Device mesh, logical axis rules, sharded initialization, and the pmap data-parallel mode.
+
+Model code names axes logically (`axes.py`); this table maps them onto the mesh:
+
+  logical     mesh axes          why
+  batch       (data, fsdp)       examples split over every data-parallel device
+  embed       fsdp               parameters (and optimizer moments) split by FSDP
+  mlp         tensor             feed-forward columns split by tensor parallelism
+  heads       tensor             attention heads split by tensor parallelism
+  vocab       tensor             embedding rows / MLM logits split by tensor parallelism
+  kv, length, positions, labels, layers, predictions: replicated
+
+A mesh axis is used at most once per array: an activation [batch, length, embed] takes
+(data, fsdp) for batch, so its embed stays whole.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from bert_jax import axes
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    (axes.BATCH, ("data", "fsdp")),
+    (axes.EMBED, "fsdp"),
+    (axes.MLP, "tensor"),
+    (axes.HEADS, "tensor"),
+    (axes.VOCAB, "tensor"),
+    (axes.KV, None),
+    (axes.LENGTH, None),
+    (axes.POSITIONS, None),
+    (axes.LABELS, None),
+    (axes.LAYERS, None),
+    (axes.PREDICTIONS, None),
+)
+
+
+def mesh_shape(shape: dict[str, int], num_devices: int) -> tuple[int, ...]:
+  """Resolves a {'data': -1, 'fsdp': 2, 'tensor': 1} dict (-1 = the remaining devices)."""
+  unknown = sorted(set(shape) - set(MESH_AXES))
+  if unknown:
+    raise ValueError(f"mesh axes {unknown} are not among {MESH_AXES}")
+  sizes = [int(shape.get(name, 1)) for name in MESH_AXES]
+  if sum(s == -1 for s in sizes) > 1 or any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"mesh {dict(shape)}: sizes must be positive with at most one -1")
+  fixed = math.prod(s for s in sizes if s != -1)
+  if num_devices % fixed:
+    raise ValueError(f"mesh {dict(shape)} does not divide the {num_devices} devices")
+  sizes = [num_devices // fixed if s == -1 else s for s in sizes]
+  if math.prod(sizes) != num_devices:
+    raise ValueError(f"mesh {dict(shape)} uses {math.prod(sizes)} devices, "
+                     f"but {num_devices} are present")
+  return tuple(sizes)
+
+
+def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A (data, fsdp, tensor) mesh with Auto axis types (Explicit breaks nn.Embed on sharded ids)."""
+  devices = list(devices) if devices is not None else jax.devices()
+  sizes = mesh_shape(shape, len(devices))
+  if devices == jax.devices():
+    return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(sizes))
+  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES,
+              axis_types=(AxisType.Auto,) * len(sizes))
+
+
+def logical_shardings(boxed_tree, mesh: Mesh, rules) -> Any:
+  """NamedShardings for a tree whose leaves are nn.LogicallyPartitioned (others replicate)."""
+  specs = nn.get_partition_spec(boxed_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
+  """Sharding of [batch, ...] arrays: the batch axis over the data-parallel mesh axes."""
+  return NamedSharding(mesh, nn.logical_to_mesh_axes((axes.BATCH,), rules))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def create_sharded(init_fn: Callable[[jax.Array], Any], rng: jax.Array, mesh: Mesh, rules):
+  """Runs `init_fn(rng)` (returning a boxed tree) so each array is born sharded.
+
+  Returns (unboxed tree, its shardings). `jax.eval_shape` reads the logical names without
+  allocating; `jax.jit(..., out_shardings=...)` then creates every shard on its device.
+  """
+  abstract = jax.eval_shape(init_fn, rng)
+  shardings = logical_shardings(abstract, mesh, rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    tree = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)(rng)
+  return tree, shardings
+
+
+def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Assembles each process's rows into global arrays sharded over the batch axis."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def per_device_bytes(tree) -> int:
+  """Bytes that the first device holds of a tree of sharded arrays."""
+  device = jax.devices()[0]
+  total = 0
+  for x in jax.tree_util.tree_leaves(tree):
+    for shard in x.addressable_shards:
+      if shard.device == device:
+        total += shard.data.size * shard.data.dtype.itemsize
+  return total
+
+
+# --- pmap data parallel --------------------------------------------------------------------
+
+PMAP_AXIS = "devices"
+
+
+def pmap_shard_batch(local: dict[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
+  """[batch, ...] -> [devices, batch // devices, ...] for jax.pmap."""
+  def split(x):
+    if x.shape[0] % num_devices:
+      raise ValueError(f"batch of {x.shape[0]} rows does not split over {num_devices} devices")
+    return x.reshape((num_devices, x.shape[0] // num_devices) + x.shape[1:])
+  return {k: split(v) for k, v in local.items()}
+
+
+def pmap_replicate(tree, devices: Sequence[jax.Device] | None = None):
+  devices = list(devices) if devices is not None else jax.local_devices()
+  return jax.device_put_replicated(tree, devices)
+
+
+def pmap_unreplicate(tree):
+  return jax.tree_util.tree_map(lambda x: x[0], tree)

@@ -1,0 +1,50 @@
+"""Defaults every experiment shares; experiment files import this and override.
+
+Not an experiment itself. Keys that tests and tools rely on: num_train_steps, log_every_steps,
+eval_every_steps, checkpoint_every_steps, seed, init_from, mesh, parallelism.
+"""
+
+import ml_collections
+
+from bert_jax import sharding
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = "pretraining"  # or "classification"
+  c.seed = 0
+  c.init_from = ""  # a bert_jax workdir/checkpoint or a transformers BERT directory
+
+  # BertConfig fields (transformers' names); vocab_size 0 = the tokenizer's.
+  c.model = ml_collections.ConfigDict(dict(
+      vocab_size=0, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+      intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
+      attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
+      initializer_range=0.02, layer_norm_eps=1e-12, pad_token_id=0, dtype="float32",
+      param_dtype="float32", attention_impl="auto", remat_policy="none", scan_layers=False))
+
+  c.data = ml_collections.ConfigDict(dict(
+      name="movie_reviews_text", data_dir="", vocab_file="", max_seq_length=128, nsp=False,
+      short_seq_prob=0.1, text_files="", train_file="", eval_file="", text_key="text",
+      text_pair_key="", label_key="label", train_split="train", eval_split="validation"))
+  c.masking = ml_collections.ConfigDict(dict(
+      mask_prob=0.15, max_predictions_per_seq=20, whole_word=False))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=1e-4, warmup_steps=1000, weight_decay=0.01, b1=0.9,
+      b2=0.999, eps=1e-6, clip_norm=1.0))
+
+  c.batch_size = 256  # global, over all processes and devices
+  c.eval_batch_size = 256
+  c.grad_accum_steps = 1
+  c.num_train_steps = 100_000
+  c.log_every_steps = 100
+  c.eval_every_steps = 5_000
+  c.num_eval_batches = -1  # -1: the whole eval split
+  c.checkpoint_every_steps = 5_000
+  c.keep_checkpoints = 3
+
+  # Parallelism: a (data, fsdp, tensor) mesh, -1 = the remaining devices; or "pmap".
+  c.parallelism = "jit"
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.logical_axis_rules = [list(r) for r in sharding.DEFAULT_RULES]
+  return c
