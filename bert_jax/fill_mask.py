@@ -1,0 +1,62 @@
+"""Top-k fillers for [MASK] tokens with a pretrained MLM.
+
+  python -m bert_jax.fill_mask --checkpoint workdirs/pretrain_tiny \
+      "I love [MASK] language processing."
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from bert_jax import inference
+from bert_jax.model import BertForMaskedLM
+
+flags.DEFINE_string("checkpoint", None, "A bert_jax workdir or a transformers BERT directory.")
+flags.DEFINE_integer("top_k", 5, "Fillers to print per [MASK].")
+FLAGS = flags.FLAGS
+
+
+def fill_mask(loaded: inference.Loaded, texts: list[str], top_k: int = 5):
+  """Returns, per text, per [MASK], a list of (token, probability), best first."""
+  from bert_jax.tokenizer import Tokenizer
+  if "mlm_head" not in loaded.params:
+    raise ValueError("this checkpoint has no MLM head (a classifier or an encoder); fill-mask "
+                     "needs a pretraining checkpoint or a transformers BertForMaskedLM")
+  tok = Tokenizer(loaded.vocab_file)
+  enc = tok.encode_batch(texts, max_length=min(loaded.max_seq_length,
+                                                loaded.config.max_position_embeddings))
+  ids = np.asarray(enc["input_ids"])
+  model = BertForMaskedLM(loaded.config)
+  logits = model.apply({"params": loaded.params}, jnp.asarray(ids),
+                       jnp.asarray(enc["attention_mask"]), jnp.asarray(enc["token_type_ids"]))
+  probs = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
+  results = []
+  for row, text in enumerate(texts):
+    positions = np.flatnonzero(ids[row] == tok.mask_id)
+    if positions.size == 0:
+      raise ValueError(f"no [MASK] token in {text!r}")
+    per_mask = []
+    for pos in positions:
+      best = np.argsort(-probs[row, pos])[:top_k]
+      per_mask.append([(t, float(probs[row, pos, i]))
+                       for t, i in zip(tok.convert_ids_to_tokens(best.tolist()), best)])
+    results.append(per_mask)
+  return results
+
+
+def main(argv):
+  texts = argv[1:]
+  if not FLAGS.checkpoint or not texts:
+    raise app.UsageError('usage: fill_mask --checkpoint DIR "text with [MASK]" ...')
+  loaded = inference.load(FLAGS.checkpoint, head="mlm")
+  for text, masks in zip(texts, fill_mask(loaded, texts, FLAGS.top_k)):
+    print(text)
+    for i, fillers in enumerate(masks):
+      print(f"  [MASK] #{i + 1}: " + ", ".join(f"{t} ({p:.3f})" for t, p in fillers))
+
+
+if __name__ == "__main__":
+  app.run(main)
