@@ -13,9 +13,12 @@ from absl import app, flags
 
 from bert_jax import hf, inference
 
-flags.DEFINE_string("checkpoint", None, "A bert_jax workdir.")
-flags.DEFINE_string("out", None, "Output directory (transformers format).")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string("checkpoint", None, "A bert_jax workdir.")
+  flags.DEFINE_string("out", None, "Output directory (transformers format).")
 
 
 def export(checkpoint: str, out: str) -> str:
@@ -41,4 +44,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

