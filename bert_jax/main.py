@@ -47,5 +47,17 @@ def main(argv):
     sys.exit(f"error: {e}")
 
 
+def parse_flags(argv):
+  """absl flag parsing with config mistakes (unknown key, wrong type) as one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: {e}")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    detail = str(e).strip("\"'")
+    bad = [a for a in argv[1:] if a.startswith("--config.")]
+    sys.exit(f"error: bad config override {' '.join(bad)}: {type(e).__name__}: {detail}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
