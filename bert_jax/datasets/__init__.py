@@ -1,0 +1,126 @@
+"""TFDS builders for bert_jax, prepared to array_record and read without TensorFlow.
+
+| data.name              | task           | splits            | stores                         |
+|------------------------|----------------|-------------------|--------------------------------|
+| movie_reviews_text     | pretraining    | train, validation | packed token ids               |
+| local_text             | pretraining    | train, validation | packed token ids               |
+| any prepared TFDS name | pretraining    | train, validation | packed token ids (`tfds_text`) |
+| rotten_tomatoes        | classification | train, test       | text, label                    |
+| local_classification   | classification | train, validation | text, (text_pair), label       |
+| any prepared TFDS name | classification | as prepared       | as prepared                    |
+
+Prepared data lives under `data_dir`: the argument, else `$BERT_JAX_DATA_DIR`, else
+`~/tensorflow_datasets`. `get_builder(...)` prepares on first use
+(`download_and_prepare(file_format="array_record")`) and reuses it afterwards. When several
+processes start at once (multi-host), prepare once beforehand (`prepare(data_config)`) so
+they do not race to write the same directory.
+
+Importing this package imports tensorflow_datasets (never TensorFlow); the core
+bert_jax package does not import it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+PRETRAINING_BUILDERS = ("movie_reviews_text", "local_text")
+CLASSIFICATION_BUILDERS = ("rotten_tomatoes", "local_classification")
+
+
+class _NoCustomConfigNotice(logging.Filter):
+  """TFDS logs every config not listed in BUILDER_CONFIGS; ours never are (they are built
+  from the experiment config), so the notice is noise."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_NoCustomConfigNotice())
+
+
+def default_data_dir() -> str:
+  return os.path.expanduser(os.environ.get("BERT_JAX_DATA_DIR") or "~/tensorflow_datasets")
+
+
+def _field(data_config, key: str, default):
+  value = getattr(data_config, key, default)
+  return default if value is None else value
+
+
+def task_of(data_config, data_dir: str | None = None) -> str:
+  """"pretraining" or "classification"; other TFDS datasets are classification when they
+  have the `label_key` feature."""
+  name = data_config.name
+  if name in PRETRAINING_BUILDERS:
+    return "pretraining"
+  if name in CLASSIFICATION_BUILDERS:
+    return "classification"
+  from bert_jax.datasets import tfds_text
+  features = tfds_text.open_prepared(name, data_dir or default_data_dir()).info.features
+  label_key = _field(data_config, "label_key", "label")
+  return "classification" if label_key in features else "pretraining"
+
+
+def get_builder(data_config, data_dir: str | None = None, task: str | None = None):
+  """The prepared builder for `data_config` (preparing it on first use)."""
+  import tensorflow_datasets as tfds
+  from bert_jax.datasets import base
+
+  data_dir = data_dir or default_data_dir()
+  name = data_config.name
+  task = task or task_of(data_config, data_dir)
+  if task == "pretraining":
+    kwargs = dict(vocab_file=_field(data_config, "vocab_file", ""),
+                  max_seq_length=int(_field(data_config, "max_seq_length", 128)),
+                  nsp=bool(_field(data_config, "nsp", True)),
+                  short_seq_prob=float(_field(data_config, "short_seq_prob", 0.1)),
+                  max_documents=int(_field(data_config, "max_documents", 0)))
+    if name == "movie_reviews_text":
+      from bert_jax.datasets.movie_reviews_text import MovieReviewsText as cls
+      config = base.pretraining_config(**kwargs)
+    elif name == "local_text":
+      from bert_jax.datasets import local_text
+      cls = local_text.LocalText
+      text_files = _field(data_config, "text_files", "")
+      if not text_files:
+        raise ValueError("data.name='local_text' needs data.text_files (a glob or folder "
+                         "of .txt/.txt.gz/.jsonl files)")
+      tag = "f" + local_text.files_fingerprint(local_text.list_files(text_files))
+      config = base.pretraining_config(source=text_files, source_tag=tag, **kwargs)
+    elif name in CLASSIFICATION_BUILDERS:
+      raise ValueError(f"data.name={name!r} is a classification dataset, not a corpus")
+    else:  # a prepared TFDS text dataset, packed by tfds_text
+      from bert_jax.datasets import tfds_text
+      cls = tfds_text.TfdsText
+      features = tfds_text.open_prepared(name, data_dir).info.features  # fail early
+      text_key = _field(data_config, "text_key", "text")
+      if text_key not in features:
+        raise ValueError(f"{name}: no text feature {text_key!r} (features: "
+                         f"{sorted(features)}); set data.text_key")
+      tag = name.replace("/", "-").replace(":", "-")
+      config = base.pretraining_config(source=name, source_tag=tag, text_key=text_key,
+                                       **kwargs)
+    builder = cls(config=config, data_dir=data_dir)
+  elif name == "rotten_tomatoes":
+    from bert_jax.datasets.rotten_tomatoes import RottenTomatoes
+    builder = RottenTomatoes(data_dir=data_dir)
+  elif name == "local_classification":
+    from bert_jax.datasets import local_classification as lc
+    config = lc.classification_config(_field(data_config, "train_file", ""),
+                                      _field(data_config, "eval_file", ""),
+                                      _field(data_config, "label_names", ()))
+    builder = lc.LocalClassification(config=config, data_dir=data_dir)
+  elif name in PRETRAINING_BUILDERS:
+    raise ValueError(f"data.name={name!r} is a pretraining corpus, not a labelled dataset")
+  else:
+    from bert_jax.datasets import tfds_text
+    return tfds_text.open_prepared(name, data_dir)
+  builder.download_and_prepare(file_format="array_record",
+                               download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return builder
+
+
+def prepare(data_config, data_dir: str | None = None):
+  """Prepares the dataset of `data_config` now (e.g. before starting many processes)."""
+  return get_builder(data_config, data_dir)

@@ -1,0 +1,202 @@
+"""What every bert_jax builder shares: configs, the held-out rule, text -> packed examples.
+
+Pretraining builders store token ids (tokenized once, at preparation), so the vocabulary,
+`max_seq_length` and NSP mode are part of the BuilderConfig, and the config *name*
+encodes them (`v<vocab hash>_s128_nsp_p0.1`): different settings never collide in the
+data directory. Classification builders store text and labels; the loader tokenizes
+(short texts, any vocabulary or length without re-preparing).
+
+Classification rows are stored in file order (`disable_shuffling`, integer keys).
+Pretraining examples are stored in TFDS's key-hash order: that shuffle spreads a large
+corpus over TFDS's on-disk buckets (generation order would sort it all in memory), and
+the loader shuffles anyway.
+
+Held-out rule for pretraining corpora: `round(2%)` of the documents (at least one when
+there are two or more), chosen by `np.random.default_rng(seed).permutation(n)`, form
+the `validation` split; the rest form `train`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from bert_jax import packing
+from bert_jax.tokenizer import Tokenizer, resolve_vocab_file, vocab_hash
+
+log = logging.getLogger("bert_jax.datasets")
+
+VERSION = tfds.core.Version("1.0.0")
+VALIDATION_FRACTION = 0.02
+CHUNK_DOCUMENTS = 2048  # documents tokenized and packed together (random B comes from here)
+CHUNK_CHARACTERS = 32_000_000  # ...or fewer, when documents are huge
+
+
+@dataclasses.dataclass
+class PretrainingConfig(tfds.core.BuilderConfig):
+  """Packed-example settings; `name` must encode all of them (see `pretraining_config`)."""
+  vocab_file: str = ""
+  max_seq_length: int = 128
+  nsp: bool = True
+  short_seq_prob: float = 0.1
+  max_documents: int = 0  # 0 = all; N = only the first N documents (quick runs, tests)
+  source: str = ""  # local_text: the glob; tfds_text: the TFDS dataset name
+  text_key: str = "text"  # tfds_text: the feature holding the document
+  seed: int = 0  # held-out choice and packing randomness
+
+
+def pretraining_config(*, vocab_file: str = "", max_seq_length: int = 128, nsp: bool = True,
+                       short_seq_prob: float = 0.1, max_documents: int = 0, source: str = "",
+                       source_tag: str = "", text_key: str = "text", seed: int = 0
+                       ) -> PretrainingConfig:
+  """A PretrainingConfig whose name encodes every setting that changes the stored examples."""
+  if max_seq_length < 8:
+    raise ValueError(f"max_seq_length must be at least 8, got {max_seq_length}")
+  if not 0.0 <= short_seq_prob <= 1.0:
+    raise ValueError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
+  vocab_file = resolve_vocab_file(vocab_file)
+  parts = [source_tag] if source_tag else []
+  parts += [f"v{vocab_hash(vocab_file)}", f"s{max_seq_length}"]
+  parts += [f"nsp_p{short_seq_prob:g}"] if nsp else ["full"]
+  if max_documents:
+    parts.append(f"n{max_documents}")
+  if seed:
+    parts.append(f"r{seed}")
+  return PretrainingConfig(
+      name="_".join(parts), vocab_file=vocab_file, max_seq_length=max_seq_length, nsp=nsp,
+      short_seq_prob=short_seq_prob, max_documents=max_documents, source=source,
+      text_key=text_key, seed=seed,
+      description=f"{'BERT NSP' if nsp else 'RoBERTa full-sentence'} packing, "
+                  f"max_seq_length {max_seq_length}, vocab {vocab_file}")
+
+
+def module_path(file: str):
+  """A builder's `code_path`. TFDS would otherwise probe its package with the
+  `importlib_resources` backport, which is not installed (nor needed)."""
+  from etils import epath
+  return epath.Path(file)
+
+
+def validation_mask(num_documents: int, seed: int = 0) -> np.ndarray:
+  """[num_documents] bool: the held-out documents (see the module docstring)."""
+  n_val = 0 if num_documents < 2 else max(1, round(VALIDATION_FRACTION * num_documents))
+  mask = np.zeros(num_documents, bool)
+  mask[np.random.default_rng(seed).permutation(num_documents)[:n_val]] = True
+  return mask
+
+
+class PretrainingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Documents -> sentences -> wordpiece ids -> packed examples; subclasses give `_documents`."""
+
+  VERSION = VERSION
+  BUILDER_CONFIG_CLASS = PretrainingConfig
+
+  @abc.abstractmethod
+  def _documents(self, quiet: bool = False) -> Iterator[str]:
+    """The whole corpus, one string per document, always in the same order.
+
+    `quiet`: the counting pass; do not log problems twice.
+    """
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    features = {
+        "input_ids": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+        "token_type_ids": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+    }
+    if self.builder_config.nsp:
+      features["next_sentence_label"] = tfds.features.Scalar(
+          dtype=np.int32, doc="0: B follows A in the document, 1: B is from a random document")
+    return tfds.core.DatasetInfo(
+        builder=self, description=self.__doc__, features=tfds.features.FeaturesDict(features),
+        metadata=tfds.core.MetadataDict())
+
+  def _limited_documents(self, quiet: bool = False) -> Iterator[str]:
+    limit = self.builder_config.max_documents
+    for i, document in enumerate(self._documents(quiet=quiet)):
+      if limit and i >= limit:
+        return
+      yield document
+
+  def _num_documents(self) -> int:
+    """A first, quiet pass over the corpus (subclasses may know the count cheaply)."""
+    return sum(1 for _ in self._limited_documents(quiet=True))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # everything is local
+    num_documents = self._num_documents()
+    if num_documents == 0:
+      raise ValueError(f"{self.name}: no documents to prepare (source: "
+                       f"{self.builder_config.source or self.name})")
+    held_out = validation_mask(num_documents, self.builder_config.seed)
+    splits = {"train": self._generate_examples(split="train", keep=~held_out)}
+    if held_out.any():
+      splits["validation"] = self._generate_examples(split="validation", keep=held_out)
+    return splits
+
+  def _generate_examples(self, split: str, keep: np.ndarray):
+    cfg = self.builder_config
+    tokenizer = Tokenizer(cfg.vocab_file)
+    stats = dict(documents=0, sentences=0, tokens=0, examples=0, example_tokens=0)
+    selected = (d for d, k in zip(self._limited_documents(quiet=split != "train"), keep) if k)
+    for chunk_index, chunk in enumerate(_chunks(selected)):
+      sentences = [packing.split_sentences(d) for d in chunk]
+      flat_ids = tokenizer.tokenize_to_ids([s for doc in sentences for s in doc])
+      documents, start = [], 0
+      for doc in sentences:
+        documents.append(flat_ids[start:start + len(doc)])
+        start += len(doc)
+      stats["documents"] += len(chunk)
+      stats["sentences"] += len(flat_ids)
+      stats["tokens"] += int(sum(len(s) for s in flat_ids))
+      # One generator per (seed, split, chunk): examples do not depend on chunk order.
+      rng = np.random.default_rng([cfg.seed, split == "validation", chunk_index])
+      if cfg.nsp:
+        examples = packing.pack_nsp(
+            documents, max_seq_length=cfg.max_seq_length, short_seq_prob=cfg.short_seq_prob,
+            rng=rng, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
+      else:
+        examples = packing.pack_full_sentences(
+            documents, max_seq_length=cfg.max_seq_length, cls_id=tokenizer.cls_id,
+            sep_id=tokenizer.sep_id)
+      for j, example in enumerate(examples):
+        stats["examples"] += 1
+        stats["example_tokens"] += len(example["input_ids"])
+        yield f"{chunk_index}_{j}", example
+    self.info.metadata[split] = stats
+    if split == "train":  # the train pass reads the whole corpus
+      self.info.metadata["read"] = self._read_stats()
+    log.info("%s/%s %s: %s", self.name, cfg.name, split, stats)
+
+  def _read_stats(self) -> dict:
+    """Counts from reading the corpus (skipped lines...), stored as metadata["read"]."""
+    return {}
+
+
+def _chunks(documents: Iterator[str]) -> Iterator[list[str]]:
+  chunk, chars = [], 0
+  for document in documents:
+    chunk.append(document)
+    chars += len(document)
+    if len(chunk) >= CHUNK_DOCUMENTS or chars >= CHUNK_CHARACTERS:
+      yield chunk
+      chunk, chars = [], 0
+  if chunk:
+    yield chunk
+
+
+def classification_info(builder, label_names, has_pair: bool, description: str,
+                        citation: str = "", homepage: str = "") -> tfds.core.DatasetInfo:
+  """Features of every classification builder: text, optional text_pair, label."""
+  features = {"text": tfds.features.Text()}
+  if has_pair:
+    features["text_pair"] = tfds.features.Text()
+  features["label"] = tfds.features.ClassLabel(names=list(label_names))
+  return tfds.core.DatasetInfo(
+      builder=builder, description=description, features=tfds.features.FeaturesDict(features),
+      supervised_keys=("text", "label"), citation=citation, homepage=homepage,
+      metadata=tfds.core.MetadataDict(), disable_shuffling=True)
