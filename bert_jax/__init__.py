@@ -6,10 +6,20 @@ dependencies lazily.
 """
 
 from bert_jax.config import BertConfig
+from bert_jax.masking import MaskedBatch, mask_tokens
 from bert_jax.model import (BertForMaskedLM, BertForPreTraining, BertForSequenceClassification,
                             BertModel, BertOutput, ClassificationHead, MLMHead)
 
 __all__ = [
     "BertConfig", "BertModel", "BertOutput", "BertForMaskedLM", "BertForPreTraining",
-    "BertForSequenceClassification", "ClassificationHead", "MLMHead",
+    "BertForSequenceClassification", "ClassificationHead", "MLMHead", "MaskedBatch",
+    "mask_tokens", "load_hf_checkpoint", "save_hf_checkpoint",
 ]
+
+
+def __getattr__(name):
+  # transformers conversion is imported on first use (it needs safetensors).
+  if name in ("load_hf_checkpoint", "save_hf_checkpoint"):
+    from bert_jax import hf
+    return getattr(hf, name)
+  raise AttributeError(f"module 'bert_jax' has no attribute {name!r}")
