@@ -25,6 +25,7 @@ _HF_IGNORED = {
     "is_decoder", "add_cross_attention", "chunk_size_feed_forward", "output_attentions",
     "output_hidden_states", "return_dict", "_name_or_path", "id2label", "label2id",
     "problem_type", "tie_word_embeddings", "bos_token_id", "eos_token_id",
+    "is_encoder_decoder",
 }
 
 

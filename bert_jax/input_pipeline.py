@@ -2,11 +2,11 @@
 
 Each loader is a `grain.MapDataset` over *record indices*:
 
-    range(n)[process_index::process_count]      # this process's disjoint shard
-      -> shuffle(seed)                          # a fresh permutation every epoch
+    range(n) -> shuffle(seed)                   # one global permutation per epoch
       -> repeat(num_epochs)                     # None: forever
       -> (+ padding indices -1)                 # finite runs: to a whole number of batches
-      -> batch(global_batch_size // process_count)
+      -> batch(global_batch_size)
+      -> [process_index * B : (process_index + 1) * B]   # this process's rows of each batch
       -> map(read the records of a batch, pad to [B, S])
 
 so the random order is a pure function of (seed, step) and the iterator state is one
@@ -69,26 +69,34 @@ class DataIterator:
 
 def _index_batches(num_records: int, *, batch_size: int, seed: int, shuffle: bool,
                    num_epochs: int | None, process_index: int, process_count: int):
-  """grain.MapDataset of [batch_size] int record indices (-1 = padding row)."""
+  """grain.MapDataset of [batch_size] int record indices (-1 = padding row) for one process.
+
+  The order is global: one permutation of all records, cut into global batches of
+  batch_size * process_count rows, of which process p takes the p-th contiguous slice. So a
+  run on 2 processes x 4 devices sees exactly the global batches of 1 process x 8 devices.
+  """
   import grain
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-  if num_records < process_count:
-    raise ValueError(f"{num_records} examples cannot be split over {process_count} processes")
-  indices = grain.MapDataset.range(num_records)[process_index::process_count]
+  global_batch = batch_size * process_count
+  if num_records < global_batch and num_epochs is None:
+    raise ValueError(f"{num_records} examples cannot fill one global batch of {global_batch}")
+  indices = grain.MapDataset.range(num_records)
   if shuffle:
     indices = indices.shuffle(seed=seed % 2**32)
   if num_epochs is None:
-    return indices.repeat(None).batch(batch_size, drop_remainder=True)
-  if num_epochs < 1:
-    raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
-  indices = indices.repeat(num_epochs)
-  # Same number of batches in every process: pad to the largest shard.
-  rows = math.ceil(math.ceil(num_records / process_count) * num_epochs / batch_size) * batch_size
-  if rows > len(indices):
-    padding = grain.MapDataset.range(rows - len(indices)).map(lambda _: -1)
-    indices = grain.MapDataset.concatenate([indices, padding])
-  return indices.batch(batch_size)
+    batches = indices.repeat(None).batch(global_batch, drop_remainder=True)
+  else:
+    if num_epochs < 1:
+      raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
+    indices = indices.repeat(num_epochs)
+    rows = math.ceil(len(indices) / global_batch) * global_batch
+    if rows > len(indices):  # pad the last global batch with -1 rows
+      padding = grain.MapDataset.range(rows - len(indices)).map(lambda _: -1)
+      indices = grain.MapDataset.concatenate([indices, padding])
+    batches = indices.batch(global_batch)
+  start = process_index * batch_size
+  return batches.map(lambda rows: rows[start:start + batch_size])
 
 
 def _check_batch_size(global_batch_size: int, process_count: int) -> int:

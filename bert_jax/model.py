@@ -1,7 +1,7 @@
 """BERT in Flax linen: embeddings, post-LN encoder, pooler, and the MLM / NSP / classifier heads.
 
 Outputs match transformers' PyTorch `BertModel` on the same weights (see `hf.py` and
-tests/test_hf_parity.py). Every parameter carries logical axis names (`axes.py`), so the same
+tests/test_hf.py). Every parameter carries logical axis names (`axes.py`), so the same
 module shards under any mesh. Parameter tree of `BertModel`:
 
   embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding, layer_norm
@@ -263,7 +263,8 @@ class BertModel(nn.Module):
 
 def gather_positions(x: Array, positions: Array) -> Array:
   """[batch, length, embed], [batch, P] -> [batch, P, embed]."""
-  return jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
+  x = jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
+  return nn.with_logical_constraint(x, (axes.BATCH, axes.PREDICTIONS, axes.EMBED))
 
 
 class MLMHead(nn.Module):
@@ -277,9 +278,11 @@ class MLMHead(nn.Module):
     x = nn.Dense(c.hidden_size, dtype=c.compute_dtype, param_dtype=c.storage_dtype,
                  kernel_init=_dense_init(c, (axes.EMBED, axes.MLP)),
                  bias_init=_zeros((axes.MLP,)), name="transform")(x)
+    x = nn.with_logical_constraint(x, (axes.BATCH, axes.PREDICTIONS, axes.EMBED)[-x.ndim:])
     x = _layer_norm(c, "layer_norm")(activation(c.hidden_act)(x))
     bias = self.param("bias", _zeros((axes.VOCAB,)), (c.vocab_size,), c.storage_dtype)
-    return decoder(x) + bias.astype(c.compute_dtype)  # [..., vocab]
+    logits = decoder(x) + bias.astype(c.compute_dtype)  # [batch, P, vocab]
+    return nn.with_logical_constraint(logits, (axes.BATCH, axes.PREDICTIONS, axes.VOCAB)[-x.ndim:])
 
 
 class BertForMaskedLM(nn.Module):

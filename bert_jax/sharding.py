@@ -16,11 +16,13 @@ A mesh axis is used at most once per array: an activation [batch, length, embed]
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -115,6 +117,120 @@ def per_device_bytes(tree) -> int:
   return total
 
 
+# --- runners: one pure step, two ways to run it ------------------------------------------
+
+
+class MeshRunner:
+  """Runs pure steps under jax.jit on a mesh: state sharded by logical names, donated."""
+
+  def __init__(self, mesh: Mesh, rules, train_step: Callable, eval_step: Callable):
+    self.mesh, self.rules = mesh, tuple(rules)
+    self._train_fn, self._eval_fn = train_step, eval_step
+    self.batch_sharding = batch_sharding(mesh, self.rules)
+    self.state_shardings = None
+
+  def context(self):
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(self.mesh))
+    stack.enter_context(nn.logical_axis_rules(self.rules))
+    return stack
+
+  def init(self, init_fn: Callable[[jax.Array], Any], rng: jax.Array):
+    """Creates the state already sharded; compiles the steps for its shardings."""
+    state, self.state_shardings = create_sharded(init_fn, rng, self.mesh, self.rules)
+    with self.context():
+      self._train = jax.jit(self._train_fn,
+                            in_shardings=(self.state_shardings, self.batch_sharding,
+                                          replicated(self.mesh)),
+                            out_shardings=(self.state_shardings, None), donate_argnums=0)
+      self._eval = jax.jit(self._eval_fn, in_shardings=(
+          self.state_shardings.params, self.batch_sharding, replicated(self.mesh)))
+    return state
+
+  def abstract(self, state):
+    """ShapeDtypeStructs with this mesh's shardings: where a restored checkpoint lands."""
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+        self.state_shardings)
+
+  def place(self, state):
+    return jax.device_put(state, self.state_shardings)
+
+  def put_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return global_batch(local, self.batch_sharding)
+
+  def put_rng(self, key: jax.Array) -> jax.Array:
+    """The step key, replicated once, so no step moves it between devices."""
+    return jax.device_put(key, replicated(self.mesh))
+
+  def train_step(self, state, batch, rng):
+    with self.context():
+      return self._train(state, batch, rng)
+
+  def eval_step(self, params, batch, rng):
+    with self.context():
+      return self._eval(params, batch, rng)
+
+  def host_state(self, state):
+    return state
+
+  def params(self, state):
+    return state.params
+
+
+class PmapRunner:
+  """Runs the same pure steps under jax.pmap: state replicated, batch split per device.
+
+  The steps must have been built with `axis_name=PMAP_AXIS` (gradients and metric sums are
+  reduced across devices inside the step).
+  """
+
+  def __init__(self, train_step: Callable, eval_step: Callable,
+               devices: Sequence[jax.Device] | None = None):
+    self.devices = list(devices) if devices is not None else jax.local_devices()
+    self._train = jax.pmap(train_step, axis_name=PMAP_AXIS, donate_argnums=0,
+                           devices=self.devices)
+    self._eval = jax.pmap(eval_step, axis_name=PMAP_AXIS, devices=self.devices)
+    self.state_shardings = None
+
+  def context(self):
+    return contextlib.nullcontext()
+
+  def init(self, init_fn: Callable[[jax.Array], Any], rng: jax.Array):
+    state = jax.jit(lambda r: nn.meta.unbox(init_fn(r)))(rng)
+    device = jax.sharding.SingleDeviceSharding(self.devices[0])
+    self.state_shardings = jax.tree_util.tree_map(lambda _: device, state)
+    return self.place(state)
+
+  def abstract(self, state):
+    state = self.host_state(state)
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+        self.state_shardings)
+
+  def place(self, state):
+    return pmap_replicate(state, self.devices)
+
+  def put_batch(self, local: dict[str, np.ndarray]):
+    return pmap_put(pmap_shard_batch(local, len(self.devices)), self.devices)
+
+  def put_rng(self, key: jax.Array) -> jax.Array:
+    return pmap_replicate(key, self.devices)
+
+  def train_step(self, state, batch, rng):
+    state, metrics = self._train(state, batch, rng)
+    return state, pmap_unreplicate(metrics)
+
+  def eval_step(self, params, batch, rng):
+    return pmap_unreplicate(self._eval(params, batch, rng))
+
+  def host_state(self, state):
+    return pmap_unreplicate(state)
+
+  def params(self, state):
+    return state.params
+
+
 # --- pmap data parallel --------------------------------------------------------------------
 
 PMAP_AXIS = "devices"
@@ -129,9 +245,22 @@ def pmap_shard_batch(local: dict[str, np.ndarray], num_devices: int) -> dict[str
   return {k: split(v) for k, v in local.items()}
 
 
+def _stacked_sharding(devices: Sequence[jax.Device]) -> NamedSharding:
+  """A leading axis laid over `devices`, one slice each: what jax.pmap takes and returns."""
+  return NamedSharding(Mesh(np.asarray(devices), (PMAP_AXIS,)), PartitionSpec(PMAP_AXIS))
+
+
 def pmap_replicate(tree, devices: Sequence[jax.Device] | None = None):
+  """A copy of every leaf on each device, stacked on a leading axis."""
   devices = list(devices) if devices is not None else jax.local_devices()
-  return jax.device_put_replicated(tree, devices)
+  sharding = _stacked_sharding(devices)
+  return jax.tree_util.tree_map(
+      lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices),) + x.shape), sharding), tree)
+
+
+def pmap_put(tree, devices: Sequence[jax.Device]):
+  """[devices, ...] host arrays -> one slice per device."""
+  return jax.device_put(tree, _stacked_sharding(devices))
 
 
 def pmap_unreplicate(tree):

@@ -264,17 +264,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   task = build_task(config, model_cfg, data_info, sharding.PMAP_AXIS if pmap else None)
   rules = tuple((k, tuple(v) if isinstance(v, list) else v)
                 for k, v in config.logical_axis_rules)
-  mesh = sharding.make_mesh(dict(config.mesh)) if not pmap else None
   rng = jax.random.key(config.seed)
   init_rng, step_rng, eval_rng = jax.random.split(rng, 3)
 
   # --- state: created sharded; restore order: workdir, init_from, fresh.
-  init_fn = _init_fn(task)
   if pmap:
-    state = jax.jit(lambda r: nn.meta.unbox(init_fn(r)))(init_rng)
-    state_shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
+    runner = sharding.PmapRunner(task.train_step, task.eval_step)
   else:
-    state, state_shardings = sharding.create_sharded(init_fn, init_rng, mesh, rules)
+    runner = sharding.MeshRunner(sharding.make_mesh(dict(config.mesh)), rules,
+                                 task.train_step, task.eval_step)
+  state = runner.init(_init_fn(task), init_rng)
   checkpointer = ckpt_lib.Checkpointer(resume_dir, max_to_keep=config.keep_checkpoints)
   meta = {"task": config.task, "model": identity["model"], "seed": config.seed,
           "vocab_file": data_info["vocab_file"], "label_names": data_info.get("label_names"),
@@ -283,19 +282,19 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   train_iter = make_train_iterator(config)
   start_step = 0
   if has_checkpoint and checkpointer.latest_step() is not None:
-    abstract = jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings)
     try:
-      start_step, state, data_state, _ = checkpointer.restore(abstract, expect_meta=meta)
+      start_step, restored, data_state, _ = checkpointer.restore(
+          runner.abstract(state), expect_meta=meta)
     except ckpt_lib.CheckpointMismatchError as e:
       raise ConfigError(str(e)) from None
+    state = runner.place(restored)
     if data_state:
       train_iter.set_state(data_state)
     logging.info("Restore: resumed from %s at step %d", resume_dir, start_step)
   elif pretrained is not None:
-    params, loaded = _merge_pretrained(state.params, pretrained, pretrained_desc)
-    state = steps.create_train_state(params, task.tx)
-    state = jax.device_put(state, state_shardings)
+    fresh = runner.host_state(state)
+    params, loaded = _merge_pretrained(fresh.params, pretrained, pretrained_desc)
+    state = runner.place(steps.create_train_state(params, task.tx))
     logging.info("Restore: initialized %d parameter arrays from %s; %d fresh", len(loaded),
                  pretrained_desc, len(jax.tree_util.tree_leaves(params)) - len(loaded))
   else:
@@ -304,42 +303,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                                 best_metric="accuracy")
           if config.task == "classification" else None)
 
-  # --- step functions under the chosen parallelism.
-  if pmap:
-    devices = jax.local_devices()
-    p_train = jax.pmap(task.train_step, axis_name=sharding.PMAP_AXIS, in_axes=(0, 0, None),
-                       donate_argnums=0)
-    p_eval = jax.pmap(task.eval_step, axis_name=sharding.PMAP_AXIS, in_axes=(0, 0, None))
-    state = sharding.pmap_replicate(state, devices)
-
-    def put(batch):
-      split = sharding.pmap_shard_batch(batch, len(devices))
-      return {k: jax.device_put_sharded(list(v), devices) for k, v in split.items()}
-    train_step = p_train
-    eval_step = lambda params, batch, r: sharding.pmap_unreplicate(  # noqa: E731
-        p_eval(params, batch, r))
-    host_state = sharding.pmap_unreplicate
-    params_of = lambda s: s.params  # noqa: E731
-  else:
-    batch_sh = sharding.batch_sharding(mesh, rules)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      train_step = jax.jit(task.train_step, in_shardings=(state_shardings, batch_sh, None),
-                           out_shardings=(state_shardings, None), donate_argnums=0)
-      eval_step = jax.jit(task.eval_step, in_shardings=(state_shardings.params, batch_sh, None))
-    put = functools.partial(sharding.global_batch, sharding=batch_sh)
-    host_state = lambda s: s  # noqa: E731
-    params_of = lambda s: s.params  # noqa: E731
-
   def evaluate() -> dict[str, float]:
     sums, it = [], make_eval_iterator(config)
     for i, batch in enumerate(it):
       if 0 <= config.num_eval_batches <= i:
         break
-      sums.append(eval_step(params_of(state), put(batch), jax.random.fold_in(eval_rng, i)))
+      sums.append(runner.eval_step(runner.params(state), runner.put_batch(batch),
+                                   runner.put_rng(jax.random.fold_in(eval_rng, i))))
     return steps.summarize(steps.accumulate_metrics(jax.device_get(sums)))
 
   def save(step: int, data_state: dict, force: bool = False):
-    checkpointer.save(step, host_state(state), data_state=data_state, meta=meta, force=force)
+    checkpointer.save(step, runner.host_state(state), data_state=data_state, meta=meta,
+                      force=force)
 
   # --- the loop.
   writer = MetricWriter(workdir, enabled=is_lead)
@@ -352,7 +327,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
   pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet fetched
   window = {"t": time.time()}
-  ctx = (jax.set_mesh(mesh) if mesh is not None else _nullcontext())
 
   def flush(step: int):
     """Fetches pending metrics, stops on a non-finite loss, writes one train row."""
@@ -376,9 +350,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       logging.info("%s", progress.line(step, summary))
 
   data_state = train_iter.get_state()
+  step_rng = runner.put_rng(step_rng)
   step = start_step
   try:
-    with ctx, nn.logical_axis_rules(rules):
+    with runner.context():
       while step < config.num_train_steps:
         if stop["signal"] is not None:
           flush(step)
@@ -390,10 +365,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         batch = next(train_iter)
         data_state = train_iter.get_state()
         t = time.time()
-        state, metrics = train_step(state, put(batch), step_rng)
+        state, metrics = runner.train_step(state, runner.put_batch(batch), step_rng)
         step += 1
-        if pmap:
-          metrics = sharding.pmap_unreplicate(metrics)
         pending.append((step, metrics))
         if step == start_step + 1:
           jax.block_until_ready(metrics)
@@ -407,7 +380,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           writer.write(step, result, split="eval")
           logging.info("eval at step %d: %s", step, _fmt(result))
           if best is not None:
-            best.save(step, host_state(state), data_state=None, meta=meta, metrics=result)
+            best.save(step, runner.host_state(state), data_state=None, meta=meta, metrics=result)
           window["t"] = time.time()  # tokens/s measures training only
         if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
           flush(step)  # never checkpoint a state whose loss went non-finite
@@ -417,7 +390,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       writer.write(step, result, split="eval")
       logging.info("final eval at step %d: %s", step, _fmt(result))
       if best is not None:
-        best.save(step, host_state(state), data_state=None, meta=meta, metrics=result)
+        best.save(step, runner.host_state(state), data_state=None, meta=meta, metrics=result)
       if is_lead:
         with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
           json.dump({"step": step, **result}, f, indent=2)
@@ -430,14 +403,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       best.close()
     writer.close()
     signal.signal(signal.SIGTERM, previous_handler)
-
-
-class _nullcontext:
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
 
 
 def _fmt(metrics: dict[str, float]) -> str:

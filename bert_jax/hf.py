@@ -1,0 +1,367 @@
+"""transformers BERT checkpoints in and out: `load_hf_checkpoint` / `save_hf_checkpoint`.
+
+Every weight is mapped by name through one table (`_weight_table`) built from the config, and
+every shape is asserted both ways. torch is imported only to read a `pytorch_model.bin`.
+
+Layout of a torch weight against ours (E = hidden, H = heads, D = head_dim, I = intermediate):
+
+  transformers key (after an optional `bert.` prefix)     torch shape   ours
+  embeddings.{word,position,token_type}_embeddings.weight  [rows, E]     embeddings/*/embedding
+  embeddings.LayerNorm.{weight,bias}                        [E]           embeddings/layer_norm/{scale,bias}
+  encoder.layer.{i}.attention.self.{query,key,value}.weight [H*D, E]      encoder/layer_{i}/attention/*/kernel [E, H, D]
+  encoder.layer.{i}.attention.self.{query,key,value}.bias   [H*D]         .../bias [H, D]
+  encoder.layer.{i}.attention.output.dense.{weight,bias}    [E, H*D]      .../attention/out/kernel [H, D, E]
+  encoder.layer.{i}.attention.output.LayerNorm              [E]           .../attention_norm
+  encoder.layer.{i}.intermediate.dense                      [I, E]        .../intermediate/kernel [E, I]
+  encoder.layer.{i}.output.dense                            [E, I]        .../output/kernel [I, E]
+  encoder.layer.{i}.output.LayerNorm                        [E]           .../output_norm
+  pooler.dense                                              [E, E]        pooler
+  cls.predictions.transform.dense / .LayerNorm              [E, E] / [E]  mlm_head/transform / layer_norm
+  cls.predictions.bias (alias cls.predictions.decoder.bias) [V]           mlm_head/bias
+  cls.predictions.decoder.weight                            [V, E]        tied: must equal word_embeddings
+  cls.seq_relationship                                      [2, E]        nsp_head
+  classifier                                                [L, E]        classifier
+A torch Linear weight is [out, in] and a Flax kernel [in, out]: kernels are transposed, then
+reshaped to split or merge the heads axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from bert_jax.config import BertConfig
+
+HEADS = (None, "mlm", "pretraining", "classification")
+_ARCHITECTURES = {None: "BertModel", "mlm": "BertForMaskedLM",
+                  "pretraining": "BertForPreTraining",
+                  "classification": "BertForSequenceClassification"}
+# Buffers, not weights.
+_IGNORED = ("embeddings.position_ids", "embeddings.token_type_ids")
+# Head weights a checkpoint may carry that the requested model does not use; dropped on load,
+# as transformers does when it loads BertModel from a BertForPreTraining checkpoint.
+_HEAD_KEYS = frozenset(
+    [f"cls.predictions.transform.{m}.{p}" for m in ("dense", "LayerNorm")
+     for p in ("weight", "bias")]
+    + ["cls.predictions.bias", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias",
+       "cls.seq_relationship.weight", "cls.seq_relationship.bias",
+       "classifier.weight", "classifier.bias"])
+_POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Weight:
+  hf_key: str                  # transformers name, without the `bert.` prefix
+  path: tuple[str, ...]        # path in our tree
+  hf_shape: tuple[int, ...]
+  shape: tuple[int, ...]
+  transpose: bool              # torch Linear weight [out, in] <-> kernel [in, ..., out]
+
+  def to_flax(self, w: np.ndarray) -> np.ndarray:
+    return (w.T if self.transpose else w).reshape(self.shape)
+
+  def to_hf(self, w: np.ndarray) -> np.ndarray:
+    if self.transpose:
+      return w.reshape(self.hf_shape[::-1]).T
+    return w.reshape(self.hf_shape)
+
+
+def _weight_table(c: BertConfig, head: str | None, num_labels: int | None) -> list[_Weight]:
+  """Every weight of the model `head` selects, in checkpoint order."""
+  E, H, D, I, V = (c.hidden_size, c.num_attention_heads, c.head_dim, c.intermediate_size,
+                   c.vocab_size)
+  body = () if head is None else ("bert",)
+  table = []
+
+  def add(hf_key, path, hf_shape, shape=None, transpose=False, prefix=body):
+    table.append(_Weight(hf_key, prefix + path, hf_shape, shape or hf_shape, transpose))
+
+  def linear(hf_key, path, n_in, n_out, kernel_shape=None, bias_shape=None, prefix=body):
+    add(f"{hf_key}.weight", path + ("kernel",), (n_out, n_in), kernel_shape or (n_in, n_out),
+        transpose=True, prefix=prefix)
+    add(f"{hf_key}.bias", path + ("bias",), (n_out,), bias_shape, prefix=prefix)
+
+  def layer_norm(hf_key, path, prefix=body):
+    add(f"{hf_key}.weight", path + ("scale",), (E,), prefix=prefix)
+    add(f"{hf_key}.bias", path + ("bias",), (E,), prefix=prefix)
+
+  for name, rows in (("word", V), ("position", c.max_position_embeddings),
+                     ("token_type", c.type_vocab_size)):
+    add(f"embeddings.{name}_embeddings.weight", ("embeddings", f"{name}_embeddings", "embedding"),
+        (rows, E))
+  layer_norm("embeddings.LayerNorm", ("embeddings", "layer_norm"))
+  for i in range(c.num_hidden_layers):
+    hf, ours = f"encoder.layer.{i}", ("encoder", f"layer_{i}")
+    for proj in ("query", "key", "value"):
+      linear(f"{hf}.attention.self.{proj}", ours + ("attention", proj), E, H * D,
+             kernel_shape=(E, H, D), bias_shape=(H, D))
+    linear(f"{hf}.attention.output.dense", ours + ("attention", "out"), H * D, E,
+           kernel_shape=(H, D, E))
+    layer_norm(f"{hf}.attention.output.LayerNorm", ours + ("attention_norm",))
+    linear(f"{hf}.intermediate.dense", ours + ("intermediate",), E, I)
+    linear(f"{hf}.output.dense", ours + ("output",), I, E)
+    layer_norm(f"{hf}.output.LayerNorm", ours + ("output_norm",))
+  if head != "mlm":  # BertForMaskedLM's encoder has no pooling layer
+    linear("pooler.dense", ("pooler",), E, E)
+  if head in ("mlm", "pretraining"):
+    linear("cls.predictions.transform.dense", ("mlm_head", "transform"), E, E, prefix=())
+    layer_norm("cls.predictions.transform.LayerNorm", ("mlm_head", "layer_norm"), prefix=())
+    add("cls.predictions.bias", ("mlm_head", "bias"), (V,), prefix=())
+  if head == "pretraining":
+    linear("cls.seq_relationship", ("nsp_head",), E, 2, prefix=())
+  if head == "classification" and num_labels is not None:
+    linear("classifier", ("classifier",), E, num_labels, prefix=())
+  return table
+
+
+# Layer stacking for scan_layers=True ---------------------------------------------------------
+
+def stack_layers(encoder_params: dict[str, Any], num_layers: int) -> dict[str, Any]:
+  """{"layer_0": t, ..., "layer_{n-1}": t} -> {"layers": t} with a leading [layers] axis."""
+  names = [f"layer_{i}" for i in range(num_layers)]
+  if sorted(encoder_params) != sorted(names):
+    raise ValueError(f"stack_layers expects encoder keys {names}, got {sorted(encoder_params)}")
+  layers = [encoder_params[n] for n in names]
+  return {"layers": jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)}
+
+
+def unstack_layers(encoder_params: dict[str, Any]) -> dict[str, Any]:
+  """{"layers": t with a leading [layers] axis} -> {"layer_0": t, ..., "layer_{n-1}": t}."""
+  if set(encoder_params) != {"layers"}:
+    raise ValueError(f"unstack_layers expects encoder keys ['layers'], got "
+                     f"{sorted(encoder_params)}")
+  leaves = jax.tree.leaves(encoder_params["layers"])
+  sizes = {np.shape(x)[0] for x in leaves}
+  if len(sizes) != 1:
+    raise ValueError(f"stacked layer params disagree on the number of layers: {sorted(sizes)}")
+  (n,) = sizes
+  return {f"layer_{i}": jax.tree.map(lambda x, i=i: np.asarray(x[i]), encoder_params["layers"])
+          for i in range(n)}
+
+
+# Reading -------------------------------------------------------------------------------------
+
+def _read_weights(path: str) -> dict[str, np.ndarray]:
+  safetensors = os.path.join(path, "model.safetensors")
+  index = os.path.join(path, "model.safetensors.index.json")
+  torch_bin = os.path.join(path, "pytorch_model.bin")
+  if os.path.exists(safetensors):
+    return load_file(safetensors)  # bf16 loads as ml_dtypes.bfloat16 (registered by jax)
+  if os.path.exists(index):
+    with open(index, encoding="utf-8") as f:
+      shards = sorted(set(json.load(f)["weight_map"].values()))
+    weights = {}
+    for shard in shards:
+      weights.update(load_file(os.path.join(path, shard)))
+    return weights
+  if os.path.exists(torch_bin):
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise ImportError(f"reading {torch_bin} needs torch (pip install torch), or convert the "
+                        "checkpoint to model.safetensors") from e
+    state = torch.load(torch_bin, map_location="cpu", weights_only=True)
+    return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in state.items()}
+  present = sorted(os.listdir(path))
+  raise FileNotFoundError(f"no weights in {path}: looked for model.safetensors, "
+                          f"model.safetensors.index.json, pytorch_model.bin; found {present}")
+
+
+def _normalize_keys(weights: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
+  """Strips the `bert.` prefix, renames old LayerNorm gamma/beta, drops buffers."""
+  out = {}
+  for key, value in weights.items():
+    name = key.removeprefix("bert.")
+    if name.endswith(".gamma") and "LayerNorm" in name:
+      name = name[:-len("gamma")] + "weight"
+    elif name.endswith(".beta") and "LayerNorm" in name:
+      name = name[:-len("beta")] + "bias"
+    if name in _IGNORED:
+      continue
+    if name in out:
+      raise ValueError(f"{path}: weight {name!r} appears twice (with and without 'bert.')")
+    out[name] = value
+  return out
+
+
+def load_hf_checkpoint(path: str, *, head: str | None = None,
+                       config_overrides: dict[str, Any] | None = None,
+                       ) -> tuple[BertConfig, dict[str, Any]]:
+  """Reads a transformers BERT directory: `config.json` + `model.safetensors` (or the sharded
+  `model.safetensors.index.json`, or `pytorch_model.bin`, which needs torch).
+
+  Returns `(config, params)`: params are numpy arrays in `config.param_dtype`, the tree under
+  "params" (no partitioning boxes). `head` picks the model they are for:
+
+    None              `BertModel(config)`: {"embeddings", "encoder", "pooler"}
+    "mlm"             `BertForMaskedLM(config)`: {"bert" (no pooler), "mlm_head"}
+    "pretraining"     `BertForPreTraining(config)`: {"bert", "mlm_head", "nsp_head"}
+    "classification"  `BertForSequenceClassification(config, num_labels)`: {"bert", "classifier"};
+                      "classifier" only when the checkpoint has one (a fine-tuned
+                      BertForSequenceClassification), else init one and add it.
+
+  With head=None, `BertModel(config).apply({"params": params}, ids, mask, segments)` takes them
+  as returned.
+  Checkpoints saved from BertModel (keys like `embeddings.word_embeddings.weight`) and from
+  BertFor{MaskedLM,PreTraining,SequenceClassification} (`bert.`-prefixed, plus `cls.*` /
+  `classifier.*`) both load. Head weights the chosen model does not use are dropped (e.g.
+  `head=None` on bert-base-uncased's BertForPreTraining weights); a tied
+  `cls.predictions.decoder.weight` must equal the word embeddings. Any other unknown key, any
+  missing key and any shape mismatch raise ValueError naming the keys.
+  `config_overrides` sets fields that config.json lacks (dtype, param_dtype, scan_layers,
+  remat_policy, attention_impl); with scan_layers=True the layers come stacked (`stack_layers`).
+  """
+  if head not in HEADS:
+    raise ValueError(f"head={head!r} is not one of {HEADS}")
+  config_file = os.path.join(path, "config.json")
+  if not os.path.exists(config_file):
+    raise FileNotFoundError(f"{config_file} not found: not a transformers checkpoint directory")
+  config = BertConfig.from_json_file(config_file, **(config_overrides or {}))
+  weights = _normalize_keys(_read_weights(path), path)
+
+  if head in ("mlm", "pretraining") and not any(k.startswith("cls.predictions.") for k in weights):
+    raise ValueError(f"{path} has no MLM head (no cls.predictions.* weights), so head={head!r} "
+                     "cannot load; use head=None for the encoder alone")
+  if head == "pretraining" and not any(k.startswith("cls.seq_relationship.") for k in weights):
+    raise ValueError(f"{path} has no next-sentence head (no cls.seq_relationship.* weights); "
+                     "use head='mlm'")
+  if "cls.predictions.decoder.bias" in weights:
+    bias = weights.pop("cls.predictions.decoder.bias")
+    if "cls.predictions.bias" not in weights:
+      weights["cls.predictions.bias"] = bias
+    elif not np.array_equal(bias, weights["cls.predictions.bias"]):
+      raise ValueError(f"{path}: cls.predictions.decoder.bias differs from cls.predictions.bias; "
+                       "this model has one output bias")
+  decoder = weights.pop("cls.predictions.decoder.weight", None)
+  embeddings = weights.get("embeddings.word_embeddings.weight")
+  if (decoder is not None and embeddings is not None and head in ("mlm", "pretraining")
+      and not np.array_equal(decoder, embeddings)):
+    raise ValueError(f"{path}: cls.predictions.decoder.weight is not tied to "
+                     "embeddings.word_embeddings.weight; this model ties them")
+
+  num_labels = weights["classifier.weight"].shape[0] if "classifier.weight" in weights else None
+  table = _weight_table(config, head, num_labels)
+  used = {w.hf_key for w in table}
+  missing = [k for k in used if k not in weights]
+  droppable = _HEAD_KEYS | set(_POOLER_KEYS)
+  unknown = sorted(k for k in weights if k not in used and k not in droppable)
+  if missing or unknown:
+    hint = ""
+    if missing and set(missing) <= set(_POOLER_KEYS):
+      hint = " (BertForMaskedLM saves no pooler: load with head='mlm')"
+    raise ValueError(f"{path} does not match {_ARCHITECTURES[head]} for its config.json: "
+                     f"missing keys {sorted(missing)}, unknown keys {unknown}{hint}")
+
+  params: dict[str, Any] = {}
+  for w in table:
+    value = weights[w.hf_key]
+    if tuple(value.shape) != w.hf_shape:
+      raise ValueError(f"{path}: weight {w.hf_key!r} has shape {tuple(value.shape)}, expected "
+                       f"{w.hf_shape} from config.json")
+    _set(params, w.path, np.asarray(w.to_flax(value), dtype=config.storage_dtype))
+  if config.scan_layers:
+    encoder = params["encoder"] if head is None else params["bert"]["encoder"]
+    stacked = stack_layers(encoder, config.num_hidden_layers)
+    encoder.clear()
+    encoder.update(stacked)
+  return config, params
+
+
+# Writing -------------------------------------------------------------------------------------
+
+def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
+                       head: str | None = None) -> str:
+  """Writes `params` as a transformers checkpoint directory; returns `path`.
+
+  `head` names the tree as in `load_hf_checkpoint` (None: BertModel, "mlm", "pretraining",
+  "classification") and selects the transformers class written to config.json's
+  `architectures`: BertModel keys are unprefixed, the others `bert.`-prefixed with `cls.*` /
+  `classifier.*` heads (the tied decoder weight is not written, as transformers does), so
+  `<that class>.from_pretrained(path)` reports no missing or unexpected keys. `params` may be
+  boxed (LogicallyPartitioned), wrapped in {"params": ...}, scanned or not, in any float dtype;
+  weights are written as float32. config.json and model.safetensors are each written to a temp
+  directory and renamed into `path`; other files there (a tokenizer's vocab.txt) stay.
+  """
+  if head not in HEADS:
+    raise ValueError(f"head={head!r} is not one of {HEADS}")
+  params = flax.core.unfreeze(nn.meta.unbox(params))
+  if set(params) == {"params"}:
+    params = params["params"]
+  params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), params)
+  expected_top = {None: {"embeddings", "encoder", "pooler"}, "mlm": {"bert", "mlm_head"},
+                  "pretraining": {"bert", "mlm_head", "nsp_head"},
+                  "classification": {"bert", "classifier"}}[head]
+  if set(params) != expected_top:
+    raise ValueError(f"head={head!r} expects top-level params {sorted(expected_top)}, got "
+                     f"{sorted(params)}")
+  body = params if head is None else params["bert"]
+  if "layers" in body.get("encoder", {}):
+    body = {**body, "encoder": unstack_layers(body["encoder"])}
+    params = body if head is None else {**params, "bert": body}
+
+  num_labels = params["classifier"]["kernel"].shape[-1] if head == "classification" else None
+  table = _weight_table(config, head, num_labels)
+  tensors = {}
+  for w in table:
+    value = _get(params, w.path, w)
+    if tuple(value.shape) != w.shape:
+      raise ValueError(f"param {'/'.join(w.path)} has shape {tuple(value.shape)}, expected "
+                       f"{w.shape} from the config")
+    key = f"bert.{w.hf_key}" if w.path[0] == "bert" else w.hf_key  # heads are unprefixed
+    tensors[key] = np.ascontiguousarray(w.to_hf(value.astype(np.float32)))
+  unused = sorted(set(_flat_paths(params)) - {"/".join(w.path) for w in table})
+  if unused:
+    raise ValueError(f"params the {_ARCHITECTURES[head]} checkpoint has no place for: {unused}")
+
+  hf_config = config.to_dict()
+  hf_config["architectures"] = [_ARCHITECTURES[head]]
+  if num_labels is not None:
+    hf_config["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+    hf_config["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+  os.makedirs(path, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".tmp-save-", dir=path)
+  try:
+    save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(hf_config, f, indent=2, sort_keys=True)
+      f.write("\n")
+    for name in ("model.safetensors", "config.json"):  # config last: it marks a complete save
+      os.replace(os.path.join(tmp, name), os.path.join(path, name))
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return path
+
+
+# Tree helpers --------------------------------------------------------------------------------
+
+def _set(tree: dict, path: tuple[str, ...], value):
+  for name in path[:-1]:
+    tree = tree.setdefault(name, {})
+  tree[path[-1]] = value
+
+
+def _get(tree: dict, path: tuple[str, ...], w: _Weight) -> np.ndarray:
+  node = tree
+  for name in path:
+    if not isinstance(node, dict) or name not in node:
+      raise ValueError(f"param {'/'.join(path)} (for {w.hf_key}) is missing")
+    node = node[name]
+  return node
+
+
+def _flat_paths(tree: dict, prefix: str = ""):
+  for name, node in tree.items():
+    if isinstance(node, dict):
+      yield from _flat_paths(node, f"{prefix}{name}/")
+    else:
+      yield f"{prefix}{name}"
