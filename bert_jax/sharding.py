@@ -106,6 +106,23 @@ def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
 
+def put_global(value, sharding: NamedSharding) -> jax.Array:
+  """A host value (the same on every process) placed as a global array with `sharding`."""
+  value = np.asarray(value)
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def fetch(tree):
+  """Device -> host for metrics: replicated arrays read from a local copy (multi-process safe)."""
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if not x.is_fully_replicated:
+        raise ValueError(f"cannot fetch a non-replicated global array of shape {x.shape}")
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+  return jax.tree_util.tree_map(get, tree)
+
+
 def per_device_bytes(tree) -> int:
   """Bytes that the first device holds of a tree of sharded arrays."""
   device = jax.devices()[0]
@@ -154,14 +171,23 @@ class MeshRunner:
         self.state_shardings)
 
   def place(self, state):
-    return jax.device_put(state, self.state_shardings)
+    """Host or single-device arrays -> this mesh's shardings (every process passes all)."""
+    def put(x, s):
+      if isinstance(x, jax.Array) and (x.sharding == s or not x.is_fully_addressable):
+        return x  # already global, e.g. a fresh parameter
+      return put_global(x, s) if jax.process_count() > 1 else jax.device_put(x, s)
+    return jax.tree_util.tree_map(put, state, self.state_shardings)
 
   def put_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     return global_batch(local, self.batch_sharding)
 
   def put_rng(self, key: jax.Array) -> jax.Array:
     """The step key, replicated once, so no step moves it between devices."""
-    return jax.device_put(key, replicated(self.mesh))
+    data = put_global(jax.random.key_data(key), replicated(self.mesh))
+    impl = jax.random.key_impl(key)
+    with self.context():
+      return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl),
+                     out_shardings=replicated(self.mesh))(data)
 
   def train_step(self, state, batch, rng):
     with self.context():

@@ -186,7 +186,10 @@ def _init_fn(task: Task) -> Callable[[jax.Array], steps.TrainState]:
 
 
 def _merge_pretrained(fresh: dict, pretrained: dict, where: str) -> tuple[dict, list[str]]:
-  """Copies every pretrained leaf whose path exists in `fresh`; shapes must agree."""
+  """Takes every pretrained leaf (host array) whose path exists in `fresh`; shapes must agree.
+
+  Leaves without a pretrained value stay the fresh (device) arrays.
+  """
   loaded = []
   flat_pre = {jax.tree_util.keystr(p): v
               for p, v in jax.tree_util.tree_leaves_with_path(pretrained)}
@@ -200,7 +203,7 @@ def _merge_pretrained(fresh: dict, pretrained: dict, where: str) -> tuple[dict, 
       raise ConfigError(f"init_from {where}: {key} has shape {tuple(y.shape)}, the model "
                         f"expects {tuple(x.shape)}")
     loaded.append(key)
-    return jax.device_put(jnp.asarray(y, x.dtype), x.sharding)
+    return np.asarray(y, x.dtype)
   merged = jax.tree_util.tree_map_with_path(take, fresh)
   return merged, loaded
 
@@ -292,8 +295,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       train_iter.set_state(data_state)
     logging.info("Restore: resumed from %s at step %d", resume_dir, start_step)
   elif pretrained is not None:
-    fresh = runner.host_state(state)
-    params, loaded = _merge_pretrained(fresh.params, pretrained, pretrained_desc)
+    params, loaded = _merge_pretrained(runner.host_state(state).params, pretrained,
+                                       pretrained_desc)
     state = runner.place(steps.create_train_state(params, task.tx))
     logging.info("Restore: initialized %d parameter arrays from %s; %d fresh", len(loaded),
                  pretrained_desc, len(jax.tree_util.tree_leaves(params)) - len(loaded))
@@ -310,7 +313,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         break
       sums.append(runner.eval_step(runner.params(state), runner.put_batch(batch),
                                    runner.put_rng(jax.random.fold_in(eval_rng, i))))
-    return steps.summarize(steps.accumulate_metrics(jax.device_get(sums)))
+    return steps.summarize(steps.accumulate_metrics(sharding.fetch(sums)))
 
   def save(step: int, data_state: dict, force: bool = False):
     checkpointer.save(step, runner.host_state(state), data_state=data_state, meta=meta,
@@ -332,7 +335,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     """Fetches pending metrics, stops on a non-finite loss, writes one train row."""
     if not pending:
       return
-    fetched = jax.device_get([m for _, m in pending])
+    fetched = sharding.fetch([m for _, m in pending])
     for (s, _), m in zip(pending, fetched):
       loss = steps.summarize(steps.accumulate_metrics([m])).get("loss", 0.0)
       if not math.isfinite(loss):

@@ -228,3 +228,44 @@ def test_bad_config_gets_one_clear_line(tmp_path, override, message):
   assert proc.returncode != 0
   assert message in proc.stderr
   assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def _free_port() -> int:
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path, data_dir):
+  """2 processes x 4 CPU devices (jax.distributed) train exactly like 1 process x 8."""
+  from bert_jax import datasets
+  overrides = tiny_overrides(data_dir, num_train_steps=6, eval_every_steps=100,
+                             checkpoint_every_steps=3)
+  datasets.prepare(config_with("pretrain_tiny", overrides).data, data_dir)  # before 2 procs
+  one = str(tmp_path / "one")
+  proc = run_main("experiments/pretrain_tiny.py", one, overrides)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+
+  two, port = str(tmp_path / "two"), _free_port()
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  procs = []
+  for i in range(2):
+    args = [sys.executable, "-m", "bert_jax.main", "--config=experiments/pretrain_tiny.py",
+            f"--workdir={two}", f"--coordinator_address=localhost:{port}",
+            "--num_processes=2", f"--process_id={i}"]
+    args += [f"--config.{k}={v}" for k, v in overrides.items()]
+    procs.append(subprocess.Popen(args, cwd=ROOT, env={**env, "JAX_PLATFORMS": "cpu"},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, o in zip(procs, outs):
+    assert p.returncode == 0, o[-3000:]
+  assert "process 1/2" in outs[1] and "8 devices" in outs[1]
+  one_losses, two_losses = train_losses(one), train_losses(two)
+  assert sorted(one_losses) == list(range(1, 7))
+  np.testing.assert_allclose([two_losses[s] for s in sorted(one_losses)],
+                             [one_losses[s] for s in sorted(one_losses)], rtol=1e-5)
+  assert sorted(int(s) for s in os.listdir(os.path.join(two, "checkpoints"))
+                if s.isdigit()) == [3, 6]
