@@ -269,3 +269,23 @@ def test_two_processes_match_one_process(tmp_path, data_dir):
                              [one_losses[s] for s in sorted(one_losses)], rtol=1e-5)
   assert sorted(int(s) for s in os.listdir(os.path.join(two, "checkpoints"))
                 if s.isdigit()) == [3, 6]
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(pretrained, tmp_path, data_dir,
+                                                              caplog):
+  import shutil
+  src, _ = pretrained
+  workdir = str(tmp_path / "corrupt")
+  shutil.copytree(src, workdir)
+  state_dir = os.path.join(workdir, "checkpoints", "12", "state")
+  for root, _, files in os.walk(state_dir):  # truncate every array file of step 12
+    for name in files:
+      open(os.path.join(root, name), "w").close()
+  c = config_with("pretrain_tiny", tiny_overrides(data_dir, num_train_steps=14))
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(c, workdir)
+  assert any("step 12" in r.getMessage() and "unreadable" in r.getMessage()
+             for r in caplog.records)
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  resumed = [r["step"] for r in rows if r["split"] == "train"][12:]
+  assert resumed == list(range(9, 15)), resumed  # restarted from step 8
