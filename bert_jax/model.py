@@ -88,6 +88,18 @@ class BertEmbeddings(nn.Module):
     return self.dropout(x, deterministic=deterministic)
 
 
+def attention_implementation(c: BertConfig) -> str | None:
+  """The `implementation` for jax.nn.dot_product_attention.
+
+  "auto" picks cuDNN's fused (flash) attention on a GPU with 16-bit compute, where it exists,
+  and XLA elsewhere; jax's own None means XLA in jax 0.10 and 0.11.
+  """
+  if c.attention_impl == "auto":
+    fused = jax.default_backend() == "gpu" and c.compute_dtype in (jnp.bfloat16, jnp.float16)
+    return "cudnn" if fused else "xla"
+  return c.attention_impl
+
+
 class Projection(nn.Module):
   """`einsum(equation, x, kernel) + bias`, the kernel created at its full (unflattened) shape.
 
@@ -140,9 +152,8 @@ class SelfAttention(nn.Module):
       probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
       ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     else:
-      impl = {"auto": None, "xla": "xla", "cudnn": "cudnn"}[c.attention_impl]
       ctx = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :],
-                                         implementation=impl)
+                                         implementation=attention_implementation(c))
     ctx = nn.with_logical_constraint(ctx, qkv_axes)  # [batch, length, heads, kv]
     # [batch, length, heads, kv] -> [batch, length, embed]
     return Projection(c, "blhd,hde->ble", (heads, head_dim, c.hidden_size),
