@@ -152,8 +152,16 @@ class SelfAttention(nn.Module):
       probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
       ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     else:
-      ctx = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :],
-                                         implementation=attention_implementation(c))
+      impl = attention_implementation(c)
+      if impl == "cudnn":
+        # cuDNN's flash kernel takes key lengths, not a [batch, 1, 1, k] mask: BERT inputs
+        # (our tokenizer and packing) are right-padded, so the mask is a length per row.
+        ctx = jax.nn.dot_product_attention(
+            q, k, v, key_value_seq_lengths=jnp.sum(mask, axis=-1, dtype=jnp.int32),
+            implementation="cudnn")
+      else:
+        ctx = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :],
+                                           implementation=impl)
     ctx = nn.with_logical_constraint(ctx, qkv_axes)  # [batch, length, heads, kv]
     # [batch, length, heads, kv] -> [batch, length, embed]
     return Projection(c, "blhd,hde->ble", (heads, head_dim, c.hidden_size),

@@ -236,6 +236,7 @@ def load_pretrained(config, task_name: str) -> tuple[BertConfig | None, dict | N
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Trains `config.num_train_steps` steps in `workdir`; returns the final eval metrics."""
+  t_start = time.time()
   _check_config(config)
   workdir = os.path.abspath(workdir)
   is_lead = jax.process_index() == 0
@@ -397,6 +398,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       if is_lead:
         with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
           json.dump({"step": step, **result}, f, indent=2)
+        if config.task == "classification" and jax.process_count() == 1:
+          path = _write_report(config, workdir, task, model_cfg,
+                               runner.host_state(state).params, tokenizer, data_info,
+                               {"step": step, **result}, time.time() - t_start)
+          logging.info("Wrote %s", path)
       return result
   finally:
     checkpointer.wait()
@@ -406,6 +412,32 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       best.close()
     writer.close()
     signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _write_report(config, workdir: str, task: Task, model_cfg: BertConfig, params, tokenizer,
+                  data_info: dict, eval_results: dict, wall_time_s: float) -> str:
+  """report.md after the final classification eval: predictions over the whole eval split."""
+  from bert_jax import report
+  from bert_jax.model import count_params
+  params = jax.device_get(params)
+  keys = ("input_ids", "attention_mask", "token_type_ids")
+  probs_fn = jax.jit(lambda p, b: jax.nn.softmax(task.model.apply(
+      {"params": p}, *(b[k] for k in keys)).astype(jnp.float32), -1))  # [batch, labels]
+  texts, labels, probs = [], [], []
+  for batch in make_eval_iterator(config):
+    real = np.asarray(batch["example_mask"]).astype(bool)  # padding rows are 0
+    probs.append(np.asarray(probs_fn(params, {k: batch[k] for k in keys}))[real])
+    labels.append(np.asarray(batch["label"])[real])
+    texts += [tokenizer.decode(ids) for ids in np.asarray(batch["input_ids"])[real]]
+  analysis = report.error_analysis(texts, np.concatenate(labels), np.concatenate(probs),
+                                   data_info["label_names"])
+  return report.write_report(
+      workdir, config_dict=config.to_dict(), model_config=model_cfg,
+      num_params=count_params(params), tokenizer=tokenizer, analysis=analysis,
+      eval_results=eval_results, wall_time_s=wall_time_s,
+      tokens_per_sec=report.train_tokens_per_sec(os.path.join(workdir, "metrics.jsonl")),
+      command=report.command_line(),
+      device=f"{jax.device_count()} x {jax.devices()[0].device_kind}")
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -122,6 +122,9 @@ def test_finetune_from_pretrained_workdir(pretrained, tmp_path, data_dir):
       config_with("finetune_rotten_tomatoes", overrides, "scratch"), workdir)
   assert 0.0 <= result["accuracy"] <= 1.0 and result["num_examples"] == 128
   assert os.listdir(os.path.join(workdir, "best"))
+  report = open(os.path.join(workdir, "report.md")).read()
+  for section in ("Tokenizer", "Confusion", "confidently wrong", "length"):
+    assert section.lower() in report.lower(), section
   # The encoder started from the pretrained one (architecture from its checkpoint).
   pre, _ = checkpoint.restore_params(src)
   loaded = inference.load(workdir)

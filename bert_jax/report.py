@@ -1,0 +1,269 @@
+"""What a fine-tuning run writes after its final evaluation: error analysis and report.md.
+
+Pure host-side functions over numpy arrays and plain dicts: `error_analysis` (confusion
+matrix, accuracy by sentence length, the most confidently wrong examples) and `write_report`
+(report.md + report.json in the workdir: model, tokenizer output for two example inputs,
+result, failure check, cost, the exact command). Imports neither the data pipeline nor the
+model, so any loop (or a scikit-learn baseline) can use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# (name, min words, max words). Words are runs of letters and digits, so raw text and the
+# tokenizer's decoding of it ("gross-out" / "gross - out", "it's" / "it ' s") count alike.
+LENGTH_BUCKETS = (("<=10", 0, 10), ("11-20", 11, 20), ("21-30", 21, 30), (">30", 31, None))
+EXAMPLE_SINGLE = "A gorgeous, witty, seductive movie."
+EXAMPLE_PAIR = ("The plot was thin.", "The acting saved it anyway.")
+
+
+def count_words(text: str) -> int:
+  return len(re.findall(r"\w+", text))
+
+
+def error_analysis(texts: Sequence[str], labels, probs, label_names: Sequence[str], *,
+                   top_k: int = 10) -> dict[str, Any]:
+  """Where a classifier fails, as a JSON-ready dict.
+
+  Args:
+    texts: the N evaluated texts (`count_words` picks the length bucket).
+    labels: [N] int gold labels.
+    probs: [N, num_labels] predicted probabilities.
+    label_names: num_labels names.
+    top_k: how many confidently wrong examples to keep.
+
+  Returns:
+    {"num_examples", "accuracy", "label_names",
+     "confusion_matrix": [gold][predicted] counts,
+     "per_label": [{"label", "count", "precision", "recall"}],
+     "by_length": [{"bucket", "count", "accuracy"}] (accuracy None for an empty bucket),
+     "confidently_wrong": top_k [{"text", "label", "predicted", "probability", "words"}],
+       most confident first (probability = that of the wrong prediction)}.
+  """
+  labels = np.asarray(labels, np.int64).reshape(-1)
+  probs = np.asarray(probs, np.float64)
+  num_labels = len(label_names)
+  if probs.ndim != 2 or probs.shape != (len(texts), num_labels) or labels.shape != (len(texts),):
+    raise ValueError(f"expected {len(texts)} texts, labels [{len(texts)}] and probs "
+                     f"[{len(texts)}, {num_labels}]; got labels {labels.shape}, probs "
+                     f"{probs.shape}")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_labels):
+    raise ValueError(f"labels must lie in [0, {num_labels}), got {labels.min()}..{labels.max()}")
+  predicted = probs.argmax(-1) if len(texts) else np.zeros(0, np.int64)  # [N]
+  correct = predicted == labels  # [N]
+
+  confusion = np.zeros((num_labels, num_labels), np.int64)
+  np.add.at(confusion, (labels, predicted), 1)
+  per_label = []
+  for c, name in enumerate(label_names):
+    tp, n_pred, n_gold = confusion[c, c], confusion[:, c].sum(), confusion[c].sum()
+    per_label.append({"label": name, "count": int(n_gold),
+                      "precision": float(tp / n_pred) if n_pred else None,
+                      "recall": float(tp / n_gold) if n_gold else None})
+
+  words = np.array([count_words(t) for t in texts], np.int64)  # [N]
+  by_length = []
+  for name, lo, hi in LENGTH_BUCKETS:
+    in_bucket = (words >= lo) & (words <= (hi if hi is not None else np.iinfo(np.int64).max))
+    n = int(in_bucket.sum())
+    by_length.append({"bucket": name, "count": n,
+                      "accuracy": float(correct[in_bucket].mean()) if n else None})
+
+  wrong = np.flatnonzero(~correct)
+  confidence = probs[wrong, predicted[wrong]]
+  # Most confident first; ties by original index, so the order is deterministic.
+  order = wrong[np.lexsort((wrong, -confidence))][:top_k]
+  confidently_wrong = [{"text": texts[i], "label": label_names[labels[i]],
+                        "predicted": label_names[predicted[i]],
+                        "probability": float(probs[i, predicted[i]]), "words": int(words[i])}
+                       for i in order]
+  return {"num_examples": int(len(texts)),
+          "accuracy": float(correct.mean()) if len(texts) else None,
+          "label_names": list(label_names),
+          "confusion_matrix": confusion.tolist(),
+          "per_label": per_label,
+          "by_length": by_length,
+          "confidently_wrong": confidently_wrong}
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+  """The command that started this process, shell-quoted (`python -m bert_jax.main ...`)."""
+  argv = list(sys.argv if argv is None else argv)
+  head = argv[0] if argv else ""
+  if head.endswith(os.path.join("bert_jax", "main.py")):
+    prog = "python -m bert_jax.main"  # how `python -m` shows up in sys.argv[0]
+  else:
+    prog = "python " + shlex.quote(os.path.relpath(head)) if head else "python"
+  return " ".join([prog] + [shlex.quote(a) for a in argv[1:]])
+
+
+def train_tokens_per_sec(metrics_file: str) -> float | None:
+  """Training throughput over a run's metrics.jsonl train rows (tokens / seconds).
+
+  Each row covers the steps since the previous row: seconds = steps / steps_per_sec. The
+  first row after every (re)start holds the compilation, so it is left out.
+  """
+  if not os.path.exists(metrics_file):
+    return None
+  tokens = seconds = 0.0
+  previous = None
+  with open(metrics_file, encoding="utf-8") as f:
+    for line in f:
+      row = json.loads(line)
+      if row.get("split") != "train" or "tokens_per_sec" not in row:
+        continue
+      step = int(row["step"])
+      if previous is not None and step > previous and float(row.get("steps_per_sec", 0)) > 0:
+        dt = (step - previous) / float(row["steps_per_sec"])
+        tokens += float(row["tokens_per_sec"]) * dt
+        seconds += dt
+      previous = step  # a step that went back (a resume) restarts the count
+  return tokens / seconds if seconds > 0 else None
+
+
+def _init_description(init_from: str) -> str:
+  if not init_from:
+    return "random initialization (no `init_from`)"
+  if os.path.exists(os.path.join(init_from, "config.json")) and any(
+      os.path.exists(os.path.join(init_from, f))
+      for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
+    return f"transformers checkpoint `{init_from}` (encoder; fresh classifier head)"
+  return f"bert_jax checkpoint `{init_from}` (encoder; fresh classifier head)"
+
+
+def _vocab_description(vocab_file: str) -> str:
+  from bert_jax.tokenizer import default_vocab_file
+  try:
+    if os.path.samefile(vocab_file, default_vocab_file()):
+      return "bert-base-uncased's vocab.txt (the default)"
+  except (FileNotFoundError, OSError):
+    pass
+  return f"`{vocab_file}`"
+
+
+def _token_block(tokenizer, text: str, text_pair: str | None, max_length: int) -> list[str]:
+  """Aligned columns per position: token, id, segment, mask (padding shown once)."""
+  enc = tokenizer.encode(text, text_pair, max_length=max_length)
+  n = int(enc["attention_mask"].sum())
+  shown = min(max_length, n + 1)  # the first [PAD], when there is one
+  tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][:shown])
+  rows = [("tokens", tokens), ("input_ids", enc["input_ids"][:shown]),
+          ("token_type_ids", enc["token_type_ids"][:shown]),
+          ("attention_mask", enc["attention_mask"][:shown])]
+  widths = [max(len(str(v[i])) for _, v in rows) for i in range(shown)]
+  lines = [f"{name:<15}" + " ".join(f"{str(v[i]):<{w}}" for i, w in enumerate(widths)).rstrip()
+           for name, v in rows]
+  if shown < max_length:
+    lines.append(f"... padded with [PAD] (id {tokenizer.pad_id}, segment 0, mask 0) to "
+                 f"max_seq_length={max_length}")
+  return lines
+
+
+def _md_escape(text: str) -> str:
+  return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _pct(x: float | None) -> str:
+  return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def write_report(workdir: str, *, config_dict: dict, model_config, num_params: int, tokenizer,
+                 analysis: dict, eval_results: dict, wall_time_s: float,
+                 tokens_per_sec: float | None, command: str, device: str = "") -> str:
+  """Writes `workdir/report.md` (and the same facts as `report.json`); returns the .md path.
+
+  Args:
+    config_dict: the experiment config as a dict (`config.to_dict()`).
+    model_config: the BertConfig that was trained.
+    num_params: parameter count of the classifier.
+    tokenizer: a `bert_jax.tokenizer.Tokenizer`; encodes EXAMPLE_SINGLE and EXAMPLE_PAIR.
+    analysis: `error_analysis(...)` of the final evaluation.
+    eval_results: the final eval metrics (accuracy, loss, ...; "step" when known).
+    wall_time_s, tokens_per_sec: cost of the run (training throughput; None if unknown).
+    command: the exact command line (`command_line()`).
+    device: optional description of the hardware.
+  """
+  data = config_dict.get("data", {})
+  max_length = int(data.get("max_seq_length", 128))
+  mc = dataclasses.asdict(model_config) if dataclasses.is_dataclass(model_config) else dict(
+      model_config)
+  init = _init_description(config_dict.get("init_from", ""))
+  names = analysis["label_names"]
+
+  lines = [f"# Fine-tuning report: {data.get('name', '?')}", ""]
+  lines += ["## Model", "",
+            f"- Initialization: {init}; seed {config_dict.get('seed', '?')}",
+            f"- Architecture: {mc['num_hidden_layers']} layers, hidden {mc['hidden_size']}, "
+            f"{mc['num_attention_heads']} heads, intermediate {mc['intermediate_size']}, "
+            f"vocabulary {mc['vocab_size']:,}, max positions {mc['max_position_embeddings']}",
+            f"- Parameters: {num_params:,} ({num_params / 1e6:.2f} M)",
+            f"- Training: {config_dict.get('num_train_steps', '?')} steps of batch "
+            f"{config_dict.get('batch_size', '?')} x {max_length} tokens, "
+            f"{config_dict.get('optimizer', {}).get('name', '?')} lr "
+            f"{config_dict.get('optimizer', {}).get('learning_rate', '?')}", ""]
+
+  lines += ["## Tokenizer", "",
+            f"WordPiece, {_vocab_description(tokenizer.vocab_file)} ({tokenizer.vocab_size:,} "
+            f"entries, hash {tokenizer.vocab_hash}). A single sentence, then a pair:", ""]
+  for text, pair in ((EXAMPLE_SINGLE, None), EXAMPLE_PAIR):
+    shown = repr(text) if pair is None else f"{text!r} + {pair!r}"
+    lines += [f"`{shown}`", "", "```"] + _token_block(tokenizer, text, pair, max_length) + [
+        "```", ""]
+
+  lines += ["## Result", "", "| metric | value |", "|---|---|"]
+  for k, v in sorted(eval_results.items()):
+    if isinstance(v, float) and v.is_integer() and abs(v) >= 1:
+      v = int(v)  # counts (num_examples, tokens) summed as floats
+    lines.append(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
+  lines.append("")
+
+  lines += ["## Failure check", "", "Confusion matrix (rows: gold, columns: predicted):", "",
+            "| gold \\ predicted | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names)]
+  for name, row in zip(names, analysis["confusion_matrix"]):
+    lines.append(f"| {name} | " + " | ".join(str(c) for c in row) + " |")
+  lines += ["", "| label | count | precision | recall |", "|---|---|---|---|"]
+  for p in analysis["per_label"]:
+    lines.append(f"| {p['label']} | {p['count']} | {_pct(p['precision'])} | "
+                 f"{_pct(p['recall'])} |")
+  lines += ["", "Accuracy by sentence length (words: letter/digit runs of the evaluated text):", "",
+            "| words | examples | accuracy |", "|---|---|---|"]
+  for b in analysis["by_length"]:
+    lines.append(f"| {b['bucket']} | {b['count']} | {_pct(b['accuracy'])} |")
+  lines += ["", f"The {len(analysis['confidently_wrong'])} most confidently wrong:", "",
+            "| p(predicted) | gold | predicted | text |", "|---|---|---|---|"]
+  for w in analysis["confidently_wrong"]:
+    lines.append(f"| {w['probability']:.3f} | {w['label']} | {w['predicted']} | "
+                 f"{_md_escape(w['text'])} |")
+  lines.append("")
+
+  tps = "unknown" if tokens_per_sec is None else f"{tokens_per_sec:,.0f}"
+  lines += ["## Cost", "", f"- Wall time: {wall_time_s:.1f} s ({wall_time_s / 60:.1f} min), "
+            "data preparation, compilation and evaluation included",
+            f"- Training throughput: {tps} tokens/s (non-padding tokens)"]
+  if device:
+    lines.append(f"- Device: {device}")
+  lines += ["", "## Command", "", "```bash", command, "```", ""]
+
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "report.md")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines))
+  facts = {"init_from": config_dict.get("init_from", ""), "seed": config_dict.get("seed"),
+           "model": mc, "num_params": int(num_params), "eval_results": eval_results,
+           "analysis": analysis, "wall_time_s": float(wall_time_s),
+           "tokens_per_sec": tokens_per_sec, "command": command, "device": device}
+  with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
+    json.dump(facts, f, indent=2, default=str)
+  return path

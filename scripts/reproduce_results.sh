@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Reproduces docs/RESULTS.md (issue 7: what MLM pretraining buys at small scale).
+#
+#   bash scripts/reproduce_results.sh                       # everything, 30 min pretraining
+#   PRETRAIN_MINUTES=60 MODEL=small bash scripts/reproduce_results.sh
+#   STAGES="bow similarity" bash scripts/reproduce_results.sh   # only some stages
+#   DRY_RUN=1 bash scripts/reproduce_results.sh                  # print the commands only
+#
+# Stages, in order (all outputs under $W, default workdirs/results):
+#   pretrain    1. MLM pretraining on the IMDB reviews for a CPU budget of PRETRAIN_MINUTES of
+#                  training steps: num_train_steps = budget x measured steps/s (a 25-step
+#                  probe run; set STEPS_PER_SEC or PRETRAIN_STEPS to skip it). Held-out
+#                  evaluation (the whole validation split) 10 times along the way; the curve
+#                  goes to $DOCS/figures/mlm_curve.{png,csv}.
+#   finetune    2. Rotten Tomatoes, each of SEEDS: (a) from all-MiniLM-L6-v2, (b) from our
+#                  pretrained checkpoint, (c) random init with (b)'s architecture.
+#   bow         2d. tf-idf (1-2 gram) + logistic regression, C tuned on a validation slice.
+#   similarity  4. contextual vs static vectors of "bank" / "apple" with MiniLM.
+#   fillmask    5. fill-mask with our pretrained MLM.
+#   aggregate   the mean +- std table -> $DOCS/RESULTS_table.md.
+# Finished runs (an eval_results.json in their workdir) are skipped; an interrupted run
+# resumes from its last checkpoint when the script is started again.
+#
+# MODEL=tiny: experiments/pretrain_tiny.py (2 layers, hidden 128, 4.3 M parameters with the
+# 30,522-entry embedding); MODEL=small: 4 layers, hidden 256 (the overrides below).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+W=${W:-workdirs/results}
+DOCS=${DOCS:-docs}  # where the curve and the table land
+PRETRAIN_MINUTES=${PRETRAIN_MINUTES:-30}
+SEEDS=${SEEDS:-"0 1 2"}
+MODEL=${MODEL:-tiny}
+STAGES=${STAGES:-"pretrain finetune bow similarity fillmask aggregate"}
+
+case "$MODEL" in
+  tiny)  ARCH=() ;;
+  small) ARCH=(--config.model.hidden_size=256 --config.model.num_hidden_layers=4
+               --config.model.num_attention_heads=4 --config.model.intermediate_size=1024) ;;
+  *) echo "MODEL must be tiny or small, got $MODEL" >&2; exit 2 ;;
+esac
+
+run() {  # echo, then run unless DRY_RUN
+  echo "+ $*"
+  if [[ -z "${DRY_RUN:-}" ]]; then "$@"; fi
+}
+has_stage() { [[ " $STAGES " == *" $1 "* ]]; }
+done_in() { [[ -f "$1/eval_results.json" ]] && echo "= $1 is finished, skipping"; }
+mkdir -p "$W"
+
+# ----------------------------------------------------------------------------- 1. pretrain
+if has_stage pretrain && ! done_in "$W/pretrain"; then
+  STEPS=${PRETRAIN_STEPS:-}
+  if [[ -z "$STEPS" ]]; then
+    SPS=${STEPS_PER_SEC:-}
+    if [[ -z "$SPS" && -n "${DRY_RUN:-}" ]]; then SPS=1.0; fi  # a placeholder for printing
+    if [[ -z "$SPS" ]]; then
+      # Probe: 25 steps; steps/s from the log windows after the first (compiling) one.
+      rm -rf "$W/_probe"
+      run "$PY" -m bert_jax.main --config=experiments/pretrain_tiny.py --workdir="$W/_probe" \
+        "${ARCH[@]}" --config.num_train_steps=25 --config.log_every_steps=5 \
+        --config.eval_every_steps=1000 --config.checkpoint_every_steps=1000
+      SPS=$("$PY" - "$W/_probe/metrics.jsonl" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+rates = [r["steps_per_sec"] for r in rows if r.get("split") == "train"][1:]
+print(f"{statistics.median(rates):.4f}")
+EOF
+)
+      rm -rf "$W/_probe"
+    fi
+    STEPS=$("$PY" -c "print(max(100, int($PRETRAIN_MINUTES * 60 * $SPS)))")
+    echo "= $SPS steps/s x $PRETRAIN_MINUTES min -> $STEPS pretraining steps"
+  fi
+  EVERY=$(( STEPS / 10 > 0 ? STEPS / 10 : 1 ))
+  run "$PY" -m bert_jax.main --config=experiments/pretrain_tiny.py --workdir="$W/pretrain" \
+    "${ARCH[@]}" --config.num_train_steps="$STEPS" \
+    --config.optimizer.warmup_steps=$(( STEPS / 20 + 1 )) \
+    --config.eval_every_steps="$EVERY" --config.checkpoint_every_steps="$EVERY" \
+    --config.num_eval_batches=-1 --config.log_every_steps=20
+fi
+if has_stage pretrain && [[ -f "$W/pretrain/metrics.jsonl" ]]; then
+  run "$PY" scripts/plot_curves.py "$W/pretrain" --out_dir "$DOCS/figures"
+fi
+
+# ----------------------------------------------------------------------------- 2. fine-tune
+FT=experiments/finetune_rotten_tomatoes.py
+if has_stage finetune; then
+  for s in $SEEDS; do
+    done_in "$W/rt_minilm_s$s" || run "$PY" -m bert_jax.main --config=$FT \
+      --workdir="$W/rt_minilm_s$s" --config.seed="$s"
+    done_in "$W/rt_ours_s$s" || run "$PY" -m bert_jax.main --config=$FT:scratch \
+      --workdir="$W/rt_ours_s$s" --config.seed="$s" --config.init_from="$W/pretrain"
+    # The architecture of (b) comes from its checkpoint; (c) states the same one.
+    done_in "$W/rt_random_s$s" || run "$PY" -m bert_jax.main --config=$FT:scratch \
+      --workdir="$W/rt_random_s$s" --config.seed="$s" "${ARCH[@]}"
+  done
+fi
+if has_stage bow; then
+  # shellcheck disable=SC2086
+  run "$PY" scripts/bow_baseline.py --workdir "$W/rt_bow" --seeds $SEEDS
+fi
+
+# ----------------------------------------------------------------------------- 4. similarity
+if has_stage similarity; then
+  run "$PY" scripts/contextual_similarity.py --out_dir "$W/contextual_similarity"
+fi
+
+# ----------------------------------------------------------------------------- 5. fill-mask
+if has_stage fillmask; then
+  echo "+ $PY -m bert_jax.fill_mask --checkpoint $W/pretrain ... > $W/fill_mask.txt"
+  if [[ -z "${DRY_RUN:-}" ]]; then
+    "$PY" -m bert_jax.fill_mask --checkpoint "$W/pretrain" --top_k 5 \
+      "This movie was [MASK]." \
+      "The [MASK] was great, but the plot made no sense." \
+      "I have never seen a worse [MASK] in my life." \
+      "The actors did a [MASK] job with a weak script." \
+      "One of the best [MASK] of the year." \
+      "I laughed so hard I [MASK]." | tee "$W/fill_mask.txt"
+  fi
+fi
+
+# ----------------------------------------------------------------------------- table
+if has_stage aggregate; then
+  run "$PY" scripts/aggregate_results.py --results_dir "$W" --out "$DOCS/RESULTS_table.md"
+fi
