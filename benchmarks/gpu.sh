@@ -5,9 +5,11 @@
 #
 #     bash benchmarks/gpu.sh [extra gpu_bench.py flags, e.g. --scan or --remat dots]
 #
-# Budget: ~5.5 min on one H100/H200 (3 timed variants ~45 s compile each, a max-batch search
-# of <= 80 s, two correctness checks); gpu_bench.py stops starting stages at --budget_s 330
-# and `timeout` kills it at 360 s, keeping whatever it has written.
+# Budget, from an H200 run of an earlier version (jax 0.11.2: 340 s with 3 variants + checks +
+# search): 4 timed variants (25-35 s compile each), a 3-step profile, two correctness checks
+# on scanned layers, then the max-batch search with whatever is left (usually nothing: run it
+# alone with `--variants --skip checks`). gpu_bench.py starts no stage after --budget_s 330 and
+# `timeout` kills it at 360 s; the JSON is written after every stage.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_out}"

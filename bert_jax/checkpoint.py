@@ -119,6 +119,7 @@ def restore_params(directory: str) -> tuple[Any, dict]:
   `directory` may be a workdir (with checkpoints/) or the checkpoints folder itself. Arrays
   come back on the first local device, in the saved tree layout, whatever mesh wrote them.
   """
+  directory = os.path.abspath(directory)  # orbax needs absolute paths
   options = ocp.CheckpointManagerOptions(read_only=True)
   for candidate in (os.path.join(directory, "checkpoints"), directory):
     if os.path.isdir(candidate):

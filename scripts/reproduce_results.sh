@@ -31,6 +31,10 @@ W=${W:-workdirs/results}
 DOCS=${DOCS:-docs}  # where the curve and the table land
 PRETRAIN_MINUTES=${PRETRAIN_MINUTES:-30}
 SEEDS=${SEEDS:-"0 1 2"}
+# Extra overrides for every fine-tuning run, e.g. one epoch on a busy machine:
+#   FT_ARGS="--config.num_train_steps=233 --config.eval_every_steps=233"
+read -r -a FT_EXTRA <<< "${FT_ARGS:-}"
+FT_MODELS=${FT_MODELS:-"minilm ours random"}
 MODEL=${MODEL:-tiny}
 STAGES=${STAGES:-"pretrain finetune bow similarity fillmask aggregate"}
 
@@ -88,13 +92,16 @@ fi
 FT=experiments/finetune_rotten_tomatoes.py
 if has_stage finetune; then
   for s in $SEEDS; do
-    done_in "$W/rt_minilm_s$s" || run "$PY" -m bert_jax.main --config=$FT \
-      --workdir="$W/rt_minilm_s$s" --config.seed="$s"
-    done_in "$W/rt_ours_s$s" || run "$PY" -m bert_jax.main --config=$FT:scratch \
-      --workdir="$W/rt_ours_s$s" --config.seed="$s" --config.init_from="$W/pretrain"
+    [[ " $FT_MODELS " == *" minilm "* ]] && { done_in "$W/rt_minilm_s$s" || run "$PY" \
+      -m bert_jax.main --config=$FT --workdir="$W/rt_minilm_s$s" --config.seed="$s" \
+      "${FT_EXTRA[@]}"; }
+    [[ " $FT_MODELS " == *" ours "* ]] && { done_in "$W/rt_ours_s$s" || run "$PY" \
+      -m bert_jax.main --config=$FT:scratch --workdir="$W/rt_ours_s$s" --config.seed="$s" \
+      --config.init_from="$W/pretrain" "${FT_EXTRA[@]}"; }
     # The architecture of (b) comes from its checkpoint; (c) states the same one.
-    done_in "$W/rt_random_s$s" || run "$PY" -m bert_jax.main --config=$FT:scratch \
-      --workdir="$W/rt_random_s$s" --config.seed="$s" "${ARCH[@]}"
+    [[ " $FT_MODELS " == *" random "* ]] && { done_in "$W/rt_random_s$s" || run "$PY" \
+      -m bert_jax.main --config=$FT:scratch --workdir="$W/rt_random_s$s" --config.seed="$s" \
+      "${ARCH[@]}" "${FT_EXTRA[@]}"; }
   done
 fi
 if has_stage bow; then

@@ -10,6 +10,7 @@ import sys
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from bert_jax import BertConfig, BertForMaskedLM
@@ -105,3 +106,26 @@ def test_mlm_step_runs_all_three(tmp_path):
   assert set(results["ratios"]) == {"bert_jax/transformers", "bert_jax/torch_gathered"}
   assert results["config"]["hidden_size"] == 128 and results["compile_s"] > 0
   assert "median per-round ratios" in out
+
+
+def test_mlm_profile_accounts_for_the_step():
+  out = _run(["benchmarks/mlm_profile.py", "--config", "tiny", "--steps", "1", "--top", "3",
+              "--threads", "1"], timeout=300)
+  lines = out.splitlines()
+  assert any("MLM head" in line for line in lines), out
+  assert any(line.startswith("largest 3 ops") for line in lines), out
+  parts = [float(line.split()[0]) for line in lines if line.startswith("  ") and " ms  " in line]
+  assert len(parts) >= 6 and sum(parts) > 0, out
+
+
+def test_mask_as_key_lengths_is_the_same_attention():
+  """gpu_bench's cuDNN fix: a right-padded key mask == key_value_seq_lengths (XLA path here)."""
+  rs = np.random.RandomState(0)
+  q, k, v = (jnp.asarray(rs.randn(3, 16, 2, 8), jnp.float32) for _ in range(3))
+  lengths = np.array([16, 9, 4], np.int32)
+  mask = jnp.asarray(np.arange(16)[None] < lengths[:, None])  # [batch, keys]
+  by_mask = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :],
+                                         implementation="xla")
+  by_lengths = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=jnp.asarray(lengths),
+                                            implementation="xla")
+  np.testing.assert_allclose(by_mask, by_lengths, rtol=1e-6, atol=1e-6)

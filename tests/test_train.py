@@ -114,7 +114,8 @@ def test_finetune_from_pretrained_workdir(pretrained, tmp_path, data_dir):
   from bert_jax import checkpoint, inference, predict
   src, _ = pretrained
   workdir = str(tmp_path / "ft")
-  overrides = {"data.data_dir": data_dir, "data.max_seq_length": 32, "init_from": src,
+  overrides = {"data.data_dir": data_dir, "data.max_seq_length": 32,
+               "init_from": os.path.relpath(src),  # relative paths work too
                "batch_size": 16, "eval_batch_size": 64, "num_train_steps": 6,
                "log_every_steps": 2, "eval_every_steps": 3, "checkpoint_every_steps": 3,
                "num_eval_batches": 2, "optimizer.warmup_steps": 1}
