@@ -8,7 +8,7 @@ From our own pretraining run (architecture taken from its checkpoint):
       --workdir=workdirs/rt_ours --config.init_from=workdirs/pretrain_tiny
 
 `:scratch` starts from the tiny architecture (random init unless init_from is set).
-Measured here with one epoch (--config.num_train_steps=233): MiniLM 81.9%, our 15-minute tiny
+Measured here with one epoch (--config.num_train_steps=233): MiniLM 81.8%, our 15-minute tiny
 pretraining 68.2%, random init 52.6% (docs/RESULTS.md). eval_results.json holds the final
 accuracy, report.md the error analysis, best/ the checkpoint with the best eval accuracy.
 """
