@@ -23,7 +23,6 @@ import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 # Probabilities of the corruption branches of a selected position (google's 80/10/10).
 MASK_PROB = 0.8

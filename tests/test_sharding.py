@@ -8,9 +8,6 @@ difference at step 3 for data2 x fsdp2 x tensor2); eps bounds that amplification
 """
 
 import functools
-import os
-import subprocess
-import sys
 
 import chex
 import jax
