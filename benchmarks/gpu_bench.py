@@ -7,14 +7,17 @@ Stages, each written to `<out>/gpu_bench.json` as soon as it finishes (a run cut
 keeps what it measured), all inside `--budget_s` (later stages are skipped, not started):
 
   peak        the card's measured bf16 matmul rate: best of 8192^3 `jnp.dot`s (f32 accumulate).
+  embed_grad  the gradient of each embedding lookup on a [256, 128] batch, old and new ways
+              (bfloat16 / float32 gathers, whose gradients are scatter-adds, and the one-hot
+              contraction bert_jax now uses for segments): XLA:GPU turns a contended scatter-add
+              into a compare-and-swap loop, the suspect for ~200 ms per step in the first run.
   variants    `steps.pretrain_step` (masking in-graph, AdamW, state donated) on synthetic full-
-              length batches, BERT-base: seq 128 x batch 256 with cuDNN attention as bert_jax
-              calls it, the same with the key-padding mask passed as sequence lengths (below),
-              the same with XLA attention, and seq 512 x batch 64 with cuDNN (lengths). Prints
-              tokens/s, model TFLOP/s, MFU, compile time, XLA's memory analysis, the device's
-              peak bytes in use, and whether the compiled step holds a cuDNN fMHA call; then
-              traces 3 steps of `--profile` (default seq128_cudnn_lens) and prints the device
-              time per model part and the 15 largest ops.
+              length batches, BERT-base: seq 128 x batch 256 with cuDNN attention, the same
+              with XLA attention, and seq 512 x batch 64 with cuDNN. Prints tokens/s, model
+              TFLOP/s, MFU, compile time, XLA's memory analysis, the device's peak bytes in
+              use, and whether the compiled step holds a cuDNN fMHA call; then traces 3 steps
+              of `--profile` (default seq128_cudnn) and prints the device time per model part
+              and the 15 largest ops.
   checks      cuDNN attention's encoder outputs are as close to a float32 model's as XLA's bf16
               attention's are (rows padded to different lengths); a few train steps from the
               same initialization give the same MLM losses in bf16 and f32.
@@ -23,20 +26,15 @@ keeps what it measured), all inside `--budget_s` (later stages are skipped, not 
               compiles one layer; remat as in the variants). With all the above it usually has
               no budget left; run it alone with `--variants --skip checks` (~1 min).
 
-cuDNN and the mask. bert_jax passes its key-padding mask as `mask=[batch, 1, 1, keys]`, which
-jax hands to cuDNN as an additive bias (and asks for its gradient). jax 0.10.2's check rejects
-a bias with one query row ("Bias must have same seq length as QKV, got 1 and 128"; traced on
-CPU with the version check stubbed); jax 0.11.2 on an H200 accepted it (benchmarks/results/).
-The `*_lens` variants apply the fix proposed for bert_jax while tracing: a right-padded mask
-goes to cuDNN as `key_value_seq_lengths=mask.sum(-1)` (MaskType.PADDING: no bias tensor, no
-bias gradient). The as-is variant records the error if there is one.
+cuDNN and the mask: bert_jax passes its right-padded key mask to cuDNN as
+`key_value_seq_lengths` (no bias tensor, no bias gradient); a [batch, 1, 1, keys] mask as a
+bias was rejected by jax 0.10.2 ("Bias must have same seq length as QKV, got 1 and 128").
 
 Dropout: hidden 0.1 as BERT, attention-probability dropout 0.0. bert_jax computes attention
 with the explicit einsum softmax whenever attention dropout is active in training (the only
 path with dropout), and cuDNN's fused attention in jax.nn.dot_product_attention needs bf16/fp16;
-so the benchmark turns attention dropout off to measure the fused path. Note that
-`attention_impl="auto"` passes implementation=None, which jax (0.10, 0.11) maps to XLA, so the
-cuDNN rows name attention_impl="cudnn" explicitly.
+so the benchmark turns attention dropout off to measure the fused path (what
+`attention_impl="auto"` picks on a GPU with bf16 compute).
 
 Model FLOPs per step (forward + backward = 3 x forward, 2 FLOPs per multiply-add):
     tokens x [6 * L * (4 H^2 + 2 H F)  +  12 * L * S * H]  +  predictions x 6 * (H^2 + H V)
@@ -54,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import functools
 import glob
 import gzip
@@ -74,22 +71,21 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bert_jax import BertConfig, BertForMaskedLM, BertModel, optim, steps  # noqa: E402
+from bert_jax.model import one_hot_lookup  # noqa: E402
 
 CLS_ID, SEP_ID, MASK_ID = 101, 102, 103
 SPEC_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM
 
-# name -> (seq, batch, attention_impl, mask as cuDNN sequence lengths); --tiny shrinks them.
+# name -> (seq, batch, attention_impl); --tiny shrinks them.
 VARIANTS = {
-    "seq128_cudnn_as_is": (128, 256, "cudnn", False),
-    "seq128_cudnn_lens": (128, 256, "cudnn", True),
-    "seq128_xla": (128, 256, "xla", False),
-    "seq512_cudnn_lens": (512, 64, "cudnn", True),
+    "seq128_cudnn": (128, 256, "cudnn"),
+    "seq128_xla": (128, 256, "xla"),
+    "seq512_cudnn": (512, 64, "cudnn"),
 }
 TINY_VARIANTS = {
-    "seq128_cudnn_as_is": (128, 8, "cudnn", False),
-    "seq128_cudnn_lens": (128, 8, "cudnn", True),
-    "seq128_xla": (128, 8, "xla", False),
-    "seq256_cudnn_lens": (256, 4, "cudnn", True),
+    "seq128_cudnn": (128, 8, "cudnn"),
+    "seq128_xla": (128, 8, "xla"),
+    "seq256_cudnn": (256, 4, "cudnn"),
 }
 
 
@@ -148,30 +144,6 @@ def make_batch(batch: int, seq: int, vocab: int, seed: int = 0, padded: bool = F
   return {k: jnp.asarray(v) for k, v in b.items()}
 
 
-@contextlib.contextmanager
-def cudnn_mask_as_lengths(enabled: bool = True):
-  """While tracing: bert_jax's [batch, 1, 1, keys] mask reaches cuDNN as key lengths.
-
-  The fix proposed for `SelfAttention` (valid for right-padded rows, which BERT batches are):
-  `jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=mask.sum(-1), ...)`.
-  """
-  original = jax.nn.dot_product_attention
-
-  def with_lengths(query, key, value, bias=None, mask=None, *, implementation=None, **kw):
-    if implementation == "cudnn" and mask is not None and mask.shape[1:3] == (1, 1):
-      lengths = jnp.sum(mask[:, 0, 0, :], axis=-1, dtype=jnp.int32)  # [batch]
-      return original(query, key, value, bias, None, key_value_seq_lengths=lengths,
-                      implementation=implementation, **kw)
-    return original(query, key, value, bias, mask, implementation=implementation, **kw)
-
-  if enabled:
-    jax.nn.dot_product_attention = with_lengths
-  try:
-    yield
-  finally:
-    jax.nn.dot_product_attention = original
-
-
 def measure_peak(tiny: bool, log: Log) -> float:
   """Best bf16 [n, n] @ [n, n] rate (TFLOP/s) with float32 accumulation."""
   n, reps = (1024, 3) if tiny else (8192, 20)
@@ -186,6 +158,51 @@ def measure_peak(tiny: bool, log: Log) -> float:
   tflops = 2 * n**3 / best / 1e12
   log(f"peak: bf16 {n}^3 jnp.dot best of {reps}: {tflops:.4g} TFLOP/s")
   return tflops
+
+
+def time_ms(fn, *args, reps: int = 10) -> float:
+  """Median wall time of a jitted call, after one warm-up call."""
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return 1000 * float(np.median(times))
+
+
+def embed_grad_bench(args, log: Log) -> dict:
+  """ms for the table gradient of each way to look up embeddings, BERT-like ids.
+
+  Words: Zipf-distributed ids plus [CLS]/[SEP] in every row (hot rows, as real text has);
+  segments: all 0 (single-segment batches), so every token adds into the same row.
+  """
+  batch, seq, hidden, vocab = (8, 128, 64, 2048) if args.tiny else (256, 128, 768, 30522)
+  rs = np.random.RandomState(0)
+  ids = (rs.zipf(1.3, size=(batch, seq)) % vocab).astype(np.int32)
+  ids[:, 0], ids[:, -1] = CLS_ID % vocab, SEP_ID % vocab
+  ids, segments = jnp.asarray(ids), jnp.zeros((batch, seq), jnp.int32)
+  key_w, key_s, key_g = jax.random.split(jax.random.key(0), 3)
+  words = jax.random.normal(key_w, (vocab, hidden), jnp.float32)
+  segment_table = jax.random.normal(key_s, (2, hidden), jnp.float32)
+  cot = jax.random.normal(key_g, (batch, seq, hidden), jnp.bfloat16)
+  bf16 = jnp.bfloat16
+  cases = {  # name -> (table, lookup); "before" is bert_jax until 2026-11-26, "now" after
+      "segments: bf16 take (before)": (segment_table,
+                                       lambda t: jnp.take(t.astype(bf16), segments, axis=0)),
+      "segments: f32 take": (segment_table, lambda t: jnp.take(t, segments, axis=0).astype(bf16)),
+      "segments: one-hot (now)": (segment_table,
+                                  lambda t: one_hot_lookup(t, segments).astype(bf16)),
+      "words: bf16 take (before)": (words, lambda t: jnp.take(t.astype(bf16), ids, axis=0)),
+      "words: f32 take (now)": (words, lambda t: jnp.take(t, ids, axis=0).astype(bf16)),
+  }
+  out = {}
+  for name, (table, lookup) in cases.items():
+    grad = jax.jit(lambda t, g, f=lookup: jax.vjp(f, t)[1](g)[0])
+    out[name] = time_ms(grad, table, cot)
+  log(f"embed_grad ({batch}x{seq} tokens, hidden {hidden}, ms for the table gradient): "
+      + ", ".join(f"{k} {v:.3f}" for k, v in out.items()))
+  return dict(batch=batch, seq=seq, hidden=hidden, ms=out)
 
 
 def device_peak_bytes() -> int | None:
@@ -248,7 +265,7 @@ _CATEGORIES = (
     ("masking", lambda op: "jvp" not in op and "vmap(" in op),
     ("dropout RNG", lambda op: any(k in op for k in ("bernoulli", "random_bits", "threefry",
                                                      "rng_bit_generator"))),
-    ("MLM head", lambda op: "mlm_head" in op or "attend" in op),
+    ("MLM head", lambda op: "mlm_head" in op or "tied_decoder" in op),
     ("loss + accuracy", lambda op: "jvp()" in op),
     ("embeddings", lambda op: "embeddings" in op),
     ("encoder attention", lambda op: "/attention/" in op),
@@ -297,16 +314,14 @@ def profile_steps(compiled, state, data, rng, steps: int = 3):
                      by_part={k: round(v, 3) for k, v in per_part.most_common()}, top_ops=top)
 
 
-def run_variant(name: str, seq: int, batch: int, impl: str, lens: bool, args, peak: float,
-                log: Log) -> dict:
+def run_variant(name: str, seq: int, batch: int, impl: str, args, peak: float, log: Log) -> dict:
   impl = gpu_or_xla(impl)
   config = base_config(args.tiny, attention_impl=impl, remat_policy=args.remat,
                        scan_layers=args.scan)
   trainer = Trainer(config, seq)
   data = make_batch(batch, seq, config.vocab_size)
-  with cudnn_mask_as_lengths(lens):
-    state = trainer.init(jax.random.key(0))
-    compiled, compile_s = trainer.compile(state, data)
+  state = trainer.init(jax.random.key(0))
+  compiled, compile_s = trainer.compile(state, data)
   cudnn = uses_cudnn_attention(compiled)
   for _ in range(args.warmup):
     state, metrics = compiled(state, data, trainer.rng)
@@ -320,16 +335,14 @@ def run_variant(name: str, seq: int, batch: int, impl: str, lens: bool, args, pe
   flops = step_flops(config, batch, seq, predictions)
   tokens_per_s = batch * seq / seconds
   tflops = flops / seconds / 1e12
-  row = dict(seq=seq, batch=batch, attention_impl=impl, mask_as_lengths=lens,
-             cudnn_fmha_in_hlo=cudnn,
+  row = dict(seq=seq, batch=batch, attention_impl=impl, cudnn_fmha_in_hlo=cudnn,
              remat_policy=args.remat, scan_layers=args.scan, compile_s=compile_s,
              step_s=seconds, tokens_per_s=tokens_per_s, model_tflops_per_step=flops / 1e12,
              model_tflops_per_s=tflops, mfu_vs_measured_peak=tflops / peak,
              predictions_per_step=predictions,
              mlm_loss=float(metrics["mlm_loss"] / metrics["mlm_count"]),
              memory_analysis=memory_analysis(compiled), device_peak_bytes=device_peak_bytes())
-  log(f"{name}: seq {seq} batch {batch} attention {impl}, mask as lengths {lens} (cuDNN fMHA "
-      f"in HLO: {cudnn}); "
+  log(f"{name}: seq {seq} batch {batch} attention {impl} (cuDNN fMHA in HLO: {cudnn}); "
       f"compile {compile_s:.1f}s; {1000 * seconds:.1f} ms/step, {tokens_per_s:,.0f} tokens/s, "
       f"{tflops:.4g} model TFLOP/s = {100 * tflops / peak:.1f}% MFU of measured peak; "
       f"memory {row['memory_analysis']}, device peak {row['device_peak_bytes']}")
@@ -361,9 +374,8 @@ def max_batch_search(args, deadline: float, log: Log) -> dict:
     start = time.perf_counter()
     try:
       data = make_batch(batch, seq, config.vocab_size)
-      with cudnn_mask_as_lengths():
-        state = trainer.init(jax.random.key(0))
-        compiled, _ = trainer.compile(state, data)
+      state = trainer.init(jax.random.key(0))
+      compiled, _ = trainer.compile(state, data)
       mem = memory_analysis(compiled)
       need = (mem.get("argument_size", 0) + mem.get("output_size", 0)
               - mem.get("alias_size", 0) + mem.get("temp_size", 0))
@@ -410,8 +422,7 @@ def check_attention(args, log: Log) -> dict:
     fwd = jax.jit(functools.partial(
         lambda m, p, d: m.apply(p, d["input_ids"], d["attention_mask"],
                                 d["token_type_ids"]).last_hidden_state, model))
-    with cudnn_mask_as_lengths():
-      outs[name] = np.asarray(fwd(params, data).astype(jnp.float32))
+    outs[name] = np.asarray(fwd(params, data).astype(jnp.float32))
   ref = outs["xla_f32"]
   err = {k: float(np.abs(outs[k] - ref).mean()) for k in ("xla_bf16", "cudnn_bf16")}
   direct = np.abs(outs["cudnn_bf16"] - outs["xla_bf16"])
@@ -437,10 +448,9 @@ def check_bf16_losses(args, log: Log) -> dict:
     state = trainer.init(jax.random.key(0))
     data = make_batch(batch, seq, config.vocab_size, seed=2)
     history = []
-    with cudnn_mask_as_lengths():  # traced on the first call
-      for _ in range(n):
-        state, metrics = trainer.step(state, data, trainer.rng)
-        history.append(float(metrics["mlm_loss"] / metrics["mlm_count"]))
+    for _ in range(n):
+      state, metrics = trainer.step(state, data, trainer.rng)
+      history.append(float(metrics["mlm_loss"] / metrics["mlm_count"]))
     losses[dtype] = history
   diffs = [abs(a - b) for a, b in zip(losses["float32"], losses["bfloat16"])]
   tol = 5e-2  # 0.5% of the initial loss, ln(30522) = 10.3
@@ -472,8 +482,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--search_start", type=int, default=None)
   parser.add_argument("--cpu_memory_limit_gb", type=float, default=2.0,
                       help="memory limit for the search where the device reports none")
-  parser.add_argument("--skip", nargs="*", default=(), choices=("max_batch", "checks"))
-  parser.add_argument("--profile", default="seq128_cudnn_lens",
+  parser.add_argument("--skip", nargs="*", default=(),
+                      choices=("embed_grad", "max_batch", "checks"))
+  parser.add_argument("--profile", default="seq128_cudnn",
                       help="trace 3 steps of this variant after timing it ('' for none)")
   args = parser.parse_args(argv)
   jax.config.update("jax_default_prng_impl", args.prng)
@@ -495,6 +506,13 @@ def main(argv=None) -> dict:
   spec = next((v for k, v in SPEC_BF16_TFLOPS.items() if k in device.device_kind), None)
   log.save("peak", {"bf16_matmul_tflops_measured": peak, "bf16_tflops_spec": spec})
 
+  if "embed_grad" not in args.skip:
+    try:
+      log.save("embed_grad", embed_grad_bench(args, log))
+    except Exception as e:
+      log(f"embed_grad: FAILED {e!r}")
+      log.save("embed_grad", {"error": repr(e)[:500]})
+
   table = TINY_VARIANTS if args.tiny else VARIANTS
   names = args.variants if args.variants is not None else list(table)
   rows = {}
@@ -503,9 +521,9 @@ def main(argv=None) -> dict:
       log(f"{name}: skipped (budget of {args.budget_s:.0f}s spent)")
       rows[name] = {"skipped": "budget"}
       continue
-    seq, batch, impl, lens = table[name]
+    seq, batch, impl = table[name]
     try:
-      rows[name] = run_variant(name, seq, batch, impl, lens, args, peak, log)
+      rows[name] = run_variant(name, seq, batch, impl, args, peak, log)
     except Exception as e:
       log(f"{name}: FAILED {e!r}\n{traceback.format_exc()}")
       rows[name] = {"error": repr(e)[:500]}

@@ -9,7 +9,7 @@ durations, grouped by the model part its HLO metadata names (MLM head, loss, enc
 encoder rest, dropout RNG, embeddings, optimizer, masking), then lists the largest ops with
 their shapes. With more than one thread, ops that XLA hands to its Eigen pool (plain `dot.N`)
 are recorded at dispatch only and so under-counted: use `--threads 1` for a complete account.
-Also prints minor page faults and system time per step (see mlm_step.retain_freed_memory).
+Also prints minor page faults and system time per step (see bert_jax/malloc.py).
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def main(argv=None):
   if args.threads:
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
   if args.malloc == "retain":
-    mlm_step.retain_freed_memory()
+    from bert_jax import malloc
+    malloc.retain_freed_memory()
   import jax
 
   step = mlm_step.JaxStep(mlm_step.CONFIGS[args.config], mlm_step.make_batch())

@@ -22,7 +22,7 @@ process may use (`--threads N` pins it to N cores first, which both libraries th
 Under load from other processes, multi-threaded torch (OpenMP barriers) suffers far more than
 XLA; `--threads 1` is the contention-robust comparison, and there tokens per CPU-second (also
 printed) equal tokens per second of an unloaded core. `--malloc retain` keeps freed memory in
-glibc's heap for all three (see `retain_freed_memory`).
+glibc's heap for all three (see `bert_jax/malloc.py`).
 
 Also reported: model GFLOP/s (`step_flops`) against a float32 `jnp.dot` peak measured in the
 same run, minor page faults per step, the first step's compile time, XLA's memory analysis of
@@ -56,23 +56,6 @@ MASK_PROB = 0.16
 DROPOUT = 0.1
 LEARNING_RATE, WEIGHT_DECAY, EPS, CLIP = 1e-4, 0.01, 1e-6, 1.0
 CONTESTANTS = ("bert_jax", "transformers", "torch_gathered")
-
-
-def retain_freed_memory():
-  """glibc malloc: one arena, no mmap for big blocks, no trimming, so freed buffers are reused.
-
-  By default every block over 32 MiB (and every block a worker thread's 64 MiB arena cannot
-  hold) is mmap'd and unmapped again: XLA's per-step temp buffer (350 MB for tiny) and the
-  [640, 30522] logits are faulted in page by page on every step (~105k minor faults/step).
-  The same settings as GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:
-  glibc.malloc.trim_threshold=2147483647, made at run time; they apply to all contestants.
-  """
-  import ctypes
-  libc = ctypes.CDLL("libc.so.6")
-  m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-  if not (libc.mallopt(m_arena_max, 1) and libc.mallopt(m_mmap_max, 0)
-          and libc.mallopt(m_trim_threshold, 2**31 - 1)):
-    raise RuntimeError("mallopt failed")
 
 
 def num_threads() -> int:
@@ -261,15 +244,17 @@ def main(argv=None) -> dict:
   parser.add_argument("--threads", type=int, default=0,
                       help="pin the process to this many cores (0: all it may use)")
   parser.add_argument("--malloc", choices=("default", "retain"), default="default",
-                      help="retain: keep freed memory in glibc's heap (see retain_freed_memory)")
+                      help="retain: keep freed memory in glibc's heap (bert_jax/malloc.py)")
   parser.add_argument("--only", nargs="+", choices=CONTESTANTS, default=list(CONTESTANTS))
   parser.add_argument("--json", default=None, help="also write the results here")
   args = parser.parse_args(argv)
 
   if args.threads:  # before jax starts: XLA sizes its CPU thread pool from the affinity mask
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
-  if args.malloc == "retain":  # before any thread allocates
-    retain_freed_memory()
+  if args.malloc == "retain":  # before XLA's threads allocate
+    from bert_jax import malloc
+    if not malloc.retain_freed_memory():
+      raise RuntimeError("--malloc retain needs glibc")
   import jax
   import torch
   threads = num_threads()

@@ -17,6 +17,8 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (clus
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+flags.DEFINE_bool("retain_freed_memory", True, "On CPU, tell glibc malloc to keep freed "
+                  "buffers for reuse (bert_jax/malloc.py; ~1.4x faster steps).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -38,6 +40,9 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   from bert_jax import train
+  if FLAGS.retain_freed_memory and jax.default_backend() == "cpu":
+    from bert_jax import malloc
+    malloc.retain_freed_memory()
   logging.info("JAX %s: process %d/%d, %d devices (%s)", jax.__version__, jax.process_index(),
                jax.process_count(), jax.device_count(), jax.devices()[0].platform)
   try:

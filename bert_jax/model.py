@@ -47,9 +47,15 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
       bias_init=_zeros((axes.EMBED,)), name=name)
 
 
+def _gelu_erf(x: Array) -> Array:
+  # Exact GELU as PyTorch computes it, 0.5 x (1 + erf(x / sqrt 2)): jax.nn.gelu(approximate=False)
+  # goes through erfc, which costs about twice as much elementwise work on CPU.
+  return 0.5 * x * (1.0 + jax.lax.erf(x * np.asarray(1 / np.sqrt(2), x.dtype)))
+
+
 def activation(name: str):
   if name == "gelu":
-    return functools.partial(jax.nn.gelu, approximate=False)
+    return _gelu_erf
   if name in ("gelu_new", "gelu_pytorch_tanh"):
     return functools.partial(jax.nn.gelu, approximate=True)
   return jax.nn.relu
@@ -80,12 +86,32 @@ class BertEmbeddings(nn.Module):
     self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
   def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool) -> Array:
+    c = self.config
     length = input_ids.shape[1]
-    x = (self.word_embeddings(input_ids)
-         + self.position_embeddings(jnp.arange(length))[None]
-         + self.token_type_embeddings(token_type_ids))  # [batch, length, embed]
+    # No lookup here differentiates into a contended low-precision scatter-add. Words are
+    # gathered from the float32 table (their gradient is a float32 scatter-add); positions are a
+    # slice and segments a one-hot contraction, so their gradients are sums over the batch.
+    # Autodiff of a bfloat16 lookup scatter-adds in bfloat16, which XLA:GPU emits as a
+    # compare-and-swap loop (openxla/xla#26371) that serializes when every token of a batch
+    # adds into segment row 0: the prime suspect for the per-token ~200 ms of a BERT-base step
+    # measured on an H200 (benchmarks/RESULTS.md).
+    table = self.word_embeddings.embedding.astype(jnp.float32)  # [vocab, embed]
+    words = jnp.take(table, input_ids, axis=0)  # [batch, length, embed]
+    positions = self.position_embeddings.embedding[:length]  # [length, embed]
+    segments = one_hot_lookup(self.token_type_embeddings.embedding, token_type_ids)
+    x = (words + positions[None] + segments).astype(c.compute_dtype)
     x = self.layer_norm(x)
     return self.dropout(x, deterministic=deterministic)
+
+
+def one_hot_lookup(table: Array, ids: Array) -> Array:
+  """`table[ids]` as an exact one-hot contraction: [rows, embed], [...] -> [..., embed].
+
+  For small tables (segments): the gradient is a [rows, n] @ [n, embed] product instead of a
+  scatter-add into a few rows that every token hits. `HIGHEST` keeps float32 exact on TPU.
+  """
+  one_hot = jax.nn.one_hot(ids, table.shape[0], dtype=table.dtype)  # [..., rows]
+  return jnp.einsum("...r,re->...e", one_hot, table, precision=jax.lax.Precision.HIGHEST)
 
 
 def attention_implementation(c: BertConfig) -> str | None:
@@ -275,14 +301,48 @@ class BertModel(nn.Module):
       pooled = jnp.tanh(self.pooler(x[:, 0]))  # [batch, embed] from [CLS]
     return BertOutput(last_hidden_state=x, pooler_output=pooled)
 
-  def attend(self, x: Array) -> Array:
-    """Projects hidden states onto the word embeddings (the tied MLM decoder)."""
-    return self.embeddings.word_embeddings.attend(x)
+  def word_embedding_table(self) -> Array:
+    """The [vocab, embed] word-embedding table (the tied MLM decoder's weight)."""
+    return self.embeddings.word_embeddings.embedding
+
+
+@jax.custom_vjp
+def tied_decoder(x: Array, table: Array, bias: Array) -> Array:
+  """[..., embed] x [vocab, embed] + [vocab] -> [..., vocab]: the tied MLM output layer.
+
+  Values and gradients of `x @ table.T + bias`; the backward is written out so that XLA keeps
+  the [n, vocab] cotangent in its natural layout. Autodiff's bias gradient was a column reduce
+  over it (YNNPACK's slowest path on CPU) and its table gradient read a transposed copy of it.
+  """
+  return jnp.einsum("...e,ve->...v", x, table) + bias
+
+
+def _tied_decoder_fwd(x, table, bias):
+  return tied_decoder(x, table, bias), (x, table)
+
+
+def _tied_decoder_bwd(residuals, g):
+  x, table = residuals
+  g2 = g.reshape(-1, g.shape[-1])  # [n, vocab]
+  x2 = x.reshape(-1, x.shape[-1])  # [n, embed]
+  dx = (g2 @ table).reshape(x.shape)  # [n, vocab] @ [vocab, embed]
+  dtable = (x2.T @ g2).T  # [embed, n] @ [n, vocab] -> [vocab, embed]
+  dbias = jnp.ones((g2.shape[0],), g.dtype) @ g2  # a matvec, not a column reduce
+  return dx, dtable, dbias
+
+
+tied_decoder.defvjp(_tied_decoder_fwd, _tied_decoder_bwd)
 
 
 def gather_positions(x: Array, positions: Array) -> Array:
-  """[batch, length, embed], [batch, P] -> [batch, P, embed]."""
-  x = jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
+  """[batch, length, embed], [batch, P] -> [batch, P, embed], as an exact one-hot contraction.
+
+  `take_along_axis` would differentiate into a scatter-add in the compute dtype, with the
+  padding predictions (position 0) colliding; the [batch, P, length] one-hot product costs
+  2·P·length·embed FLOPs per row, noise next to the encoder.
+  """
+  one_hot = jax.nn.one_hot(positions, x.shape[1], dtype=x.dtype)  # [batch, P, length]
+  x = jnp.einsum("bpl,ble->bpe", one_hot, x, precision=jax.lax.Precision.HIGHEST)
   return nn.with_logical_constraint(x, (axes.BATCH, axes.PREDICTIONS, axes.EMBED))
 
 
@@ -292,7 +352,8 @@ class MLMHead(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: Array, decoder) -> Array:
+  def __call__(self, x: Array, table: Array) -> Array:
+    """x [..., embed] and the [vocab, embed] word embeddings -> logits [..., vocab]."""
     c = self.config
     x = nn.Dense(c.hidden_size, dtype=c.compute_dtype, param_dtype=c.storage_dtype,
                  kernel_init=_dense_init(c, (axes.EMBED, axes.MLP)),
@@ -300,7 +361,8 @@ class MLMHead(nn.Module):
     x = nn.with_logical_constraint(x, (axes.BATCH, axes.PREDICTIONS, axes.EMBED)[-x.ndim:])
     x = _layer_norm(c, "layer_norm")(activation(c.hidden_act)(x))
     bias = self.param("bias", _zeros((axes.VOCAB,)), (c.vocab_size,), c.storage_dtype)
-    logits = decoder(x) + bias.astype(c.compute_dtype)  # [batch, P, vocab]
+    dtype = c.compute_dtype
+    logits = tied_decoder(x.astype(dtype), table.astype(dtype), bias.astype(dtype))  # [b, P, vocab]
     return nn.with_logical_constraint(logits, (axes.BATCH, axes.PREDICTIONS, axes.VOCAB)[-x.ndim:])
 
 
@@ -319,7 +381,7 @@ class BertForMaskedLM(nn.Module):
                   deterministic=deterministic).last_hidden_state
     if masked_positions is not None:
       x = gather_positions(x, masked_positions)  # gather first: [batch, P, embed]
-    return self.mlm_head(x, self.bert.attend)
+    return self.mlm_head(x, self.bert.word_embedding_table())
 
 
 class BertForPreTraining(nn.Module):
@@ -339,7 +401,7 @@ class BertForPreTraining(nn.Module):
     x = out.last_hidden_state
     if masked_positions is not None:
       x = gather_positions(x, masked_positions)
-    return self.mlm_head(x, self.bert.attend), self.nsp_head(out.pooler_output)
+    return self.mlm_head(x, self.bert.word_embedding_table()), self.nsp_head(out.pooler_output)
 
 
 class ClassificationHead(nn.Module):

@@ -101,6 +101,17 @@ def _cross_entropy(logits: Array, labels: Array) -> Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
+def _top1_correct(logits: Array, labels: Array) -> Array:
+  """argmax(logits) == labels as `label logit >= max logit` (ties count as correct).
+
+  A max-reduce that XLA shares with the softmax's, instead of argmax's variadic (value, index)
+  reduce: on CPU that reduce alone took ~15% of the tiny MLM step ([640, 30522] logits).
+  """
+  logits = logits.astype(jnp.float32)
+  label_logit = jnp.take_along_axis(logits, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  return label_logit >= jnp.max(logits, axis=-1)
+
+
 def pretraining_sums(model: nn.Module, params, batch: Batch, masked: MaskedBatch, *,
                      nsp: bool, deterministic: bool, dropout_rng: Array | None) -> Metrics:
   """Forward pass on a masked batch; returns unnormalized loss and accuracy sums."""
@@ -112,14 +123,14 @@ def pretraining_sums(model: nn.Module, params, batch: Batch, masked: MaskedBatch
   w = masked.masked_weights
   sums = {
       "mlm_loss": jnp.sum(_cross_entropy(mlm_logits, masked.masked_labels) * w),
-      "mlm_correct": jnp.sum((jnp.argmax(mlm_logits, -1) == masked.masked_labels) * w),
+      "mlm_correct": jnp.sum(_top1_correct(mlm_logits, masked.masked_labels) * w),
       "mlm_count": jnp.sum(w),
       "tokens": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
   }
   if nsp:
     ex, labels = _example_mask(batch), batch["next_sentence_label"]
     sums["nsp_loss"] = jnp.sum(_cross_entropy(nsp_logits, labels) * ex)
-    sums["nsp_correct"] = jnp.sum((jnp.argmax(nsp_logits, -1) == labels) * ex)
+    sums["nsp_correct"] = jnp.sum(_top1_correct(nsp_logits, labels) * ex)
     sums["nsp_count"] = jnp.sum(ex)
   return sums
 
@@ -226,7 +237,7 @@ def classification_sums(model: nn.Module, params, batch: Batch, *, deterministic
   ex = _example_mask(batch)  # [batch]
   return {
       "loss_sum": jnp.sum(_cross_entropy(logits, batch["label"]) * ex),
-      "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * ex),
+      "correct": jnp.sum(_top1_correct(logits, batch["label"]) * ex),
       "count": jnp.sum(ex),
       "tokens": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
   }

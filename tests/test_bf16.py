@@ -53,3 +53,37 @@ def test_bf16_loss_tracks_float32_over_200_steps():
   assert step_diff.max() < STEP_TOL, (step_diff.argmax(), step_diff.max())
   windows = np.abs(f32.reshape(-1, 20).mean(1) - bf16.reshape(-1, 20).mean(1))
   assert windows.max() < WINDOW_TOL, windows
+
+
+def _scatter_adds(jaxpr, found):
+  """(dtype, shape) of every scatter-add in a jaxpr, nested ones (jit, scan, custom_vjp) too."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "scatter-add":
+      found.append((eqn.outvars[0].aval.dtype, eqn.outvars[0].aval.shape))
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+        if hasattr(sub, "eqns"):
+          _scatter_adds(sub, found)
+  return found
+
+
+def test_bf16_step_has_no_low_precision_or_contended_scatter_add():
+  # XLA:GPU emits a bfloat16 scatter-add as a compare-and-swap loop, which serializes on the
+  # segment-embedding gradient (every token into row 0); see BertEmbeddings.
+  # Only the float32 word-embedding gradient and the one-per-row loss gradients may scatter.
+  config = BertConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, intermediate_size=128, max_position_embeddings=32,
+                      dtype="bfloat16")
+  model, batch = BertForMaskedLM(config), _batch()
+  params = nn.meta.unbox(model.init(jax.random.key(0), batch["input_ids"]))["params"]
+  tx, schedule = optim.make_optimizer(learning_rate=1e-3, total_steps=10, warmup_steps=2)
+  step = functools.partial(steps.pretrain_step, model=model, tx=tx, masking=MASKING,
+                           schedule=schedule)
+  jaxpr = jax.make_jaxpr(step)(steps.create_train_state(params, tx), batch, jax.random.key(1))
+  found = _scatter_adds(jaxpr.jaxpr, [])
+  assert found and all(dtype == jnp.float32 for dtype, _ in found), found
+  shapes = [shape for _, shape in found]
+  assert (VOCAB, 64) in shapes  # the word-embedding gradient
+  assert (config.type_vocab_size, 64) not in shapes and (32, 64) not in shapes, shapes
+  assert (8, 16, 64) not in shapes, shapes  # gather_positions' gradient
