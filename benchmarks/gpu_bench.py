@@ -13,7 +13,8 @@ keeps what it measured), all inside `--budget_s` (later stages are skipped, not 
               into a compare-and-swap loop, the suspect for ~200 ms per step in the first run.
   variants    `steps.pretrain_step` (masking in-graph, AdamW, state donated) on synthetic full-
               length batches, BERT-base: seq 128 x batch 256 with cuDNN attention, the same
-              with XLA attention, and seq 512 x batch 64 with cuDNN. Prints tokens/s, model
+              with XLA attention, seq 512 x batch 64 with cuDNN, and both lengths at twice the
+              batch (32k and 64k tokens per step). Prints tokens/s, model
               TFLOP/s, MFU, compile time, XLA's memory analysis, the device's peak bytes in
               use, and whether the compiled step holds a cuDNN fMHA call; then traces 3 steps
               of `--profile` (default seq128_cudnn) and prints the device time per model part
@@ -81,6 +82,8 @@ VARIANTS = {
     "seq128_cudnn": (128, 256, "cudnn"),
     "seq128_xla": (128, 256, "xla"),
     "seq512_cudnn": (512, 64, "cudnn"),
+    "seq128_cudnn_b512": (128, 512, "cudnn"),
+    "seq512_cudnn_b128": (512, 128, "cudnn"),
 }
 TINY_VARIANTS = {
     "seq128_cudnn": (128, 8, "cudnn"),

@@ -126,29 +126,40 @@ def attention_implementation(c: BertConfig) -> str | None:
   return c.attention_impl
 
 
+def flat_matmul(x: Array, kernel: Array, contract: int = 1) -> Array:
+  """Contracts x's last `contract` axes with kernel's first ones, as one 2-D matmul.
+
+  [..., *in] x [*in, *out] -> [..., *out]. Flattening before the dot (rather than a
+  multi-axis einsum) lets XLA:CPU hand the weight gradient to its fast 2-D matmul path
+  instead of a transposed copy plus Eigen contraction: 1.06-1.12x on the CPU MLM step.
+  """
+  k = int(np.prod(kernel.shape[:contract]))
+  y = x.reshape(-1, k) @ kernel.reshape(k, -1)  # [n, in] @ [in, out]
+  return y.reshape(x.shape[:x.ndim - contract] + kernel.shape[contract:])
+
+
 class Projection(nn.Module):
-  """`einsum(equation, x, kernel) + bias`, the kernel created at its full (unflattened) shape.
+  """x [..., *in] @ kernel [*in, *out] + bias [*out], the kernel at its full (unflattened) shape.
 
   nn.DenseGeneral initializes a flattened 2-D kernel, which breaks logical sharding constraints
   under `jax.set_mesh`; this keeps every parameter at its named rank.
   """
 
   config: BertConfig
-  equation: str
   kernel_shape: tuple[int, ...]
   kernel_axes: tuple[str, ...]
   bias_axes: tuple[str, ...]
+  contract: int = 1  # trailing axes of x contracted with the kernel's leading ones
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     c = self.config
-    bias_shape = self.kernel_shape[-len(self.bias_axes):]
+    bias_shape = self.kernel_shape[self.contract:]
     kernel = self.param("kernel", _dense_init(c, self.kernel_axes), self.kernel_shape,
                         c.storage_dtype)
     bias = self.param("bias", _zeros(self.bias_axes), bias_shape, c.storage_dtype)
-    x = x.astype(c.compute_dtype)
-    return jnp.einsum(self.equation, x, kernel.astype(c.compute_dtype)) + bias.astype(
-        c.compute_dtype)
+    dtype = c.compute_dtype
+    return flat_matmul(x.astype(dtype), kernel.astype(dtype), self.contract) + bias.astype(dtype)
 
 
 class SelfAttention(nn.Module):
@@ -161,7 +172,7 @@ class SelfAttention(nn.Module):
     c = self.config
     heads, head_dim = c.num_attention_heads, c.head_dim
     # b: batch, l: length, e: embed, h: heads, d: head_dim (kv)
-    proj = functools.partial(Projection, c, "ble,ehd->blhd", (c.hidden_size, heads, head_dim),
+    proj = functools.partial(Projection, c, (c.hidden_size, heads, head_dim),
                              (axes.EMBED, axes.HEADS, axes.KV), (axes.HEADS, axes.KV))
     # [batch, length, embed] -> [batch, length, heads, kv]
     q, k, v = proj(name="query")(x), proj(name="key")(x), proj(name="value")(x)
@@ -190,8 +201,8 @@ class SelfAttention(nn.Module):
                                            implementation=impl)
     ctx = nn.with_logical_constraint(ctx, qkv_axes)  # [batch, length, heads, kv]
     # [batch, length, heads, kv] -> [batch, length, embed]
-    return Projection(c, "blhd,hde->ble", (heads, head_dim, c.hidden_size),
-                      (axes.HEADS, axes.KV, axes.EMBED), (axes.EMBED,), name="out")(ctx)
+    return Projection(c, (heads, head_dim, c.hidden_size), (axes.HEADS, axes.KV, axes.EMBED),
+                      (axes.EMBED,), contract=2, name="out")(ctx)
 
 
 class BertLayer(nn.Module):
@@ -202,7 +213,6 @@ class BertLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
     c = self.config
-    dense = functools.partial(nn.Dense, dtype=c.compute_dtype, param_dtype=c.storage_dtype)
     dropout = nn.Dropout(c.hidden_dropout_prob)
     act_axes = (axes.BATCH, axes.LENGTH, axes.EMBED)
 
@@ -211,12 +221,12 @@ class BertLayer(nn.Module):
     x = nn.with_logical_constraint(x, act_axes)
 
     # [batch, length, embed] -> [batch, length, mlp] -> [batch, length, embed]
-    h = dense(c.intermediate_size, kernel_init=_dense_init(c, (axes.EMBED, axes.MLP)),
-              bias_init=_zeros((axes.MLP,)), name="intermediate")(x)
+    h = Projection(c, (c.hidden_size, c.intermediate_size), (axes.EMBED, axes.MLP), (axes.MLP,),
+                   name="intermediate")(x)
     h = nn.with_logical_constraint(activation(c.hidden_act)(h),
                                    (axes.BATCH, axes.LENGTH, axes.MLP))
-    h = dense(c.hidden_size, kernel_init=_dense_init(c, (axes.MLP, axes.EMBED)),
-              bias_init=_zeros((axes.EMBED,)), name="output")(h)
+    h = Projection(c, (c.intermediate_size, c.hidden_size), (axes.MLP, axes.EMBED), (axes.EMBED,),
+                   name="output")(h)
     x = _layer_norm(c, "output_norm")(x + dropout(h, deterministic=deterministic))
     return nn.with_logical_constraint(x, act_axes)
 
