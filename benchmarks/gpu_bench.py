@@ -21,7 +21,8 @@ keeps what it measured), all inside `--budget_s` (later stages are skipped, not 
               and the 15 largest ops.
   checks      cuDNN attention's encoder outputs are as close to a float32 model's as XLA's bf16
               attention's are (rows padded to different lengths); a few train steps from the
-              same initialization give the same MLM losses in bf16 and f32.
+              same initialization give the same MLM losses in bf16 and f32; the in-step
+              masking corrupts a batch bit-identically on the GPU and on the host CPU.
   max_batch   the largest seq-128 batch that compiles within the device memory and runs one
               step: doubling from 512 while budget is left (scan_layers=True there, so each try
               compiles one layer; remat as in the variants). With all the above it usually has
@@ -77,18 +78,20 @@ from bert_jax.model import one_hot_lookup  # noqa: E402
 CLS_ID, SEP_ID, MASK_ID = 101, 102, 103
 SPEC_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM
 
-# name -> (seq, batch, attention_impl); --tiny shrinks them.
+# name -> (seq, batch, attention_impl[, PRNG impl of the step key]); --tiny shrinks them.
 VARIANTS = {
     "seq128_cudnn": (128, 256, "cudnn"),
     "seq128_xla": (128, 256, "xla"),
     "seq512_cudnn": (512, 64, "cudnn"),
     "seq128_cudnn_b512": (128, 512, "cudnn"),
     "seq512_cudnn_b128": (512, 128, "cudnn"),
+    "seq128_cudnn_rbg": (128, 256, "cudnn", "rbg"),  # dropout bits from Philox, not threefry
 }
 TINY_VARIANTS = {
     "seq128_cudnn": (128, 8, "cudnn"),
     "seq128_xla": (128, 8, "xla"),
     "seq256_cudnn": (256, 4, "cudnn"),
+    "seq128_cudnn_rbg": (128, 8, "cudnn", "rbg"),
 }
 
 
@@ -230,7 +233,7 @@ def memory_analysis(compiled) -> dict:
 class Trainer:
   """A jitted pretrain_step for one config and shape, with a fresh state on request."""
 
-  def __init__(self, config: BertConfig, seq: int):
+  def __init__(self, config: BertConfig, seq: int, prng: str | None = None):
     self.config, self.seq = config, seq
     self.model = BertForMaskedLM(config)
     self.tx, schedule = optim.make_optimizer(learning_rate=1e-4, total_steps=10_000,
@@ -246,7 +249,7 @@ class Trainer:
       params = nn.meta.unbox(self.model.init(rng, ids))["params"]
       return steps.create_train_state(params, self.tx)
     self.init = jax.jit(init)
-    self.rng = jax.random.key(1)
+    self.rng = jax.random.key(1, impl=prng)  # every key the step derives inherits the impl
 
   def compile(self, state, batch):
     start = time.perf_counter()
@@ -317,11 +320,12 @@ def profile_steps(compiled, state, data, rng, steps: int = 3):
                      by_part={k: round(v, 3) for k, v in per_part.most_common()}, top_ops=top)
 
 
-def run_variant(name: str, seq: int, batch: int, impl: str, args, peak: float, log: Log) -> dict:
+def run_variant(name: str, seq: int, batch: int, impl: str, prng: str | None, args, peak: float,
+                log: Log) -> dict:
   impl = gpu_or_xla(impl)
   config = base_config(args.tiny, attention_impl=impl, remat_policy=args.remat,
                        scan_layers=args.scan)
-  trainer = Trainer(config, seq)
+  trainer = Trainer(config, seq, prng)
   data = make_batch(batch, seq, config.vocab_size)
   state = trainer.init(jax.random.key(0))
   compiled, compile_s = trainer.compile(state, data)
@@ -338,8 +342,8 @@ def run_variant(name: str, seq: int, batch: int, impl: str, args, peak: float, l
   flops = step_flops(config, batch, seq, predictions)
   tokens_per_s = batch * seq / seconds
   tflops = flops / seconds / 1e12
-  row = dict(seq=seq, batch=batch, attention_impl=impl, cudnn_fmha_in_hlo=cudnn,
-             remat_policy=args.remat, scan_layers=args.scan, compile_s=compile_s,
+  row = dict(seq=seq, batch=batch, attention_impl=impl, prng=prng or args.prng,
+             cudnn_fmha_in_hlo=cudnn, remat_policy=args.remat, scan_layers=args.scan, compile_s=compile_s,
              step_s=seconds, tokens_per_s=tokens_per_s, model_tflops_per_step=flops / 1e12,
              model_tflops_per_s=tflops, mfu_vs_measured_peak=tflops / peak,
              predictions_per_step=predictions,
@@ -438,6 +442,26 @@ def check_attention(args, log: Log) -> dict:
               direct_max_abs_diff=float(direct.max()), passed=bool(ok))
 
 
+def check_masking(args, log: Log) -> dict:
+  """The in-step masking gives bit-identical corruption on the accelerator and on the CPU."""
+  vocab = base_config(args.tiny).vocab_size
+  data = make_batch(16 if args.tiny else 256, 128, vocab, seed=3, padded=True)
+  masking = steps.MaskingConfig(vocab_size=vocab, mask_token_id=MASK_ID, max_predictions=20)
+  fields = ("input_ids", "masked_positions", "masked_labels", "masked_weights")
+  outs = {}
+  for name, device in (("accelerator", jax.devices()[0]), ("cpu", jax.devices("cpu")[0])):
+    batch = jax.device_put(data, device)
+    key = jax.device_put(jax.random.key(7), device)
+    masked = jax.jit(functools.partial(steps.apply_masking, masking=masking))(key, batch)
+    outs[name] = {k: np.asarray(getattr(masked, k)) for k in fields}
+  equal = {k: bool(np.array_equal(outs["accelerator"][k], outs["cpu"][k])) for k in fields}
+  ok = all(equal.values())
+  log(f"check_masking: {jax.devices()[0].platform} vs cpu, {len(data['input_ids'])} padded rows, "
+      f"{int(outs['cpu']['masked_weights'].sum())} predictions; identical {equal}: "
+      f"{'PASS' if ok else 'FAIL'}")
+  return dict(identical=equal, passed=ok)
+
+
 def check_bf16_losses(args, log: Log) -> dict:
   """A few train steps from the same initialization: bf16 vs f32 MLM losses."""
   batch, seq, n = (8, 64, 5) if args.tiny else (16, 128, 10)
@@ -490,6 +514,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--profile", default="seq128_cudnn",
                       help="trace 3 steps of this variant after timing it ('' for none)")
   args = parser.parse_args(argv)
+  from bert_jax import xla_flags  # before the first backend use, as bert_jax.main does
+  native_atomics = xla_flags.use_native_gpu_atomics()
   jax.config.update("jax_default_prng_impl", args.prng)
   args.steps = args.steps or (3 if args.tiny else 20)
   args.budget_s = args.budget_s or (120.0 if args.tiny else 330.0)
@@ -502,7 +528,8 @@ def main(argv=None) -> dict:
   device = jax.devices()[0]
   env = dict(device=str(device), device_kind=device.device_kind, platform=device.platform,
              jax=jax.__version__, python=sys.version.split()[0], argv=sys.argv[1:],
-             tiny=args.tiny, remat=args.remat, scan=args.scan)
+             tiny=args.tiny, remat=args.remat, scan=args.scan,
+             xla_flags=os.environ.get("XLA_FLAGS", ""), ftz_atomics_added=native_atomics)
   log(f"gpu_bench: {env}")
   log.save("env", env)
   peak = measure_peak(args.tiny, log)
@@ -524,9 +551,9 @@ def main(argv=None) -> dict:
       log(f"{name}: skipped (budget of {args.budget_s:.0f}s spent)")
       rows[name] = {"skipped": "budget"}
       continue
-    seq, batch, impl = table[name]
+    seq, batch, impl, *prng = table[name]
     try:
-      rows[name] = run_variant(name, seq, batch, impl, args, peak, log)
+      rows[name] = run_variant(name, seq, batch, impl, prng[0] if prng else None, args, peak, log)
     except Exception as e:
       log(f"{name}: FAILED {e!r}\n{traceback.format_exc()}")
       rows[name] = {"error": repr(e)[:500]}
@@ -535,6 +562,7 @@ def main(argv=None) -> dict:
   # Checks before the search: the search then takes whatever budget is left (<= --search_s).
   stages = [("check_attention", lambda: check_attention(args, log)),
             ("check_bf16_losses", lambda: check_bf16_losses(args, log)),
+            ("check_masking", lambda: check_masking(args, log)),
             ("max_batch", lambda: max_batch_search(  # no try started in the last 30 s
                 args, min(deadline - 30, time.perf_counter() + args.search_s), log))]
   for key, fn in stages:

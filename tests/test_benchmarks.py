@@ -92,6 +92,7 @@ def test_gpu_bench_tiny_all_stages(tmp_path):
   assert results["max_batch"]["largest_batch"] >= 16
   assert results["check_attention"] == {"skipped": "not a GPU"}
   assert results["check_bf16_losses"]["passed"], results["check_bf16_losses"]
+  assert results["check_masking"]["passed"], results["check_masking"]
   assert len(results["embed_grad"]["ms"]) == 5
   assert all(ms > 0 for ms in results["embed_grad"]["ms"].values())
   assert "summary" in out
