@@ -165,6 +165,7 @@ def _flat_matmul_cpu_bwd(contract, residuals, g):
 
 _flat_matmul_cpu.defvjp(_flat_matmul_cpu_fwd, _flat_matmul_cpu_bwd)
 
+
 def flat_matmul(x: Array, kernel: Array, contract: int = 1) -> Array:
   """Contracts x's last `contract` axes with kernel's first ones, as one 2-D matmul.
 
