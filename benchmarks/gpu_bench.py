@@ -343,7 +343,8 @@ def run_variant(name: str, seq: int, batch: int, impl: str, prng: str | None, ar
   tokens_per_s = batch * seq / seconds
   tflops = flops / seconds / 1e12
   row = dict(seq=seq, batch=batch, attention_impl=impl, prng=prng or args.prng,
-             cudnn_fmha_in_hlo=cudnn, remat_policy=args.remat, scan_layers=args.scan, compile_s=compile_s,
+             cudnn_fmha_in_hlo=cudnn, remat_policy=args.remat, scan_layers=args.scan,
+             compile_s=compile_s,
              step_s=seconds, tokens_per_s=tokens_per_s, model_tflops_per_step=flops / 1e12,
              model_tflops_per_s=tflops, mfu_vs_measured_peak=tflops / peak,
              predictions_per_step=predictions,
