@@ -6,9 +6,10 @@
 #     bash benchmarks/gpu.sh [extra gpu_bench.py flags, e.g. --scan or --remat dots]
 #
 # Budget, from an H200 run of an earlier version (jax 0.11.2: 340 s with 3 variants + checks +
-# search): the embedding-gradient micro-benchmark (seconds), 5 timed variants (25-35 s compile
-# each), a 3-step profile, two correctness checks on scanned layers, then the max-batch search
-# with whatever is left (often nothing: run it alone with `--variants --skip checks`).
+# search): the embedding-gradient micro-benchmark (seconds), 6 timed variants (25-35 s compile
+# each), a 3-step profile, three correctness checks (masking GPU vs CPU among them), then the
+# max-batch search with whatever is left (often nothing: run it alone with
+# `--variants --skip checks`).
 # gpu_bench.py starts no stage after --budget_s 330 and `timeout` kills it at 360 s; the JSON
 # is written after every stage. Start the machine with this call and give it back after.
 set -uo pipefail

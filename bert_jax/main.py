@@ -42,6 +42,8 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   from bert_jax import train
+  # Once the backend is known to be the CPU; the no-mmap and no-trim settings govern every
+  # later allocation, XLA's per-step buffers included.
   if FLAGS.retain_freed_memory and jax.default_backend() == "cpu":
     from bert_jax import malloc
     malloc.retain_freed_memory()

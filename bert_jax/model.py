@@ -74,8 +74,8 @@ class BertEmbeddings(nn.Module):
 
   def setup(self):
     c = self.config
-    embed = functools.partial(nn.Embed, features=c.hidden_size, dtype=c.compute_dtype,
-                              param_dtype=c.storage_dtype)
+    # The nn.Embed modules only hold the tables (`__call__` below reads them directly).
+    embed = functools.partial(nn.Embed, features=c.hidden_size, param_dtype=c.storage_dtype)
     self.word_embeddings = embed(
         c.vocab_size, embedding_init=_dense_init(c, (axes.VOCAB, axes.EMBED)))
     self.position_embeddings = embed(
