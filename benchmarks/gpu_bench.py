@@ -66,6 +66,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # mlm_step (no torch at import)
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
@@ -74,6 +75,8 @@ import numpy as np  # noqa: E402
 
 from bert_jax import BertConfig, BertForMaskedLM, BertModel, optim, steps  # noqa: E402
 from bert_jax.model import one_hot_lookup  # noqa: E402
+
+import mlm_step  # noqa: E402
 
 CLS_ID, SEP_ID, MASK_ID = 101, 102, 103
 SPEC_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM
@@ -153,15 +156,7 @@ def make_batch(batch: int, seq: int, vocab: int, seed: int = 0, padded: bool = F
 def measure_peak(tiny: bool, log: Log) -> float:
   """Best bf16 [n, n] @ [n, n] rate (TFLOP/s) with float32 accumulation."""
   n, reps = (1024, 3) if tiny else (8192, 20)
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
-  dot = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
-  dot(a, a).block_until_ready()
-  best = float("inf")
-  for _ in range(reps):
-    start = time.perf_counter()
-    dot(a, a).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  tflops = 2 * n**3 / best / 1e12
+  tflops = mlm_step.best_dot_flops(n, "bfloat16", reps) / 1e12
   log(f"peak: bf16 {n}^3 jnp.dot best of {reps}: {tflops:.4g} TFLOP/s")
   return tflops
 

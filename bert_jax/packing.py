@@ -64,6 +64,18 @@ def split_sentences(text: str) -> list[str]:
   return [s for s in sentences if s]
 
 
+def tokenize_documents(texts: Sequence[str], tokenizer) -> list[Document]:
+  """Texts -> [document][sentence] ids: `split_sentences`, then one batched
+  `tokenizer.tokenize_to_ids` call over every sentence of every text."""
+  sentences = [split_sentences(t) for t in texts]
+  flat = tokenizer.tokenize_to_ids([s for doc in sentences for s in doc])
+  documents, start = [], 0
+  for doc in sentences:
+    documents.append(flat[start:start + len(doc)])
+    start += len(doc)
+  return documents
+
+
 def split_long_sentences(document: Document, max_tokens: int) -> list[np.ndarray]:
   """Drops empty sentences and cuts those over `max_tokens` into consecutive pieces."""
   pieces = []

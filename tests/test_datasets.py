@@ -26,16 +26,6 @@ def cfg(**kw):
   return types.SimpleNamespace(**kw)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="module")
-def tok():
-  return Tokenizer()
-
-
 def _records(builder, split):
   source = builder.as_data_source(split)
   return [source[i] for i in range(len(source))]

@@ -12,22 +12,11 @@ pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("grain")
 
 from bert_jax import input_pipeline  # noqa: E402
-from bert_jax.tokenizer import Tokenizer  # noqa: E402
 
 PRETRAIN = types.SimpleNamespace(name="movie_reviews_text", vocab_file="", max_seq_length=128,
                                  nsp=True, short_seq_prob=0.1, max_documents=120)
 FULL = types.SimpleNamespace(**{**vars(PRETRAIN), "nsp": False, "max_seq_length": 64})
 CLASSIFY = types.SimpleNamespace(name="rotten_tomatoes", vocab_file="", max_seq_length=64)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="module")
-def tok():
-  return Tokenizer()
 
 
 def pretrain(data_dir, config=PRETRAIN, **kw):

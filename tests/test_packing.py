@@ -4,12 +4,6 @@ import numpy as np
 import pytest
 
 from bert_jax import packing
-from bert_jax.tokenizer import Tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-  return Tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -18,12 +12,7 @@ def documents(tok):
   from bert_jax.datasets.movie_reviews_text import movie_review_rows
   rows = movie_review_rows("imdb")
   texts = [next(rows)[0].replace("<br />", "\n") for _ in range(300)]
-  sentences = [packing.split_sentences(t) for t in texts]
-  flat = tok.tokenize_to_ids([s for doc in sentences for s in doc])
-  docs, start = [], 0
-  for doc in sentences:
-    docs.append(flat[start:start + len(doc)])
-    start += len(doc)
+  docs = packing.tokenize_documents(texts, tok)
   assert all(tok.sep_id not in s and tok.cls_id not in s for d in docs for s in d)
   return docs
 
@@ -163,3 +152,12 @@ def test_empty_documents_and_tiny_inputs(tok):
   with pytest.raises(ValueError, match="max_seq_length"):
     list(packing.pack_nsp([a], max_seq_length=4, short_seq_prob=0, rng=np.random.default_rng(0),
                           cls_id=1, sep_id=2))
+
+
+def test_tokenize_documents_keeps_document_and_sentence_boundaries(tok):
+  texts = ["First one. Second one here!", "", "Only one sentence"]
+  docs = packing.tokenize_documents(texts, tok)
+  assert [len(d) for d in docs] == [2, 0, 1]
+  expected = [tok.tokenize_to_ids(packing.split_sentences(t)) for t in texts]
+  for doc, ref in zip(docs, expected):
+    assert all(np.array_equal(a, b) for a, b in zip(doc, ref))

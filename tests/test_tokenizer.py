@@ -37,11 +37,6 @@ def _movie_reviews(n):
 
 
 @pytest.fixture(scope="module")
-def tok():
-  return Tokenizer()
-
-
-@pytest.fixture(scope="module")
 def texts():
   return VARIED + _movie_reviews(10)
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -80,6 +81,17 @@ def module_path(file: str):
   `importlib_resources` backport, which is not installed (nor needed)."""
   from etils import epath
   return epath.Path(file)
+
+
+def json_lines(path: str, lines: Iterable[str]) -> Iterator[tuple[int, object]]:
+  """(line number, parsed value) for every non-blank line; bad JSON is a one-line error."""
+  for lineno, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      yield lineno, json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
 
 
 def validation_mask(num_documents: int, seed: int = 0) -> np.ndarray:
@@ -144,15 +156,10 @@ class PretrainingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     stats = dict(documents=0, sentences=0, tokens=0, examples=0, example_tokens=0)
     selected = (d for d, k in zip(self._limited_documents(quiet=split != "train"), keep) if k)
     for chunk_index, chunk in enumerate(_chunks(selected)):
-      sentences = [packing.split_sentences(d) for d in chunk]
-      flat_ids = tokenizer.tokenize_to_ids([s for doc in sentences for s in doc])
-      documents, start = [], 0
-      for doc in sentences:
-        documents.append(flat_ids[start:start + len(doc)])
-        start += len(doc)
+      documents = packing.tokenize_documents(chunk, tokenizer)
       stats["documents"] += len(chunk)
-      stats["sentences"] += len(flat_ids)
-      stats["tokens"] += int(sum(len(s) for s in flat_ids))
+      stats["sentences"] += sum(len(d) for d in documents)
+      stats["tokens"] += int(sum(len(s) for d in documents for s in d))
       # One generator per (seed, split, chunk): examples do not depend on chunk order.
       rng = np.random.default_rng([cfg.seed, split == "validation", chunk_index])
       if cfg.nsp:

@@ -22,7 +22,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import os
 
 import tensorflow_datasets as tfds
@@ -102,13 +101,7 @@ def _csv_rows(path: str, content: str, delimiter: str) -> tuple[list[dict], bool
 
 def _jsonl_rows(path: str, content: str) -> tuple[list[dict], bool]:
   rows, has_pair = [], None
-  for lineno, line in enumerate(content.splitlines(), start=1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+  for lineno, record in base.json_lines(path, content.splitlines()):
     if not isinstance(record, dict):
       raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
     missing = [k for k in REQUIRED if k not in record]

@@ -26,7 +26,6 @@ import dataclasses
 import glob
 import gzip
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -120,13 +119,7 @@ def _txt_documents(path: str, stats: ReadStats, quiet: bool) -> Iterator[str]:
 
 
 def _jsonl_documents(path: str, stats: ReadStats, quiet: bool) -> Iterator[str]:
-  for lineno, line in enumerate(_decoded_lines(path, stats, quiet), start=1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+  for lineno, record in base.json_lines(path, _decoded_lines(path, stats, quiet)):
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
       raise ValueError(f"{path}:{lineno}: expected a JSON object with a string \"text\" "
                        f"field, got {type(record).__name__}"
