@@ -11,7 +11,7 @@ keeps what it measured), all inside `--budget_s` (later stages are skipped, not 
               (bfloat16 / float32 gathers, whose gradients are scatter-adds, and the one-hot
               contraction bert_jax now uses for segments): XLA:GPU turns a contended scatter-add
               into a compare-and-swap loop, the suspect for ~200 ms per step in the first run.
-  variants    `steps.pretrain_step` (masking in-graph, AdamW, state donated) on synthetic full-
+  variants    `steps.train_step` (pretraining task) (masking in-graph, AdamW, state donated) on synthetic full-
               length batches, BERT-base: seq 128 x batch 256 with cuDNN attention, the same
               with XLA attention, seq 512 x batch 64 with cuDNN, and both lengths at twice the
               batch (32k and 64k tokens per step). Prints tokens/s, model
@@ -74,6 +74,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bert_jax import BertConfig, BertForMaskedLM, BertModel, optim, steps  # noqa: E402
+from bert_jax.tasks import pretraining  # noqa: E402
 from bert_jax.model import one_hot_lookup  # noqa: E402
 
 import mlm_step  # noqa: E402
@@ -226,17 +227,18 @@ def memory_analysis(compiled) -> dict:
 
 
 class Trainer:
-  """A jitted pretrain_step for one config and shape, with a fresh state on request."""
+  """A jitted pretraining train_step for one config and shape, with a fresh state on request."""
 
   def __init__(self, config: BertConfig, seq: int, prng: str | None = None):
     self.config, self.seq = config, seq
     self.model = BertForMaskedLM(config)
     self.tx, schedule = optim.make_optimizer(learning_rate=1e-4, total_steps=10_000,
                                              warmup_steps=100)
-    self.masking = steps.MaskingConfig(vocab_size=config.vocab_size, mask_token_id=MASK_ID,
+    self.masking = pretraining.MaskingConfig(vocab_size=config.vocab_size, mask_token_id=MASK_ID,
                                        max_predictions=max_predictions(seq))
-    self.step = jax.jit(functools.partial(steps.pretrain_step, model=self.model, tx=self.tx,
-                                          masking=self.masking, schedule=schedule),
+    self.step = jax.jit(functools.partial(steps.train_step, model=self.model, tx=self.tx,
+                                          task=pretraining.Pretraining(self.masking),
+                                          schedule=schedule),
                         donate_argnums=0)
 
     def init(rng):
@@ -343,7 +345,7 @@ def run_variant(name: str, seq: int, batch: int, impl: str, prng: str | None, ar
              step_s=seconds, tokens_per_s=tokens_per_s, model_tflops_per_step=flops / 1e12,
              model_tflops_per_s=tflops, mfu_vs_measured_peak=tflops / peak,
              predictions_per_step=predictions,
-             mlm_loss=float(metrics["mlm_loss"] / metrics["mlm_count"]),
+             mlm_loss=float(metrics["mlm_loss_sum"] / metrics["mlm_count"]),
              memory_analysis=memory_analysis(compiled), device_peak_bytes=device_peak_bytes())
   log(f"{name}: seq {seq} batch {batch} attention {impl} (cuDNN fMHA in HLO: {cudnn}); "
       f"compile {compile_s:.1f}s; {1000 * seconds:.1f} ms/step, {tokens_per_s:,.0f} tokens/s, "
@@ -442,13 +444,13 @@ def check_masking(args, log: Log) -> dict:
   """The in-step masking gives bit-identical corruption on the accelerator and on the CPU."""
   vocab = base_config(args.tiny).vocab_size
   data = make_batch(16 if args.tiny else 256, 128, vocab, seed=3, padded=True)
-  masking = steps.MaskingConfig(vocab_size=vocab, mask_token_id=MASK_ID, max_predictions=20)
+  masking = pretraining.MaskingConfig(vocab_size=vocab, mask_token_id=MASK_ID, max_predictions=20)
   fields = ("input_ids", "masked_positions", "masked_labels", "masked_weights")
   outs = {}
   for name, device in (("accelerator", jax.devices()[0]), ("cpu", jax.devices("cpu")[0])):
     batch = jax.device_put(data, device)
     key = jax.device_put(jax.random.key(7), device)
-    masked = jax.jit(functools.partial(steps.apply_masking, masking=masking))(key, batch)
+    masked = jax.jit(functools.partial(pretraining.apply_masking, masking=masking))(key, batch)
     outs[name] = {k: np.asarray(getattr(masked, k)) for k in fields}
   equal = {k: bool(np.array_equal(outs["accelerator"][k], outs["cpu"][k])) for k in fields}
   ok = all(equal.values())
@@ -473,7 +475,7 @@ def check_bf16_losses(args, log: Log) -> dict:
     history = []
     for _ in range(n):
       state, metrics = trainer.step(state, data, trainer.rng)
-      history.append(float(metrics["mlm_loss"] / metrics["mlm_count"]))
+      history.append(float(metrics["mlm_loss_sum"] / metrics["mlm_count"]))
     losses[dtype] = history
   diffs = [abs(a - b) for a, b in zip(losses["float32"], losses["bfloat16"])]
   tol = 5e-2  # 0.5% of the initial loss, ln(30522) = 10.3

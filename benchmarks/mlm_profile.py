@@ -103,7 +103,7 @@ def main(argv=None):
   print(f"largest {args.top} ops (ms/step, output shape, op_name):")
   for name, ms in per_op.most_common(args.top):
     shape, op = ops[name]
-    op = op.replace("jit(pretrain_step)/", "").replace("BertForMaskedLM", "M")
+    op = op.replace("jit(train_step)/", "").replace("BertForMaskedLM", "M")
     print(f"  {ms:8.1f}  {name:30s} {shape[:28]:28s} {op[:90]}")
 
 

@@ -6,7 +6,7 @@
 One process, one config, one batch ([32, 128], every position attended), 20 masked
 predictions per row, dropout 0.1 (hidden and attention) everywhere, AdamW with clipping at 1.0:
 
-  bert_jax        `steps.pretrain_step` under `jax.jit`, masking in-graph, state donated.
+  bert_jax        `steps.train_step` (pretraining task) under `jax.jit`, masking in-graph, state donated.
   transformers    `BertForMaskedLM(..., labels=...)` as its users run it: logits at every
                   position, labels -100 except at the masked positions; torch.optim.AdamW.
   torch_gathered  the best PyTorch peer we know: `model.bert`, gather the hidden states at the
@@ -104,12 +104,13 @@ def best_dot_flops(n: int = 2048, dtype: str = "float32", reps: int = 5) -> floa
 
 
 class JaxStep:
-  """bert_jax's pretrain_step, jitted with the state donated."""
+  """bert_jax's pretraining train_step, jitted with the state donated."""
 
   def __init__(self, size: dict, batch: dict, prng: str = "threefry", dropout: float = DROPOUT):
     import flax.linen as nn
     import jax
     from bert_jax import BertConfig, BertForMaskedLM, optim, steps
+    from bert_jax.tasks import pretraining
     self.jax = jax
     config = BertConfig(vocab_size=VOCAB, hidden_dropout_prob=dropout,
                         attention_probs_dropout_prob=dropout, **size)
@@ -120,13 +121,14 @@ class JaxStep:
     params = nn.meta.unbox(params)["params"]
     tx, schedule = optim.make_optimizer(learning_rate=LEARNING_RATE, total_steps=1_000_000,
                                         weight_decay=WEIGHT_DECAY, eps=EPS, clip_norm=CLIP)
-    self.masking = steps.MaskingConfig(vocab_size=VOCAB, mask_token_id=MASK_ID,
+    self.masking = pretraining.MaskingConfig(vocab_size=VOCAB, mask_token_id=MASK_ID,
                                        mask_prob=MASK_PROB, max_predictions=PREDICTIONS)
     self.state = steps.create_train_state(params, tx)
     # Every key the step derives (masking, dropout) inherits this key's PRNG implementation.
     self.rng = jax.random.key(1, impl="threefry2x32" if prng == "threefry" else prng)
-    step = jax.jit(functools.partial(steps.pretrain_step, model=model, tx=tx,
-                                     masking=self.masking, schedule=schedule),
+    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
+                                     task=pretraining.Pretraining(self.masking),
+                                     schedule=schedule),
                    donate_argnums=0)
     start = time.perf_counter()
     self.compiled = step.lower(self.state, self.batch, self.rng).compile()
@@ -137,7 +139,7 @@ class JaxStep:
 
   @property
   def loss(self) -> float:
-    return float(self.metrics["mlm_loss"] / self.metrics["mlm_count"])
+    return float(self.metrics["mlm_loss_sum"] / self.metrics["mlm_count"])
 
   def run(self, n: int):
     for _ in range(n):
@@ -146,8 +148,8 @@ class JaxStep:
 
   def masked_batch(self):
     """The corruption mask_tokens makes with a fixed key, for the PyTorch contestants."""
-    from bert_jax import steps
-    m = steps.apply_masking(self.jax.random.key(2), self.batch, self.masking)
+    from bert_jax.tasks import pretraining
+    m = pretraining.apply_masking(self.jax.random.key(2), self.batch, self.masking)
     return {k: np.asarray(getattr(m, k)) for k in ("input_ids", "masked_positions",
                                                    "masked_labels", "masked_weights")}
 

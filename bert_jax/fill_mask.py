@@ -12,7 +12,6 @@ import numpy as np
 from absl import app, flags
 
 from bert_jax import inference
-from bert_jax.model import BertForMaskedLM
 
 FLAGS = flags.FLAGS
 
@@ -24,16 +23,18 @@ def define_flags():
 
 def fill_mask(loaded: inference.Loaded, texts: list[str], top_k: int = 5):
   """Returns, per text, per [MASK], a list of (token, probability), best first."""
+  from bert_jax.model import BertForMaskedLM
   from bert_jax.tokenizer import Tokenizer
-  if "mlm_head" not in loaded.params:
-    raise ValueError("this checkpoint has no MLM head (a classifier or an encoder); fill-mask "
-                     "needs a pretraining checkpoint or a transformers BertForMaskedLM")
+  if loaded.task_name != "pretraining":
+    raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model; "
+                     "fill-mask needs a pretraining checkpoint or a transformers BertForMaskedLM")
   tok = Tokenizer(loaded.vocab_file)
   enc = tok.encode_batch(texts, max_length=min(loaded.max_seq_length,
                                                 loaded.config.max_position_embeddings))
   ids = np.asarray(enc["input_ids"])
-  model = BertForMaskedLM(loaded.config)
-  logits = model.apply({"params": loaded.params}, jnp.asarray(ids),
+  # The MLM part of the tree (a BertForPreTraining checkpoint also has an NSP head).
+  params = {"bert": loaded.params["bert"], "mlm_head": loaded.params["mlm_head"]}
+  logits = BertForMaskedLM(loaded.config).apply({"params": params}, jnp.asarray(ids),
                        jnp.asarray(enc["attention_mask"]), jnp.asarray(enc["token_type_ids"]))
   probs = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
   results = []
@@ -54,7 +55,7 @@ def main(argv):
   texts = argv[1:]
   if not FLAGS.checkpoint or not texts:
     raise app.UsageError('usage: fill_mask --checkpoint DIR "text with [MASK]" ...')
-  loaded = inference.load(FLAGS.checkpoint, head="mlm")
+  loaded = inference.load(FLAGS.checkpoint, task="pretraining")
   for text, masks in zip(texts, fill_mask(loaded, texts, FLAGS.top_k)):
     print(text)
     for i, fillers in enumerate(masks):

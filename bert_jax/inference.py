@@ -1,22 +1,46 @@
-"""Loading a trained model for use: a bert_jax workdir or a transformers BERT directory."""
+"""Loading a trained model for use: a bert_jax workdir or a transformers BERT directory.
+
+`load(path)` returns the model config, parameters, the task (from the checkpoint's metadata:
+every CLI asks the task instead of guessing from parameter names), the vocabulary and the
+sequence length it was trained with. `batches(...)` tokenizes texts into a few static
+lengths (buckets), so a stream of short inputs is neither padded to 512 nor recompiled per
+length.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from bert_jax.config import BertConfig
+
+# Static sequence lengths of prediction batches: each batch is padded to the smallest bucket
+# that holds its longest input (at most the model's max_seq_length).
+LENGTH_BUCKETS = (32, 64, 128, 256, 384, 512)
 
 
 @dataclasses.dataclass
 class Loaded:
   config: BertConfig
-  params: dict[str, Any]   # the task model's tree: {"bert", "mlm_head"?, "nsp_head"?, "classifier"?}
-  task: str                # "pretraining" | "classification" | "transformers"
+  params: dict[str, Any]   # the task model's tree: {"bert", and the head's subtree}
+  task_name: str           # config.task of the run that wrote it ("" for an encoder only)
+  task: Any                # the bert_jax.tasks.Task, or None for an encoder only
   vocab_file: str
-  label_names: list[str]
   max_seq_length: int
+
+  @property
+  def label_names(self) -> list[str]:
+    return list(getattr(self.task, "label_names", ()) or ())
+
+  def model(self):
+    """The task's Flax model for these parameters."""
+    if self.task is None:
+      raise ValueError("this checkpoint holds an encoder only (no task head)")
+    return self.task.model(self.config)
 
 
 def is_transformers_dir(path: str) -> bool:
@@ -25,26 +49,74 @@ def is_transformers_dir(path: str) -> bool:
       for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
 
 
-def load(path: str, *, head: str | None = None) -> Loaded:
+def load(path: str, *, task: str | None = None) -> Loaded:
   """Reads a bert_jax workdir (or its checkpoints/ folder) or a transformers directory.
 
-  For a transformers directory `head` is passed to `hf.load_hf_checkpoint` ("mlm" for
-  fill-mask, "classification" for a fine-tuned classifier); its vocab.txt is used when present.
+  A bert_jax checkpoint names its own task. For a transformers directory `task` says which
+  head to read (its vocab.txt is used when present); without it, the encoder only.
   """
+  from bert_jax import tasks
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint {path} does not exist")
   if is_transformers_dir(path):
-    from bert_jax import hf
-    from bert_jax.tokenizer import default_vocab_file
-    config, params = hf.load_hf_checkpoint(path, head=head)
-    if head is None:
-      params = {"bert": params}
-    vocab = os.path.join(path, "vocab.txt")
-    return Loaded(config, params, "transformers", vocab if os.path.exists(vocab)
-                  else default_vocab_file(), [], config.max_position_embeddings)
+    return _load_transformers(path, task)
   from bert_jax import checkpoint
   params, meta = checkpoint.restore_params(path)
+  if meta.get("format") != 2:
+    raise ValueError(f"{path}: checkpoint written by a bert_jax before task modules (no "
+                     "format 2 metadata); retrain it, or export it with that older version")
   from bert_jax.tokenizer import resolve_vocab_file
-  return Loaded(BertConfig(**meta["model"]), params, meta["task"],
-                resolve_vocab_file(meta.get("vocab_file") or ""), meta.get("label_names") or [],
+  task_obj = tasks.get(meta["task"]).from_checkpoint_info(meta.get("task_info") or {})
+  return Loaded(BertConfig(**meta["model"]), params, meta["task"], task_obj,
+                resolve_vocab_file(meta.get("vocab_file") or ""),
                 int(meta.get("max_seq_length", 128)))
+
+
+def _load_transformers(path: str, task: str | None) -> Loaded:
+  import json
+
+  from bert_jax import hf, tasks
+  from bert_jax.tokenizer import default_vocab_file
+  task_obj = None
+  head = None
+  if task is not None:
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+      task_obj = tasks.get(task).from_transformers_config(json.load(f))
+    head = task_obj.hf_head
+  config, params = hf.load_hf_checkpoint(path, head=head)
+  if head is None:
+    params = {"bert": params}
+  vocab = os.path.join(path, "vocab.txt")
+  return Loaded(config, params, task or "", task_obj,
+                vocab if os.path.exists(vocab) else default_vocab_file(),
+                config.max_position_embeddings)
+
+
+def bucket_length(n: int, max_length: int, buckets: Sequence[int] = LENGTH_BUCKETS) -> int:
+  """The smallest bucket >= n (capped at max_length)."""
+  for b in buckets:
+    if b >= n:
+      return min(b, max_length)
+  return max_length
+
+
+def batches(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+            max_length: int, batch_size: int = 32
+            ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+  """(row indices, encoded batch [rows padded to batch_size, bucket]) over `texts`.
+
+  Texts are sorted by length so a batch shares its bucket; the row indices say where each
+  result goes. The last batch is padded with empty rows to `batch_size` (static shapes).
+  """
+  lengths = [len(ids) for ids in tokenizer.tokenize_to_ids(list(texts))]
+  if pairs is not None:
+    lengths = [a + len(b) + 1 for a, b in zip(lengths, tokenizer.tokenize_to_ids(list(pairs)))]
+  order = np.argsort(lengths, kind="stable")
+  for start in range(0, len(order), batch_size):
+    rows = order[start:start + batch_size]
+    length = bucket_length(max(lengths[i] for i in rows) + 2, max_length)
+    chunk = [texts[i] for i in rows] + [""] * (batch_size - len(rows))
+    pair_chunk = None
+    if pairs is not None:
+      pair_chunk = [pairs[i] for i in rows] + [""] * (batch_size - len(rows))
+    yield rows, tokenizer.encode_batch(chunk, pair_chunk, max_length=length)

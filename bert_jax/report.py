@@ -1,10 +1,11 @@
-"""What a fine-tuning run writes after its final evaluation: error analysis and report.md.
+"""What a fine-tuning run writes after its final evaluation: the evidence card, report.md.
 
-Pure host-side functions over numpy arrays and plain dicts: `error_analysis` (confusion
-matrix, accuracy by sentence length, the most confidently wrong examples) and `write_report`
-(report.md + report.json in the workdir: model, tokenizer output for two example inputs,
-result, failure check, cost, the exact command). Imports neither the data pipeline nor the
-model, so any loop (or a scikit-learn baseline) can use it.
+Pure host-side functions over numpy arrays and plain dicts. `write_report` is the part every
+task shares (report.md + report.json in the workdir: model, the tokenizer's output for real
+inputs, result, the task's failure check, cost, the exact command); the classification
+failure check lives here too (`error_analysis`: confusion matrix, accuracy by sentence length,
+the most confidently wrong examples). Imports neither the data pipeline nor the model, so any
+loop (or a scikit-learn baseline) can use it.
 """
 
 from __future__ import annotations
@@ -135,11 +136,9 @@ def train_tokens_per_sec(metrics_file: str) -> float | None:
 def _init_description(init_from: str) -> str:
   if not init_from:
     return "random initialization (no `init_from`)"
-  if os.path.exists(os.path.join(init_from, "config.json")) and any(
-      os.path.exists(os.path.join(init_from, f))
-      for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
-    return f"transformers checkpoint `{init_from}` (encoder; fresh classifier head)"
-  return f"bert_jax checkpoint `{init_from}` (encoder; fresh classifier head)"
+  from bert_jax.inference import is_transformers_dir
+  kind = "transformers" if is_transformers_dir(init_from) else "bert_jax"
+  return f"{kind} checkpoint `{init_from}` (encoder; the task head fresh unless it matches)"
 
 
 def _vocab_description(vocab_file: str) -> str:
@@ -178,59 +177,22 @@ def _pct(x: float | None) -> str:
   return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
-def write_report(workdir: str, *, config_dict: dict, model_config, num_params: int, tokenizer,
-                 analysis: dict, eval_results: dict, wall_time_s: float,
-                 tokens_per_sec: float | None, command: str, device: str = "") -> str:
-  """Writes `workdir/report.md` (and the same facts as `report.json`); returns the .md path.
+def write_lines(path: str, lines) -> str:
+  """Writes text lines atomically (a temporary file renamed over `path`)."""
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    for line in lines:
+      f.write(line + "\n")
+  os.replace(tmp, path)
+  return path
 
-  Args:
-    config_dict: the experiment config as a dict (`config.to_dict()`).
-    model_config: the BertConfig that was trained.
-    num_params: parameter count of the classifier.
-    tokenizer: a `bert_jax.tokenizer.Tokenizer`; encodes EXAMPLE_SINGLE and EXAMPLE_PAIR.
-    analysis: `error_analysis(...)` of the final evaluation.
-    eval_results: the final eval metrics (accuracy, loss, ...; "step" when known).
-    wall_time_s, tokens_per_sec: cost of the run (training throughput; None if unknown).
-    command: the exact command line (`command_line()`).
-    device: optional description of the hardware.
-  """
-  data = config_dict.get("data", {})
-  max_length = int(data.get("max_seq_length", 128))
-  mc = dataclasses.asdict(model_config) if dataclasses.is_dataclass(model_config) else dict(
-      model_config)
-  init = _init_description(config_dict.get("init_from", ""))
+
+def classification_failure_lines(analysis: dict) -> list[str]:
+  """The failure check of a classifier: confusion, per-label P/R, by length, worst errors."""
   names = analysis["label_names"]
-
-  lines = [f"# Fine-tuning report: {data.get('name', '?')}", ""]
-  lines += ["## Model", "",
-            f"- Initialization: {init}; seed {config_dict.get('seed', '?')}",
-            f"- Architecture: {mc['num_hidden_layers']} layers, hidden {mc['hidden_size']}, "
-            f"{mc['num_attention_heads']} heads, intermediate {mc['intermediate_size']}, "
-            f"vocabulary {mc['vocab_size']:,}, max positions {mc['max_position_embeddings']}",
-            f"- Parameters: {num_params:,} ({num_params / 1e6:.2f} M)",
-            f"- Training: {config_dict.get('num_train_steps', '?')} steps of batch "
-            f"{config_dict.get('batch_size', '?')} x {max_length} tokens, "
-            f"{config_dict.get('optimizer', {}).get('name', '?')} lr "
-            f"{config_dict.get('optimizer', {}).get('learning_rate', '?')}", ""]
-
-  lines += ["## Tokenizer", "",
-            f"WordPiece, {_vocab_description(tokenizer.vocab_file)} ({tokenizer.vocab_size:,} "
-            f"entries, hash {tokenizer.vocab_hash}). A single sentence, then a pair:", ""]
-  for text, pair in ((EXAMPLE_SINGLE, None), EXAMPLE_PAIR):
-    shown = repr(text) if pair is None else f"{text!r} + {pair!r}"
-    lines += [f"`{shown}`", "", "```"] + _token_block(tokenizer, text, pair, max_length) + [
-        "```", ""]
-
-  lines += ["## Result", "", "| metric | value |", "|---|---|"]
-  for k, v in sorted(eval_results.items()):
-    if isinstance(v, float) and v.is_integer() and abs(v) >= 1:
-      v = int(v)  # counts (num_examples, tokens) summed as floats
-    lines.append(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
-  lines.append("")
-
-  lines += ["## Failure check", "", "Confusion matrix (rows: gold, columns: predicted):", "",
-            "| gold \\ predicted | " + " | ".join(names) + " |",
-            "|---|" + "---|" * len(names)]
+  lines = ["Confusion matrix (rows: gold, columns: predicted):", "",
+           "| gold \\ predicted | " + " | ".join(names) + " |",
+           "|---|" + "---|" * len(names)]
   for name, row in zip(names, analysis["confusion_matrix"]):
     lines.append(f"| {name} | " + " | ".join(str(c) for c in row) + " |")
   lines += ["", "| label | count | precision | recall |", "|---|---|---|---|"]
@@ -246,7 +208,66 @@ def write_report(workdir: str, *, config_dict: dict, model_config, num_params: i
   for w in analysis["confidently_wrong"]:
     lines.append(f"| {w['probability']:.3f} | {w['label']} | {w['predicted']} | "
                  f"{_md_escape(w['text'])} |")
+  return lines
+
+
+def write_report(run, *, analysis: dict, failure_lines: Sequence[str],
+                 examples: Sequence[tuple[str, str | None]], title: str = "Fine-tuning report",
+                 extra: dict | None = None, command: str | None = None) -> str:
+  """Writes `workdir/report.md` (and the same facts as `report.json`); returns the .md path.
+
+  The evidence card every task shares: model (initialization, size), the tokenizer's output for
+  real `examples` (text, optional pair), the result, the task's failure check
+  (`failure_lines`: markdown, including how many inputs were truncated or windowed), cost
+  (wall time, training tokens/s) and the exact command.
+
+  Args:
+    run: a `bert_jax.tasks.FinishedRun` (workdir, config, model config, parameter count,
+      tokenizer, eval results, wall time, device).
+    analysis: the task's JSON-ready error analysis (stored in report.json).
+    extra: more JSON-ready facts for report.json (e.g. inference cost).
+  """
+  config_dict = run.config.to_dict() if hasattr(run.config, "to_dict") else dict(run.config)
+  model_config, tokenizer, num_params = run.model_config, run.tokenizer, run.num_params
+  eval_results, wall_time_s, device = run.eval_results, run.wall_time_s, run.device
+  tokens_per_sec = train_tokens_per_sec(os.path.join(run.workdir, "metrics.jsonl"))
+  command = command or command_line()
+  data = config_dict.get("data", {})
+  max_length = int(data.get("max_seq_length", 128))
+  mc = dataclasses.asdict(model_config) if dataclasses.is_dataclass(model_config) else dict(
+      model_config)
+  init = _init_description(config_dict.get("init_from", ""))
+
+  lines = [f"# {title}: {config_dict.get('task', '?')} on {data.get('name', '?')}", ""]
+  lines += ["## Model", "",
+            f"- Initialization: {init}; seed {config_dict.get('seed', '?')}",
+            f"- Architecture: {mc['num_hidden_layers']} layers, hidden {mc['hidden_size']}, "
+            f"{mc['num_attention_heads']} heads, intermediate {mc['intermediate_size']}, "
+            f"vocabulary {mc['vocab_size']:,}, max positions {mc['max_position_embeddings']}",
+            f"- Parameters: {num_params:,} ({num_params / 1e6:.2f} M)",
+            f"- Training: {config_dict.get('num_train_steps', '?')} steps of batch "
+            f"{config_dict.get('batch_size', '?')} x {max_length} tokens, "
+            f"{config_dict.get('optimizer', {}).get('name', '?')} lr "
+            f"{config_dict.get('optimizer', {}).get('learning_rate', '?')}", ""]
+
+  lines += ["## Tokenizer", "",
+            f"WordPiece, {_vocab_description(tokenizer.vocab_file)} ({tokenizer.vocab_size:,} "
+            f"entries, hash {tokenizer.vocab_hash}). Real inputs as the model sees them:", ""]
+  for text, pair in examples:
+    shown = repr(text) if pair is None else f"{text!r} + {pair!r}"
+    lines += [f"`{_md_escape(shown)}`", "", "```"] + _token_block(
+        tokenizer, text, pair, max_length) + ["```", ""]
+
+  lines += ["## Result", "", "| metric | value |", "|---|---|"]
+  for k, v in sorted(eval_results.items()):
+    if isinstance(v, (dict, list)):
+      continue
+    if isinstance(v, float) and v.is_integer() and abs(v) >= 1:
+      v = int(v)  # counts (num_examples, tokens) summed as floats
+    lines.append(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")
   lines.append("")
+
+  lines += ["## Failure check", ""] + list(failure_lines) + [""]
 
   tps = "unknown" if tokens_per_sec is None else f"{tokens_per_sec:,.0f}"
   lines += ["## Cost", "", f"- Wall time: {wall_time_s:.1f} s ({wall_time_s / 60:.1f} min), "
@@ -256,14 +277,13 @@ def write_report(workdir: str, *, config_dict: dict, model_config, num_params: i
     lines.append(f"- Device: {device}")
   lines += ["", "## Command", "", "```bash", command, "```", ""]
 
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines))
-  facts = {"init_from": config_dict.get("init_from", ""), "seed": config_dict.get("seed"),
-           "model": mc, "num_params": int(num_params), "eval_results": eval_results,
-           "analysis": analysis, "wall_time_s": float(wall_time_s),
-           "tokens_per_sec": tokens_per_sec, "command": command, "device": device}
-  with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
-    json.dump(facts, f, indent=2, default=str)
+  os.makedirs(run.workdir, exist_ok=True)
+  path = write_lines(os.path.join(run.workdir, "report.md"), lines)
+  facts = {"task": config_dict.get("task"), "init_from": config_dict.get("init_from", ""),
+           "seed": config_dict.get("seed"), "model": mc, "num_params": int(num_params),
+           "eval_results": eval_results, "analysis": analysis, "wall_time_s": float(wall_time_s),
+           "tokens_per_sec": tokens_per_sec, "command": command, "device": device,
+           **(extra or {})}
+  write_lines(os.path.join(run.workdir, "report.json"),
+              [json.dumps(facts, indent=2, default=str)])
   return path

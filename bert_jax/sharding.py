@@ -248,7 +248,10 @@ class PmapRunner:
     return state, pmap_unreplicate(metrics)
 
   def eval_step(self, params, batch, rng):
-    return pmap_unreplicate(self._eval(params, batch, rng))
+    """(sums, outputs): sums are reduced in the step; outputs [devices, b, ...] -> [batch, ...]."""
+    sums, outputs = self._eval(params, batch, rng)
+    outputs = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), outputs)
+    return pmap_unreplicate(sums), outputs
 
   def host_state(self, state):
     return pmap_unreplicate(state)

@@ -1,11 +1,14 @@
-"""train_and_evaluate: the one loop for MLM pretraining and classification fine-tuning.
+"""train_and_evaluate: the one loop for every task (`bert_jax/tasks/`), named by `config.task`.
 
 Sections: config -> data -> model and optimizer -> mesh and state (restore order) ->
-step functions -> loop (log, eval, checkpoint, preemption) -> final evaluation.
+step functions -> loop (log, eval, checkpoint, preemption) -> final evaluation and report.
+The loop never asks which task it runs: the task builds the model, the batches, the loss and
+metrics, and writes its report.
 
 Restore order (logged): resume from `workdir/checkpoints` if it holds a checkpoint; else
-`config.init_from` (a bert_jax workdir/checkpoint or a transformers BERT directory; an encoder
-goes into a classifier with a fresh head); else fresh initialization from `config.seed`.
+`config.init_from` (a bert_jax workdir/checkpoint or a transformers BERT directory; the
+encoder goes into the task's model with a fresh head unless the head matches); else fresh
+initialization from `config.seed`.
 """
 
 from __future__ import annotations
@@ -19,17 +22,18 @@ import signal
 import time
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from bert_jax import checkpoint as ckpt_lib
-from bert_jax import optim, sharding, steps
+from bert_jax import optim, sharding, steps, tasks
 from bert_jax.config import BertConfig
 from bert_jax.metric_writer import MetricWriter, Progress
-from bert_jax.model import BertForMaskedLM, BertForPreTraining, BertForSequenceClassification
+
+# Checkpoint metadata format: 2 = task modules (task name + task settings in "task_info").
+CHECKPOINT_FORMAT = 2
 
 
 class ConfigError(ValueError):
@@ -57,7 +61,7 @@ def model_config(config, vocab_size: int, base: BertConfig | None = None) -> Ber
   fields["vocab_size"] = fields.get("vocab_size") or vocab_size
   try:
     cfg = BertConfig(**fields)
-  except TypeError as e:
+  except (TypeError, ValueError) as e:
     raise ConfigError(f"config.model: {e}") from None
   if cfg.vocab_size != vocab_size:
     raise ConfigError(f"model vocab_size={cfg.vocab_size} but the tokenizer's vocabulary has "
@@ -65,20 +69,24 @@ def model_config(config, vocab_size: int, base: BertConfig | None = None) -> Ber
   return cfg
 
 
-def _check_config(config):
-  if config.task not in ("pretraining", "classification"):
-    raise ConfigError(f"config.task={config.task!r} is not 'pretraining' or 'classification'")
+def _check_config(config) -> type[tasks.Task]:
+  """Config mistakes found before any data is read; returns the task class."""
+  try:
+    task_cls = tasks.get(config.task)
+  except ValueError as e:
+    raise ConfigError(f"config.task: {e}") from None
   for key in ("num_train_steps", "batch_size", "log_every_steps", "eval_every_steps",
               "checkpoint_every_steps"):
     if int(config[key]) <= 0:
       raise ConfigError(f"config.{key} must be positive, got {config[key]!r}")
   if config.parallelism not in ("jit", "pmap"):
     raise ConfigError(f"config.parallelism={config.parallelism!r} is not 'jit' or 'pmap'")
+  return task_cls
 
 
 def _run_identity(config, model_cfg: BertConfig) -> dict:
   """What a workdir's checkpoints must agree with to be resumed."""
-  return {"task": config.task, "model": {k: v for k, v in dataclasses.asdict(model_cfg).items()},
+  return {"task": config.task, "model": dict(dataclasses.asdict(model_cfg)),
           "max_seq_length": int(config.data.max_seq_length)}
 
 
@@ -99,89 +107,16 @@ def _check_workdir(workdir: str, identity: dict):
                       f"{diff}; use another --workdir")
 
 
-# ============================================================================ data
-
-
-def _data_dir(config) -> str | None:
-  return config.data.get("data_dir") or None
-
-
-def make_train_iterator(config):
-  from bert_jax import input_pipeline
-  make = (input_pipeline.make_pretraining_iterator if config.task == "pretraining"
-          else input_pipeline.make_classification_iterator)
-  return make(config.data, split=config.data.train_split, global_batch_size=config.batch_size,
-              seed=config.seed, shuffle=True, num_epochs=None,
-              process_index=jax.process_index(), process_count=jax.process_count(),
-              data_dir=_data_dir(config))
-
-
-def make_eval_iterator(config):
-  from bert_jax import input_pipeline
-  make = (input_pipeline.make_pretraining_iterator if config.task == "pretraining"
-          else input_pipeline.make_classification_iterator)
-  return make(config.data, split=config.data.eval_split,
-              global_batch_size=config.eval_batch_size, seed=config.seed, shuffle=False,
-              num_epochs=1, process_index=jax.process_index(),
-              process_count=jax.process_count(), data_dir=_data_dir(config))
-
-
 # ============================================================================ model + state
 
 
-@dataclasses.dataclass
-class Task:
-  """The model and the pure step functions of one experiment, before any parallelism."""
-
-  model: nn.Module
-  train_step: Callable   # (state, batch, rng) -> (state, metrics)
-  eval_step: Callable    # (params, batch, rng) -> metric sums
-  tx: Any
-  schedule: Any
-  dummy_batch: dict[str, np.ndarray]
-
-
-def build_task(config, model_cfg: BertConfig, data_info: dict, axis_name: str | None) -> Task:
-  tx, schedule = optim.make_optimizer(
-      learning_rate=config.optimizer.learning_rate, total_steps=config.num_train_steps,
-      warmup_steps=config.optimizer.warmup_steps, name=config.optimizer.name,
-      weight_decay=config.optimizer.weight_decay, b1=config.optimizer.b1,
-      b2=config.optimizer.b2, eps=config.optimizer.eps,
-      clip_norm=config.optimizer.clip_norm)
-  seq = int(config.data.max_seq_length)
-  dummy = {k: np.zeros((1, seq), np.int32) for k in ("input_ids", "attention_mask",
-                                                     "token_type_ids")}
-  if config.task == "pretraining":
-    nsp = bool(config.data.nsp)
-    model = BertForPreTraining(model_cfg) if nsp else BertForMaskedLM(model_cfg)
-    masking = steps.MaskingConfig(
-        vocab_size=model_cfg.vocab_size, mask_token_id=int(data_info["mask_token_id"]),
-        mask_prob=config.masking.mask_prob,
-        max_predictions=config.masking.max_predictions_per_seq,
-        whole_word=config.masking.whole_word)
-    train_step = functools.partial(
-        steps.pretrain_step, model=model, tx=tx, masking=masking, nsp=nsp, schedule=schedule,
-        grad_accum_steps=config.grad_accum_steps, axis_name=axis_name)
-    eval_step = functools.partial(steps.pretrain_eval_step, model=model, masking=masking,
-                                  nsp=nsp, axis_name=axis_name)
-  else:
-    model = BertForSequenceClassification(model_cfg, int(data_info["num_labels"]))
-    train_step = functools.partial(
-        steps.classification_step, model=model, tx=tx, schedule=schedule,
-        grad_accum_steps=config.grad_accum_steps, axis_name=axis_name)
-    eval_step = lambda params, batch, rng: steps.classification_eval_step(  # noqa: E731
-        params, batch, model=model, axis_name=axis_name)
-  return Task(model, train_step, eval_step, tx, schedule, dummy)
-
-
-def _init_fn(task: Task) -> Callable[[jax.Array], steps.TrainState]:
+def _init_fn(model, dummy_batch: dict, tx) -> Callable[[jax.Array], steps.TrainState]:
   """rng -> boxed TrainState (logical axis names on every parameter and moment)."""
   def init(rng):
-    b = task.dummy_batch
-    variables = task.model.init(rng, jnp.asarray(b["input_ids"]),
-                                jnp.asarray(b["attention_mask"]),
-                                jnp.asarray(b["token_type_ids"]))
-    return steps.create_train_state(variables["params"], task.tx)
+    b = dummy_batch
+    variables = model.init(rng, jnp.asarray(b["input_ids"]), jnp.asarray(b["attention_mask"]),
+                           jnp.asarray(b["token_type_ids"]))
+    return steps.create_train_state(variables["params"], tx)
   return init
 
 
@@ -208,27 +143,52 @@ def _merge_pretrained(fresh: dict, pretrained: dict, where: str) -> tuple[dict, 
   return merged, loaded
 
 
-def load_pretrained(config, task_name: str) -> tuple[BertConfig | None, dict | None, str]:
-  """Reads `config.init_from`: (architecture, params in our task's layout, description)."""
+def load_pretrained(config, task_cls: type[tasks.Task]
+                    ) -> tuple[BertConfig | None, dict | None, str]:
+  """Reads `config.init_from`: (architecture, params in our model's layout, description).
+
+  A transformers directory gives its encoder, plus the head when it has this task's head; a
+  bert_jax checkpoint of the same task gives everything, of another task only its encoder.
+  """
   path = config.init_from
   if not path:
     return None, None, ""
   if not os.path.exists(path):
     raise ConfigError(f"config.init_from={path!r} does not exist")
-  if os.path.exists(os.path.join(path, "config.json")) and any(
-      os.path.exists(os.path.join(path, f)) for f in ("model.safetensors", "pytorch_model.bin")):
-    from bert_jax import hf
-    head = "mlm" if task_name == "pretraining" else None
+  from bert_jax import hf, inference
+  if inference.is_transformers_dir(path):
     try:
-      base, params = hf.load_hf_checkpoint(path, head=head)
+      base, params = hf.load_hf_checkpoint(path, head=_hf_head_of(config, task_cls))
     except (KeyError, ValueError):
       base, params = hf.load_hf_checkpoint(path)
-      head = None
-    if head is None:
       params = {"bert": params}
     return base, params, f"transformers checkpoint {path}"
-  params, meta = ckpt_lib.restore_params(path)
-  return BertConfig(**meta["model"]), params, f"bert_jax checkpoint {path} ({meta['task']})"
+  loaded = inference.load(path)
+  params = loaded.params
+  if loaded.task_name != config.task:
+    params = {"bert": params["bert"]}
+  return loaded.config, params, f"bert_jax checkpoint {path} ({loaded.task_name})"
+
+
+def _hf_head_of(config, task_cls) -> str | None:
+  """The transformers head a task would load, without preparing its data."""
+  if task_cls.name == "pretraining":
+    return "pretraining" if config.data.nsp else "mlm"
+  return None  # fine-tuning heads start fresh from a transformers encoder
+
+
+def _gather(tree):
+  """Per-row arrays of every process, in global row order, as host numpy."""
+  if jax.process_count() == 1:
+    return jax.tree_util.tree_map(np.asarray, tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _concat(chunks: list[dict]) -> dict[str, np.ndarray]:
+  if not chunks:
+    return {}
+  return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
 # ============================================================================ the loop
@@ -237,27 +197,26 @@ def load_pretrained(config, task_name: str) -> tuple[BertConfig | None, dict | N
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Trains `config.num_train_steps` steps in `workdir`; returns the final eval metrics."""
   t_start = time.time()
-  _check_config(config)
+  task_cls = _check_config(config)
   workdir = os.path.abspath(workdir)
   is_lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
 
   # --- data: prepared once (cached under data_dir), read through grain.
-  from bert_jax import input_pipeline
   from bert_jax.tokenizer import Tokenizer
-  data_info = input_pipeline.dataset_info(config.data, _data_dir(config))
+  data_info = task_cls.data_info(config)
   tokenizer = Tokenizer(data_info["vocab_file"])
-  data_info["mask_token_id"] = tokenizer.mask_id
   logging.info("Data: %s, examples %s", data_info["name"], data_info["num_examples"])
 
-  # --- model and optimizer.
+  # --- task, model and optimizer.
   base_cfg, pretrained, pretrained_desc = (None, None, "")
   resume_dir = os.path.join(workdir, "checkpoints")
   has_checkpoint = os.path.isdir(resume_dir) and any(
       name.isdigit() for name in os.listdir(resume_dir))
   if config.init_from:
-    base_cfg, pretrained, pretrained_desc = load_pretrained(config, config.task)
+    base_cfg, pretrained, pretrained_desc = load_pretrained(config, task_cls)
   model_cfg = model_config(config, data_info["vocab_size"], base_cfg)
+  task = task_cls.from_config(config, data_info)
   identity = _run_identity(config, model_cfg)
   _check_workdir(workdir, identity)
   if is_lead:
@@ -265,7 +224,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       json.dump({**config.to_dict(), "_run": identity}, f, indent=2, default=str)
 
   pmap = config.parallelism == "pmap"
-  task = build_task(config, model_cfg, data_info, sharding.PMAP_AXIS if pmap else None)
+  axis_name = sharding.PMAP_AXIS if pmap else None
+  model = task.model(model_cfg)
+  tx, schedule = optim.make_optimizer(
+      learning_rate=config.optimizer.learning_rate, total_steps=config.num_train_steps,
+      warmup_steps=config.optimizer.warmup_steps, name=config.optimizer.name,
+      weight_decay=config.optimizer.weight_decay, b1=config.optimizer.b1,
+      b2=config.optimizer.b2, eps=config.optimizer.eps,
+      clip_norm=config.optimizer.clip_norm)
+  train_fn = functools.partial(steps.train_step, task=task, model=model, tx=tx,
+                               schedule=schedule, grad_accum_steps=config.grad_accum_steps,
+                               axis_name=axis_name)
+  eval_fn = functools.partial(steps.eval_step, task=task, model=model, axis_name=axis_name)
   rules = tuple((k, tuple(v) if isinstance(v, list) else v)
                 for k, v in config.logical_axis_rules)
   rng = jax.random.key(config.seed)
@@ -273,17 +243,23 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
   # --- state: created sharded; restore order: workdir, init_from, fresh.
   if pmap:
-    runner = sharding.PmapRunner(task.train_step, task.eval_step)
+    runner = sharding.PmapRunner(train_fn, eval_fn)
   else:
-    runner = sharding.MeshRunner(sharding.make_mesh(dict(config.mesh)), rules,
-                                 task.train_step, task.eval_step)
-  state = runner.init(_init_fn(task), init_rng)
+    runner = sharding.MeshRunner(sharding.make_mesh(dict(config.mesh)), rules, train_fn,
+                                 eval_fn)
+  dummy = task.dummy_batch(int(config.data.max_seq_length))
+  state = runner.init(_init_fn(model, dummy, tx), init_rng)
   checkpointer = ckpt_lib.Checkpointer(resume_dir, max_to_keep=config.keep_checkpoints)
-  meta = {"task": config.task, "model": identity["model"], "seed": config.seed,
-          "vocab_file": data_info["vocab_file"], "label_names": data_info.get("label_names"),
+  meta = {"format": CHECKPOINT_FORMAT, "task": config.task,
+          "task_info": task.checkpoint_info(), "model": identity["model"],
+          "seed": config.seed, "vocab_file": data_info["vocab_file"],
           "max_seq_length": identity["max_seq_length"],
           "rng": np.asarray(jax.random.key_data(step_rng)).tolist()}
-  train_iter = make_train_iterator(config)
+  split_args = dict(seed=config.seed, process_index=jax.process_index(),
+                    process_count=jax.process_count())
+  train_iter = task.iterator(config, split=config.data.train_split,
+                             global_batch_size=config.batch_size, shuffle=True,
+                             num_epochs=None, **split_args)
   start_step = 0
   if has_checkpoint and checkpointer.latest_step() is not None:
     try:
@@ -298,23 +274,39 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   elif pretrained is not None:
     params, loaded = _merge_pretrained(runner.host_state(state).params, pretrained,
                                        pretrained_desc)
-    state = runner.place(steps.create_train_state(params, task.tx))
+    state = runner.place(steps.create_train_state(params, tx))
     logging.info("Restore: initialized %d parameter arrays from %s; %d fresh", len(loaded),
                  pretrained_desc, len(jax.tree_util.tree_leaves(params)) - len(loaded))
   else:
     logging.info("Restore: fresh initialization from seed %d", config.seed)
   best = (ckpt_lib.Checkpointer(os.path.join(workdir, "best"), max_to_keep=1,
-                                best_metric="accuracy")
-          if config.task == "classification" else None)
+                                best_metric=task.best_metric)
+          if task.best_metric else None)
 
-  def evaluate() -> dict[str, float]:
-    sums, it = [], make_eval_iterator(config)
+  def evaluate() -> tuple[dict[str, float], dict, dict]:
+    """(metrics, outputs, host rows) over the eval split; outputs/rows of real rows only."""
+    sums, outputs, rows = [], [], []
+    it = task.iterator(config, split=config.data.eval_split,
+                       global_batch_size=config.eval_batch_size, shuffle=False, num_epochs=1,
+                       **split_args)
     for i, batch in enumerate(it):
       if 0 <= config.num_eval_batches <= i:
         break
-      sums.append(runner.eval_step(runner.params(state), runner.put_batch(batch),
-                                   runner.put_rng(jax.random.fold_in(eval_rng, i))))
-    return steps.summarize(steps.accumulate_metrics(sharding.fetch(sums)))
+      s, o = runner.eval_step(runner.params(state), runner.put_batch(task.device_keys(batch)),
+                              runner.put_rng(jax.random.fold_in(eval_rng, i)))
+      sums.append(s)
+      if o:
+        outputs.append(o)
+        rows.append({"example_mask": batch["example_mask"],
+                     **{k: batch[k] for k in task.host_keys}})
+    result = task.summarize(steps.accumulate_metrics(sharding.fetch(sums)))
+    outputs, rows = _concat(_gather(outputs)), _concat(_gather(rows))
+    if outputs:
+      real = rows.pop("example_mask").astype(bool)
+      outputs = {k: v[real] for k, v in outputs.items()}
+      rows = {k: v[real] for k, v in rows.items()}
+      result.update(task.host_metrics(outputs, rows))
+    return result, outputs, rows
 
   def save(step: int, data_state: dict, force: bool = False):
     checkpointer.save(step, runner.host_state(state), data_state=data_state, meta=meta,
@@ -333,20 +325,26 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   window = {"t": time.time()}
 
   def flush(step: int):
-    """Fetches pending metrics, stops on a non-finite loss, writes one train row."""
+    """Fetches pending metrics, stops on a non-finite loss or state, writes one train row."""
     if not pending:
       return
     fetched = sharding.fetch([m for _, m in pending])
     for (s, _), m in zip(pending, fetched):
-      loss = steps.summarize(steps.accumulate_metrics([m])).get("loss", 0.0)
-      if not math.isfinite(loss):
-        raise NonFiniteLossError(
-            f"loss is {loss} at step {s}; stopping. The last good checkpoint "
-            f"(step {checkpointer.latest_step()}) in {resume_dir} is kept.")
+      summary = task.summarize(steps.accumulate_metrics([m]))
+      # The loss is taken before step s's update, the norms after it: a finite loss with
+      # non-finite parameters means the state after step s is already lost.
+      bad = {k: summary[k] for k in ("loss", "param_norm", "grad_norm")
+             if k in summary and not math.isfinite(summary[k])}
+      if bad:
+        last = checkpointer.latest_step()
+        kept = (f"The last good checkpoint (step {last}) in {resume_dir} is kept."
+                if last is not None else "No checkpoint was written yet.")
+        what = ", ".join(f"{k} is {v}" for k, v in bad.items())
+        raise NonFiniteLossError(f"{what} at step {s}; stopping. {kept}")
     pending.clear()
-    summary = steps.summarize(steps.accumulate_metrics(fetched))
+    summary = task.summarize(steps.accumulate_metrics(fetched))
     elapsed = time.time() - window["t"]
-    summary["tokens_per_sec"] = summary.pop("tokens", 0.0) / max(elapsed, 1e-9)
+    summary["tokens_per_sec"] = summary.pop("num_tokens", 0.0) / max(elapsed, 1e-9)
     summary["steps_per_sec"] = len(fetched) / max(elapsed, 1e-9)
     window["t"] = time.time()
     writer.write(step, summary)
@@ -369,7 +367,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         batch = next(train_iter)
         data_state = train_iter.get_state()
         t = time.time()
-        state, metrics = runner.train_step(state, runner.put_batch(batch), step_rng)
+        state, metrics = runner.train_step(state, runner.put_batch(task.device_keys(batch)),
+                                           step_rng)
         step += 1
         pending.append((step, metrics))
         if step == start_step + 1:
@@ -380,7 +379,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         if step % config.log_every_steps == 0 or step == config.num_train_steps:
           flush(step)
         if step % config.eval_every_steps == 0 and step < config.num_train_steps:
-          result = evaluate()
+          result, _, _ = evaluate()
           writer.write(step, result, split="eval")
           logging.info("eval at step %d: %s", step, _fmt(result))
           if best is not None:
@@ -390,7 +389,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           flush(step)  # never checkpoint a state whose loss went non-finite
           save(step, data_state, force=step == config.num_train_steps)
           window["t"] = time.time()
-      result = evaluate()
+      result, outputs, rows = evaluate()
       writer.write(step, result, split="eval")
       logging.info("final eval at step %d: %s", step, _fmt(result))
       if best is not None:
@@ -398,10 +397,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       if is_lead:
         with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
           json.dump({"step": step, **result}, f, indent=2)
-        if config.task == "classification" and jax.process_count() == 1:
-          path = _write_report(config, workdir, task, model_cfg,
-                               runner.host_state(state).params, tokenizer, data_info,
-                               {"step": step, **result}, time.time() - t_start)
+        from bert_jax.model import count_params
+        params = jax.device_get(runner.host_state(state).params)
+        finished = tasks.FinishedRun(
+            workdir=workdir, config=config, model_config=model_cfg, params=params,
+            num_params=count_params(params), tokenizer=tokenizer,
+            eval_results={"step": step, **result}, outputs=outputs, rows=rows,
+            wall_time_s=time.time() - t_start,
+            device=f"{jax.device_count()} x {jax.devices()[0].device_kind}")
+        for path in task.finish(finished):
           logging.info("Wrote %s", path)
       return result
   finally:
@@ -412,32 +416,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       best.close()
     writer.close()
     signal.signal(signal.SIGTERM, previous_handler)
-
-
-def _write_report(config, workdir: str, task: Task, model_cfg: BertConfig, params, tokenizer,
-                  data_info: dict, eval_results: dict, wall_time_s: float) -> str:
-  """report.md after the final classification eval: predictions over the whole eval split."""
-  from bert_jax import report
-  from bert_jax.model import count_params
-  params = jax.device_get(params)
-  keys = ("input_ids", "attention_mask", "token_type_ids")
-  probs_fn = jax.jit(lambda p, b: jax.nn.softmax(task.model.apply(
-      {"params": p}, *(b[k] for k in keys)).astype(jnp.float32), -1))  # [batch, labels]
-  texts, labels, probs = [], [], []
-  for batch in make_eval_iterator(config):
-    real = np.asarray(batch["example_mask"]).astype(bool)  # padding rows are 0
-    probs.append(np.asarray(probs_fn(params, {k: batch[k] for k in keys}))[real])
-    labels.append(np.asarray(batch["label"])[real])
-    texts += [tokenizer.decode(ids) for ids in np.asarray(batch["input_ids"])[real]]
-  analysis = report.error_analysis(texts, np.concatenate(labels), np.concatenate(probs),
-                                   data_info["label_names"])
-  return report.write_report(
-      workdir, config_dict=config.to_dict(), model_config=model_cfg,
-      num_params=count_params(params), tokenizer=tokenizer, analysis=analysis,
-      eval_results=eval_results, wall_time_s=wall_time_s,
-      tokens_per_sec=report.train_tokens_per_sec(os.path.join(workdir, "metrics.jsonl")),
-      command=report.command_line(),
-      device=f"{jax.device_count()} x {jax.devices()[0].device_kind}")
 
 
 def _fmt(metrics: dict[str, float]) -> str:

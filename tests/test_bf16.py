@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import BertConfig, BertForMaskedLM, optim, steps
+from bert_jax.tasks.pretraining import MaskingConfig, Pretraining
 
 VOCAB, MASK_ID, STEPS = 64, 3, 200
-MASKING = steps.MaskingConfig(vocab_size=VOCAB, mask_token_id=MASK_ID, max_predictions=4)
+MLM = Pretraining(MaskingConfig(vocab_size=VOCAB, mask_token_id=MASK_ID, max_predictions=4))
 # Measured on CPU (jax 0.10.2): per-step |f32 - bf16| <= 0.002, window means equal to 1e-4.
 STEP_TOL = 0.05    # any single step's MLM loss
 WINDOW_TOL = 0.02  # the mean over each 20-step window
@@ -34,12 +35,12 @@ def _train(dtype: str, batch) -> np.ndarray:
   tx, schedule = optim.make_optimizer(learning_rate=1e-3, total_steps=STEPS, warmup_steps=20,
                                       weight_decay=0.0)
   state = steps.create_train_state(params, tx)
-  step = jax.jit(functools.partial(steps.pretrain_step, model=model, tx=tx, masking=MASKING,
+  step = jax.jit(functools.partial(steps.train_step, task=MLM, model=model, tx=tx,
                                    schedule=schedule), donate_argnums=0)
   history = []
   for _ in range(STEPS):  # same key: masks and dropout are the same in both runs
     state, metrics = step(state, batch, jax.random.key(1))
-    history.append(metrics["mlm_loss"] / metrics["mlm_count"])
+    history.append(metrics["mlm_loss_sum"] / metrics["mlm_count"])
   assert jax.tree_util.tree_leaves(state.params)[0].dtype == jnp.float32
   return np.asarray(jax.device_get(history), np.float64)
 
@@ -78,7 +79,7 @@ def test_bf16_step_has_no_low_precision_or_contended_scatter_add():
   model, batch = BertForMaskedLM(config), _batch()
   params = nn.meta.unbox(model.init(jax.random.key(0), batch["input_ids"]))["params"]
   tx, schedule = optim.make_optimizer(learning_rate=1e-3, total_steps=10, warmup_steps=2)
-  step = functools.partial(steps.pretrain_step, model=model, tx=tx, masking=MASKING,
+  step = functools.partial(steps.train_step, task=MLM, model=model, tx=tx,
                            schedule=schedule)
   jaxpr = jax.make_jaxpr(step)(steps.create_train_state(params, tx), batch, jax.random.key(1))
   found = _scatter_adds(jaxpr.jaxpr, [])

@@ -319,14 +319,14 @@ def test_prepared_dataset_by_name(prepared_by_name, data_dir, tmp_path):
   expected = Tokenizer().encode(first["sentence"].decode(), max_length=32)["input_ids"]
   np.testing.assert_array_equal(batches[0]["input_ids"][0], expected)
   # Used as a pretraining corpus: tokenized and packed once by `tfds_text`.
-  corpus = datasets.get_builder(config, data_dir, task="pretraining")
+  corpus = datasets.get_builder(config, data_dir, kind="corpus")
   assert corpus.name == "tfds_text"
   assert corpus.builder_config.name.startswith("tiny_sst2_like-sst2_v")
   meta = corpus.info.metadata
   assert meta["train"]["documents"] + meta["validation"]["documents"] == 40
   with pytest.raises(ValueError,
                      match=r"no text feature 'text' \(features: \['idx', 'label', 'sentence'\]\)"):
-    datasets.get_builder(cfg(name=prepared_by_name), data_dir, task="pretraining")
+    datasets.get_builder(cfg(name=prepared_by_name), data_dir, kind="corpus")
   with pytest.raises(FileNotFoundError, match=r"data.name='glue/sst2': no prepared TFDS dataset"):
     datasets.get_builder(cfg(name="glue/sst2"), data_dir)
   # A dataset prepared as tfrecord only cannot be read without TensorFlow: say so.
@@ -342,9 +342,9 @@ def test_prepared_dataset_by_name(prepared_by_name, data_dir, tmp_path):
 
 def test_wrong_task(data_dir):
   with pytest.raises(ValueError, match="classification dataset, not a corpus"):
-    datasets.get_builder(cfg(name="rotten_tomatoes"), data_dir, task="pretraining")
+    datasets.get_builder(cfg(name="rotten_tomatoes"), data_dir, kind="corpus")
   with pytest.raises(ValueError, match="pretraining corpus, not a labelled dataset"):
-    datasets.get_builder(cfg(name="movie_reviews_text"), data_dir, task="classification")
+    datasets.get_builder(cfg(name="movie_reviews_text"), data_dir, kind="labelled")
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -99,10 +100,17 @@ def test_write_report(tmp_path):
                  "optimizer": {"name": "adamw", "learning_rate": 2e-4}}
   cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                    intermediate_size=64)
+  # Two train rows: 20 steps at 2 steps/s after the first (compile) row -> 3,456 tokens/s.
+  (tmp_path / "metrics.jsonl").write_text(
+      '{"split": "train", "step": 1, "tokens_per_sec": 10.0, "steps_per_sec": 1.0}\n'
+      '{"split": "train", "step": 21, "tokens_per_sec": 3456.0, "steps_per_sec": 2.0}\n')
+  run = types.SimpleNamespace(
+      workdir=str(tmp_path), config=config_dict, model_config=cfg, num_params=123_456,
+      tokenizer=tok, eval_results={"accuracy": 0.4, "step": 10}, wall_time_s=12.5, device="")
   path = report.write_report(
-      str(tmp_path), config_dict=config_dict, model_config=cfg, num_params=123_456,
-      tokenizer=tok, analysis=analysis, eval_results={"accuracy": 0.4, "step": 10},
-      wall_time_s=12.5, tokens_per_sec=3456.0, command="python -m bert_jax.main --x")
+      run, analysis=analysis, failure_lines=report.classification_failure_lines(analysis),
+      examples=[(report.EXAMPLE_SINGLE, None), report.EXAMPLE_PAIR],
+      command="python -m bert_jax.main --x")
   text = open(path, encoding="utf-8").read()
   for section in ("## Model", "## Tokenizer", "## Result", "## Failure check", "## Cost",
                   "## Command"):

@@ -17,13 +17,14 @@ import pytest
 
 from bert_jax import BertConfig, BertForPreTraining, optim, sharding, steps
 from bert_jax import checkpoint as ckpt_lib
+from bert_jax.tasks.pretraining import MaskingConfig, Pretraining
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 
 CFG = BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                  intermediate_size=64, max_position_embeddings=32, hidden_dropout_prob=0.0,
                  attention_probs_dropout_prob=0.0)
-MASKING = steps.MaskingConfig(vocab_size=128, mask_token_id=3, max_predictions=4)
+TASK = Pretraining(MaskingConfig(vocab_size=128, mask_token_id=3, max_predictions=4), nsp=True)
 MODEL = BertForPreTraining(CFG)
 TX, SCHEDULE = optim.make_optimizer(learning_rate=1e-3, total_steps=10, warmup_steps=1,
                                     eps=1e-3)
@@ -52,10 +53,9 @@ def init_fn(rng):
 
 
 def step_fns(axis_name=None):
-  train = functools.partial(steps.pretrain_step, model=MODEL, tx=TX, masking=MASKING, nsp=True,
+  train = functools.partial(steps.train_step, task=TASK, model=MODEL, tx=TX,
                             schedule=SCHEDULE, axis_name=axis_name)
-  evaluate = functools.partial(steps.pretrain_eval_step, model=MODEL, masking=MASKING,
-                               nsp=True, axis_name=axis_name)
+  evaluate = functools.partial(steps.eval_step, task=TASK, model=MODEL, axis_name=axis_name)
   return train, evaluate
 
 
@@ -72,7 +72,7 @@ def run(runner, n=STEPS):
   rng = runner.put_rng(jax.random.key(1))
   for b in batches(n):
     state, metrics = runner.train_step(state, runner.put_batch(b), rng)
-    losses.append(float(steps.summarize(steps.accumulate_metrics([metrics]))["loss"]))
+    losses.append(float(TASK.summarize(steps.accumulate_metrics([metrics]))["loss"]))
   return np.array(losses), jax.device_get(runner.host_state(state).params), state
 
 

@@ -11,12 +11,15 @@ import pytest
 
 from bert_jax import BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification
 from bert_jax import optim, steps
+from bert_jax.tasks.classification import Classification
+from bert_jax.tasks.pretraining import MaskingConfig, Pretraining
 
 VOCAB, MASK_ID = 64, 3
 CFG = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                  intermediate_size=64, max_position_embeddings=32, hidden_dropout_prob=0.0,
                  attention_probs_dropout_prob=0.0)
-MASKING = steps.MaskingConfig(vocab_size=VOCAB, mask_token_id=MASK_ID, max_predictions=4)
+MASKING = MaskingConfig(vocab_size=VOCAB, mask_token_id=MASK_ID, max_predictions=4)
+MLM, MLM_NSP = Pretraining(MASKING), Pretraining(MASKING, nsp=True)
 
 
 def make_batch(rng, batch=8, length=16, nsp=False):
@@ -47,13 +50,13 @@ def test_overfit_one_batch():
   tx, schedule = optim.make_optimizer(learning_rate=3e-3, total_steps=1000, warmup_steps=20,
                                       weight_decay=0.0)
   state = steps.create_train_state(init(model, batch), tx)
-  step = jax.jit(functools.partial(steps.pretrain_step, model=model, tx=tx, masking=MASKING,
+  step = jax.jit(functools.partial(steps.train_step, task=MLM, model=model, tx=tx,
                                    schedule=schedule), donate_argnums=0)
   rng = jax.random.key(1)
   losses = []
   for _ in range(300):
     state, metrics = step(state, batch, rng)
-    losses.append(float(metrics["mlm_loss"] / metrics["mlm_count"]))
+    losses.append(float(metrics["mlm_loss_sum"] / metrics["mlm_count"]))
   assert losses[0] > 3.0, losses[0]  # ~log(64) at start
   assert np.mean(losses[-20:]) < 0.5, losses[-20:]
   assert int(state.step) == 300
@@ -68,8 +71,8 @@ def test_compiles_once():
   @jax.jit
   @chex.assert_max_traces(n=1)
   def step(state, batch, rng):
-    return steps.pretrain_step(state, batch, rng, model=model, tx=tx, masking=MASKING,
-                               schedule=schedule)
+    return steps.train_step(state, batch, rng, task=MLM, model=model, tx=tx,
+                            schedule=schedule)
 
   for i in range(3):
     state, _ = step(state, make_batch(10 + i), jax.random.key(0))
@@ -84,15 +87,16 @@ def test_classification_learns_separable_task():
   batch = jax.tree_util.tree_map(jnp.asarray, dict(
       input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids),
       label=labels))
+  task = Classification(2)
   model = BertForSequenceClassification(CFG, 2)
   tx, schedule = optim.make_optimizer(learning_rate=2e-3, total_steps=100, warmup_steps=10)
   state = steps.create_train_state(init(model, batch), tx)
-  step = jax.jit(functools.partial(steps.classification_step, model=model, tx=tx,
+  step = jax.jit(functools.partial(steps.train_step, task=task, model=model, tx=tx,
                                    schedule=schedule))
   for _ in range(60):
     state, metrics = step(state, batch, jax.random.key(0))
-  evals = steps.summarize(steps.accumulate_metrics(
-      [steps.classification_eval_step(state.params, batch, model=model)]))
+  evals = task.summarize(steps.accumulate_metrics(
+      [steps.eval_step(state.params, batch, jax.random.key(0), task=task, model=model)[0]]))
   assert evals["accuracy"] == 1.0, evals
   assert evals["loss"] < 0.1, evals
 
@@ -104,12 +108,10 @@ def test_eval_matches_train_forward_without_dropout():
   params = init(model, batch)
   state = steps.create_train_state(params, tx)
   rng = jax.random.key(5)
-  _, train_metrics = steps.pretrain_step(state, batch, rng, model=model, tx=tx,
-                                         masking=MASKING, nsp=True)
-  mask_rng, _ = steps._step_rngs(rng, state.step, None)
-  eval_metrics = steps.pretrain_eval_step(params, batch, mask_rng, model=model,
-                                          masking=MASKING, nsp=True)
-  for k in ("mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_count"):
+  _, train_metrics = steps.train_step(state, batch, rng, task=MLM_NSP, model=model, tx=tx)
+  mask_rng, _ = steps.step_rngs(rng, state.step, None)
+  eval_metrics, _ = steps.eval_step(params, batch, mask_rng, task=MLM_NSP, model=model)
+  for k in ("mlm_loss_sum", "mlm_correct_sum", "mlm_count", "nsp_loss_sum", "nsp_count"):
     np.testing.assert_allclose(train_metrics[k], eval_metrics[k], rtol=1e-5, err_msg=k)
 
 
@@ -118,12 +120,12 @@ def test_grad_accumulation_matches_full_batch():
   model = BertForPreTraining(CFG)
   tx, _ = optim.make_optimizer(learning_rate=1e-3, total_steps=10)
   state = steps.create_train_state(init(model, batch), tx)
-  run = lambda k: steps.pretrain_step(state, batch, jax.random.key(0), model=model, tx=tx,
-                                      masking=MASKING, nsp=True, grad_accum_steps=k)
+  run = lambda k: steps.train_step(state, batch, jax.random.key(0), task=MLM_NSP, model=model,
+                                   tx=tx, grad_accum_steps=k)
   s1, m1 = jax.jit(lambda: run(1))()
   s4, m4 = jax.jit(lambda: run(4))()
   np.testing.assert_allclose(m1["grad_norm"], m4["grad_norm"], rtol=1e-4)
-  np.testing.assert_allclose(m1["mlm_loss"], m4["mlm_loss"], rtol=1e-5)
+  np.testing.assert_allclose(m1["mlm_loss_sum"], m4["mlm_loss_sum"], rtol=1e-5)
   chex.assert_trees_all_close(s1.params, s4.params, atol=1e-6)
 
 
@@ -133,8 +135,8 @@ def test_grad_accumulation_rejects_uneven_split():
   tx, _ = optim.make_optimizer(learning_rate=1e-3, total_steps=10)
   state = steps.create_train_state(init(model, batch), tx)
   with pytest.raises(ValueError, match="grad_accum_steps=4"):
-    steps.pretrain_step(state, batch, jax.random.key(0), model=model, tx=tx, masking=MASKING,
-                        grad_accum_steps=4)
+    steps.train_step(state, batch, jax.random.key(0), task=MLM, model=model, tx=tx,
+                     grad_accum_steps=4)
 
 
 def test_padding_rows_do_not_change_loss():
@@ -143,13 +145,12 @@ def test_padding_rows_do_not_change_loss():
   padded["example_mask"] = jnp.array([1, 1, 1, 1, 0, 0, 0, 0])
   model = BertForMaskedLM(CFG)
   params = init(model, batch)
-  a = steps.summarize(steps.accumulate_metrics(
-      [steps.pretrain_eval_step(params, batch, jax.random.key(0), model=model, masking=MASKING)]))
-  b = steps.summarize(steps.accumulate_metrics(
-      [steps.pretrain_eval_step(params, padded, jax.random.key(0), model=model,
-                                masking=MASKING)]))
+  a = MLM.summarize(steps.accumulate_metrics(
+      [steps.eval_step(params, batch, jax.random.key(0), task=MLM, model=model)[0]]))
+  b = MLM.summarize(steps.accumulate_metrics(
+      [steps.eval_step(params, padded, jax.random.key(0), task=MLM, model=model)[0]]))
   assert a["mlm_loss"] == pytest.approx(b["mlm_loss"], rel=1e-6)
-  assert a["tokens"] == b["tokens"]
+  assert a["num_tokens"] == b["num_tokens"]
 
 
 def test_decay_mask_excludes_biases_and_layer_norm():
@@ -173,9 +174,9 @@ def test_lamb_and_bad_optimizer_name():
   model = BertForMaskedLM(CFG)
   tx, _ = optim.make_optimizer(learning_rate=1e-3, total_steps=10, name="lamb")
   state = steps.create_train_state(init(model, batch), tx)
-  state, metrics = jax.jit(functools.partial(steps.pretrain_step, model=model, tx=tx,
-                                             masking=MASKING))(state, batch, jax.random.key(0))
-  assert np.isfinite(float(metrics["mlm_loss"]))
+  state, metrics = jax.jit(functools.partial(steps.train_step, task=MLM, model=model, tx=tx))(
+      state, batch, jax.random.key(0))
+  assert np.isfinite(float(metrics["mlm_loss_sum"]))
   with pytest.raises(ValueError, match="'sgdx'"):
     optim.make_optimizer(learning_rate=1e-3, total_steps=10, name="sgdx")
 
@@ -186,5 +187,4 @@ def test_missing_batch_key_is_named():
   tx, _ = optim.make_optimizer(learning_rate=1e-3, total_steps=10)
   state = steps.create_train_state(init(model, batch), tx)
   with pytest.raises(KeyError, match="next_sentence_label"):
-    steps.pretrain_step(state, batch, jax.random.key(0), model=model, tx=tx, masking=MASKING,
-                        nsp=True)
+    steps.train_step(state, batch, jax.random.key(0), task=MLM_NSP, model=model, tx=tx)

@@ -1,6 +1,6 @@
 """TFDS builders for bert_jax, prepared to array_record and read without TensorFlow.
 
-| data.name              | task           | splits            | stores                         |
+| data.name              | builder for    | splits            | stores                         |
 |------------------------|----------------|-------------------|--------------------------------|
 | movie_reviews_text     | pretraining    | train, validation | packed token ids               |
 | local_text             | pretraining    | train, validation | packed token ids               |
@@ -9,8 +9,10 @@
 | local_classification   | classification | train, validation | text, (text_pair), label       |
 | any prepared TFDS name | classification | as prepared       | as prepared                    |
 
+`pretraining_builder` and `classification_builder` serve the tasks of those names
+(`bert_jax/tasks/`); token classification and QA read their files directly.
 Prepared data lives under `data_dir`: the argument, else `$BERT_JAX_DATA_DIR`, else
-`~/tensorflow_datasets`. `get_builder(...)` prepares on first use
+`~/tensorflow_datasets`. Each builder function prepares on first use
 (`download_and_prepare(file_format="array_record")`) and reuses it afterwards. When several
 processes start at once (multi-host), prepare once beforehand (`prepare(data_config)`) so
 they do not race to write the same directory.
@@ -48,61 +50,51 @@ def _field(data_config, key: str, default):
   return default if value is None else value
 
 
-def task_of(data_config, data_dir: str | None = None) -> str:
-  """"pretraining" or "classification"; other TFDS datasets are classification when they
-  have the `label_key` feature."""
-  name = data_config.name
-  if name in PRETRAINING_BUILDERS:
-    return "pretraining"
-  if name in CLASSIFICATION_BUILDERS:
-    return "classification"
-  from bert_jax.datasets import tfds_text
-  features = tfds_text.open_prepared(name, data_dir or default_data_dir()).info.features
-  label_key = _field(data_config, "label_key", "label")
-  return "classification" if label_key in features else "pretraining"
-
-
-def get_builder(data_config, data_dir: str | None = None, task: str | None = None):
-  """The prepared builder for `data_config` (preparing it on first use)."""
-  import tensorflow_datasets as tfds
+def pretraining_builder(data_config, data_dir: str | None = None):
+  """The prepared corpus of `data_config` (packed token ids; prepared on first use)."""
   from bert_jax.datasets import base
 
   data_dir = data_dir or default_data_dir()
   name = data_config.name
-  task = task or task_of(data_config, data_dir)
-  if task == "pretraining":
-    kwargs = dict(vocab_file=_field(data_config, "vocab_file", ""),
-                  max_seq_length=int(_field(data_config, "max_seq_length", 128)),
-                  nsp=bool(_field(data_config, "nsp", True)),
-                  short_seq_prob=float(_field(data_config, "short_seq_prob", 0.1)),
-                  max_documents=int(_field(data_config, "max_documents", 0)))
-    if name == "movie_reviews_text":
-      from bert_jax.datasets.movie_reviews_text import MovieReviewsText as cls
-      config = base.pretraining_config(**kwargs)
-    elif name == "local_text":
-      from bert_jax.datasets import local_text
-      cls = local_text.LocalText
-      text_files = _field(data_config, "text_files", "")
-      if not text_files:
-        raise ValueError("data.name='local_text' needs data.text_files (a glob or folder "
-                         "of .txt/.txt.gz/.jsonl files)")
-      tag = "f" + local_text.files_fingerprint(local_text.list_files(text_files))
-      config = base.pretraining_config(source=text_files, source_tag=tag, **kwargs)
-    elif name in CLASSIFICATION_BUILDERS:
-      raise ValueError(f"data.name={name!r} is a classification dataset, not a corpus")
-    else:  # a prepared TFDS text dataset, packed by tfds_text
-      from bert_jax.datasets import tfds_text
-      cls = tfds_text.TfdsText
-      features = tfds_text.open_prepared(name, data_dir).info.features  # fail early
-      text_key = _field(data_config, "text_key", "text")
-      if text_key not in features:
-        raise ValueError(f"{name}: no text feature {text_key!r} (features: "
-                         f"{sorted(features)}); set data.text_key")
-      tag = name.replace("/", "-").replace(":", "-")
-      config = base.pretraining_config(source=name, source_tag=tag, text_key=text_key,
-                                       **kwargs)
-    builder = cls(config=config, data_dir=data_dir)
-  elif name == "rotten_tomatoes":
+  kwargs = dict(vocab_file=_field(data_config, "vocab_file", ""),
+                max_seq_length=int(_field(data_config, "max_seq_length", 128)),
+                nsp=bool(_field(data_config, "nsp", True)),
+                short_seq_prob=float(_field(data_config, "short_seq_prob", 0.1)),
+                max_documents=int(_field(data_config, "max_documents", 0)))
+  if name == "movie_reviews_text":
+    from bert_jax.datasets.movie_reviews_text import MovieReviewsText as cls
+    config = base.pretraining_config(**kwargs)
+  elif name == "local_text":
+    from bert_jax.datasets import local_text
+    cls = local_text.LocalText
+    text_files = _field(data_config, "text_files", "")
+    if not text_files:
+      raise ValueError("data.name='local_text' needs data.text_files (a glob or folder "
+                       "of .txt/.txt.gz/.jsonl files)")
+    tag = "f" + local_text.files_fingerprint(local_text.list_files(text_files))
+    config = base.pretraining_config(source=text_files, source_tag=tag, **kwargs)
+  elif name in CLASSIFICATION_BUILDERS:
+    raise ValueError(f"data.name={name!r} is a classification dataset, not a corpus")
+  else:  # a prepared TFDS text dataset, packed by tfds_text
+    from bert_jax.datasets import tfds_text
+    cls = tfds_text.TfdsText
+    features = tfds_text.open_prepared(name, data_dir).info.features  # fail early
+    text_key = _field(data_config, "text_key", "text")
+    if text_key not in features:
+      raise ValueError(f"{name}: no text feature {text_key!r} (features: "
+                       f"{sorted(features)}); set data.text_key")
+    tag = name.replace("/", "-").replace(":", "-")
+    config = base.pretraining_config(source=name, source_tag=tag, text_key=text_key,
+                                     **kwargs)
+  builder = cls(config=config, data_dir=data_dir)
+  return _prepared(builder)
+
+
+def classification_builder(data_config, data_dir: str | None = None):
+  """The prepared labelled dataset of `data_config` (text, label; prepared on first use)."""
+  data_dir = data_dir or default_data_dir()
+  name = data_config.name
+  if name == "rotten_tomatoes":
     from bert_jax.datasets.rotten_tomatoes import RottenTomatoes
     builder = RottenTomatoes(data_dir=data_dir)
   elif name == "local_classification":
@@ -116,9 +108,26 @@ def get_builder(data_config, data_dir: str | None = None, task: str | None = Non
   else:
     from bert_jax.datasets import tfds_text
     return tfds_text.open_prepared(name, data_dir)
+  return _prepared(builder)
+
+
+def _prepared(builder):
+  import tensorflow_datasets as tfds
   builder.download_and_prepare(file_format="array_record",
                                download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder
+
+
+def get_builder(data_config, data_dir: str | None = None, kind: str | None = None):
+  """The prepared builder of `data_config`: kind "corpus" (`pretraining_builder`) or
+  "labelled" (`classification_builder`); our corpora's names imply "corpus", any other name
+  defaults to "labelled"."""
+  if kind not in (None, "corpus", "labelled"):
+    raise ValueError(f"kind={kind!r} is not 'corpus' or 'labelled'")
+  kind = kind or ("corpus" if data_config.name in PRETRAINING_BUILDERS else "labelled")
+  if kind == "corpus":
+    return pretraining_builder(data_config, data_dir)
+  return classification_builder(data_config, data_dir)
 
 
 def prepare(data_config, data_dir: str | None = None):

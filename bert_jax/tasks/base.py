@@ -1,0 +1,167 @@
+"""The task interface: what one kind of training job owns, apart from the loop that runs it.
+
+A task is a frozen dataclass (its settings, e.g. masking or the label names) with three groups
+of methods, used by `steps.py` (device side) and `train.py` / the CLIs (host side):
+
+  building    `model(cfg)`, `hf_head`, `checkpoint_info()`, `from_config(config, info)`
+  data        `data_info(config)`, `iterator(config, split, ...)`: host examples -> fixed-shape
+              numpy batches, with `example_mask` [batch] (0 on padding rows)
+  device      `prepare(rng, batch, axis_name)`: in-step preparation (MLM masking);
+              `denominators(batch)`: local counts the loss divides by (summed over devices and
+              micro-batches before any loss is taken); `forward(...) -> (sums, outputs)`;
+              `loss(sums, denominators)`
+  host        `summarize(sums)`: sums -> reported means; `host_metrics(outputs, rows)` (metrics
+              that need every prediction, e.g. entity F1); `finish(run)`: the report and
+              prediction files after the final evaluation; `predict(...)` for the CLI
+
+Metric names: a device-side sum ends in `_sum`, its denominator in `_count`; `summarize`
+reports means under plain names (`mlm_loss_sum / mlm_count -> mlm_loss`). Everything else a
+step returns (norms, learning rate) is a per-step scalar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import numpy as np
+
+from bert_jax.config import BertConfig
+
+Array = jax.Array
+Batch = dict[str, Any]
+Metrics = dict[str, Array]
+
+
+def is_sum(key: str) -> bool:
+  """Metrics that add up over batches, steps and devices."""
+  return key.endswith("_sum") or key.endswith("_count")
+
+
+def mean(sums: dict[str, float], total: str, count: str) -> float:
+  return sums[total] / max(sums[count], 1.0)
+
+
+@dataclasses.dataclass
+class FinishedRun:
+  """What `Task.finish` gets after the final evaluation of a run (host values)."""
+
+  workdir: str
+  config: Any                  # the experiment ConfigDict
+  model_config: BertConfig
+  params: Any                  # host parameter tree
+  num_params: int
+  tokenizer: Any               # bert_jax.tokenizer.Tokenizer
+  eval_results: dict           # final metrics (with "step")
+  outputs: dict[str, np.ndarray]  # task outputs of the final evaluation, real rows in order
+  rows: dict[str, np.ndarray]  # the host batch keys of those rows (`host_keys`)
+  wall_time_s: float
+  device: str
+
+
+class Task:
+  """Base class; subclasses are frozen dataclasses registered by module name."""
+
+  name: ClassVar[str] = ""
+  best_metric: ClassVar[str | None] = None  # eval metric (higher is better) kept in best/
+  host_keys: ClassVar[tuple[str, ...]] = ()  # eval batch keys `finish`/`host_metrics` read
+
+  # --- building ----------------------------------------------------------------------------
+
+  @classmethod
+  def from_config(cls, config, info: dict) -> Task:
+    """The task of an experiment config, given `data_info(config)`."""
+    raise NotImplementedError
+
+  @classmethod
+  def from_checkpoint_info(cls, info: dict) -> Task:
+    """The task stored in a checkpoint's metadata (`checkpoint_info()`)."""
+    raise NotImplementedError
+
+  @classmethod
+  def from_transformers_config(cls, path: str, hf_config: dict) -> Task:
+    """The task of a transformers directory with this task's head (its config.json)."""
+    raise ValueError(f"{path}: reading a transformers {cls.name} model is not supported")
+
+  def checkpoint_info(self) -> dict:
+    """JSON-ready settings saved with every checkpoint (labels, NSP, ...)."""
+    return {}
+
+  @property
+  def hf_head(self) -> str | None:
+    """The `hf.load_hf_checkpoint` head of this task's model (transformers architecture)."""
+    raise NotImplementedError
+
+  def model(self, cfg: BertConfig):
+    raise NotImplementedError
+
+  def export_params(self, params: dict) -> dict:
+    """Our parameter tree -> the tree `hf.save_hf_checkpoint(head=self.hf_head)` takes."""
+    return params
+
+  # --- data (host) -------------------------------------------------------------------------
+
+  @classmethod
+  def data_info(cls, config) -> dict:
+    """Prepares the data of `config.data` and describes it: vocab_file, vocab_size,
+    num_examples {split: n}, and whatever `from_config` needs (e.g. label_names)."""
+    raise NotImplementedError
+
+  def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
+               num_epochs: int | None, process_index: int = 0, process_count: int = 1):
+    """A resumable `input_pipeline.DataIterator` over this process's rows of each batch."""
+    raise NotImplementedError
+
+  def dummy_batch(self, seq_len: int) -> dict[str, np.ndarray]:
+    """A one-row batch with the keys and shapes `model.init` needs."""
+    return {k: np.zeros((1, seq_len), np.int32)
+            for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+  def device_keys(self, batch: dict) -> dict:
+    """The part of a host batch the step reads (the rest stays on the host)."""
+    return {k: v for k, v in batch.items() if k not in self.host_only_keys}
+
+  host_only_keys: ClassVar[tuple[str, ...]] = ()
+
+  # --- device (pure) -----------------------------------------------------------------------
+
+  @property
+  def required_keys(self) -> tuple[str, ...]:
+    """Batch keys the step reads (a missing one is named before tracing gets far)."""
+    return ("input_ids", "attention_mask", "token_type_ids")
+
+  def prepare(self, rng: Array, batch: Batch, axis_name: str | None) -> Batch:
+    del rng, axis_name
+    return batch
+
+  def denominators(self, batch: Batch) -> Metrics:
+    raise NotImplementedError
+
+  def forward(self, model, params, batch: Batch, *, deterministic: bool,
+              dropout_rng: Array | None) -> tuple[Metrics, dict[str, Array]]:
+    """(metric sums, per-row outputs for the host); outputs may be {}."""
+    raise NotImplementedError
+
+  def loss(self, sums: Metrics, denominators: Metrics) -> Array:
+    raise NotImplementedError
+
+  # --- host --------------------------------------------------------------------------------
+
+  def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+    raise NotImplementedError
+
+  def host_metrics(self, outputs: dict[str, np.ndarray], rows: dict[str, np.ndarray]
+                   ) -> dict[str, float]:
+    """Metrics over all predictions of an evaluation (real rows, in eval order)."""
+    del outputs, rows
+    return {}
+
+  def finish(self, run: FinishedRun) -> list[str]:
+    """Writes the report and prediction files of a finished run; returns their paths."""
+    del run
+    return []
+
+
+def rngs(deterministic: bool, dropout_rng):
+  return None if deterministic else {"dropout": dropout_rng}

@@ -1,0 +1,230 @@
+"""Sentence (and sentence-pair) classification: BERT + pooler + linear over [CLS].
+
+Data: `datasets.classification_builder` (Rotten Tomatoes, your CSV / JSON Lines, any prepared
+TFDS dataset with a ClassLabel), tokenized per batch (longest-first truncation for pairs).
+Loss: mean cross-entropy over the real examples. Reported: loss, accuracy, num_examples; the
+final evaluation writes report.md (confusion matrix, accuracy by length, the most confidently
+wrong examples) and predictions.jsonl.
+
+Batch keys: input_ids, attention_mask, token_type_ids [batch, length], label [batch],
+example_mask [batch].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax import losses
+from bert_jax.config import BertConfig
+from bert_jax.tasks.base import FinishedRun, Task, is_sum, mean, rngs
+
+FIELDS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification(Task):
+  """One label per text (or text pair)."""
+
+  num_labels: int
+  label_names: tuple[str, ...] = ()
+
+  name = "classification"
+  best_metric = "accuracy"
+  host_keys = ("input_ids", "label")
+
+  # --- building ----------------------------------------------------------------------------
+
+  @classmethod
+  def from_config(cls, config, info: dict) -> Classification:
+    return cls(num_labels=len(info["label_names"]), label_names=tuple(info["label_names"]))
+
+  @classmethod
+  def from_checkpoint_info(cls, info: dict) -> Classification:
+    return cls(num_labels=len(info["label_names"]), label_names=tuple(info["label_names"]))
+
+  @classmethod
+  def from_transformers_config(cls, path: str, hf_config: dict) -> Classification:
+    return cls(*_labels_of(path, hf_config))
+
+  def checkpoint_info(self) -> dict:
+    return {"label_names": list(self.label_names)}
+
+  hf_head = "classification"
+
+  def model(self, cfg: BertConfig):
+    from bert_jax.model import BertForSequenceClassification
+    return BertForSequenceClassification(cfg, self.num_labels)
+
+  # --- data --------------------------------------------------------------------------------
+
+  @classmethod
+  def data_info(cls, config) -> dict:
+    from bert_jax import datasets, input_pipeline
+    from bert_jax.tokenizer import Tokenizer
+    data = config.data
+    builder = datasets.classification_builder(data, data.get("data_dir") or None)
+    label_key = _keys(data, builder)[2]
+    label = builder.info.features[label_key]
+    if not hasattr(label, "names"):
+      raise ValueError(f"{builder.name}: feature {label_key!r} is not a ClassLabel, so the "
+                       "label names are unknown")
+    tokenizer = Tokenizer(data.get("vocab_file") or "")
+    return {**input_pipeline.builder_info(builder, data.name),
+            "label_names": list(label.names), "max_seq_length": int(data.max_seq_length),
+            "vocab_size": tokenizer.vocab_size, "vocab_file": tokenizer.vocab_file}
+
+  def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
+               num_epochs: int | None, process_index: int = 0, process_count: int = 1,
+               **kwargs):
+    return make_iterator(config.data, split=split, global_batch_size=global_batch_size,
+                         seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+                         process_index=process_index, process_count=process_count,
+                         data_dir=config.data.get("data_dir") or None, **kwargs)
+
+  # --- device ------------------------------------------------------------------------------
+
+  required_keys = FIELDS + ("label",)
+
+  def denominators(self, batch):
+    return {"count": jnp.sum(losses.example_mask(batch))}
+
+  def forward(self, model, params, batch, *, deterministic, dropout_rng):
+    logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                         batch["token_type_ids"], deterministic=deterministic,
+                         rngs=rngs(deterministic, dropout_rng))  # [batch, labels]
+    ex = losses.example_mask(batch)  # [batch]
+    sums = {
+        "loss_sum": jnp.sum(losses.cross_entropy(logits, batch["label"]) * ex),
+        "correct_sum": jnp.sum(losses.top1_correct(logits, batch["label"]) * ex),
+        "count": jnp.sum(ex),
+        "tokens_sum": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
+    }
+    return sums, {"probs": jax.nn.softmax(logits.astype(jnp.float32), -1)}
+
+  def loss(self, sums, denominators):
+    return sums["loss_sum"] / jnp.maximum(denominators["count"], 1.0)
+
+  # --- host --------------------------------------------------------------------------------
+
+  def summarize(self, sums):
+    out = {k: v for k, v in sums.items() if not is_sum(k)}
+    out["loss"] = mean(sums, "loss_sum", "count")
+    out["accuracy"] = mean(sums, "correct_sum", "count")
+    out["num_examples"] = sums["count"]
+    out["num_tokens"] = sums.get("tokens_sum", 0.0)
+    return out
+
+  def finish(self, run: FinishedRun) -> list[str]:
+    from bert_jax import report
+    tok = run.tokenizer
+    texts = [tok.decode(ids) for ids in run.rows["input_ids"]]
+    labels, probs = run.rows["label"], run.outputs["probs"]
+    names = list(self.label_names)
+    analysis = report.error_analysis(texts, labels, probs, names)
+    predictions = os.path.join(run.workdir, "predictions.jsonl")
+    report.write_lines(predictions, (json.dumps(
+        {"text": t, "label": names[int(g)], "predicted": names[int(p.argmax())],
+         "probability": round(float(p.max()), 6)}) for t, g, p in zip(texts, labels, probs)))
+    md = report.write_report(
+        run, analysis=analysis, failure_lines=report.classification_failure_lines(analysis),
+        examples=[(report.EXAMPLE_SINGLE, None), report.EXAMPLE_PAIR])
+    return [md, predictions]
+
+  # --- prediction --------------------------------------------------------------------------
+
+  def predict(self, model, params, tokenizer, texts: list[str], *, max_length: int,
+              batch_size: int = 64) -> np.ndarray:
+    """Texts -> probabilities [n, num_labels] (length buckets: see `inference.batches`)."""
+    from bert_jax import inference
+    apply = jax.jit(lambda p, b: jax.nn.softmax(model.apply(
+        {"params": p}, b["input_ids"], b["attention_mask"], b["token_type_ids"]
+    ).astype(jnp.float32), -1))
+    probs = np.zeros((len(texts), self.num_labels), np.float32)
+    for rows, enc in inference.batches(tokenizer, texts, max_length=max_length,
+                                       batch_size=batch_size):
+      probs[rows] = np.asarray(apply(params, {k: jnp.asarray(enc[k]) for k in FIELDS}))[
+          :len(rows)]
+    return probs
+
+
+TASK = Classification
+
+
+def _labels_of(path: str, hf_config: dict) -> tuple[int, tuple[str, ...]]:
+  """(num_labels, names) from a transformers config.json's id2label."""
+  id2label = hf_config.get("id2label") or {}
+  if not id2label:
+    raise ValueError(f"{path}/config.json has no id2label: not a fine-tuned classifier")
+  names = tuple(id2label[k] for k in sorted(id2label, key=int))
+  return len(names), names
+
+
+def _keys(data_config, builder) -> tuple[str, str, str]:
+  """(text, text pair or "", label) feature names of a labelled dataset."""
+  from bert_jax import datasets
+  if data_config.name in datasets.CLASSIFICATION_BUILDERS:
+    return "text", "text_pair" if "text_pair" in builder.info.features else "", "label"
+  from bert_jax.input_pipeline import field
+  keys = (field(data_config, "text_key", "text"), field(data_config, "text_pair_key", ""),
+          field(data_config, "label_key", "label"))
+  missing = [k for k in keys if k and k not in builder.info.features]
+  if missing:
+    raise ValueError(f"{builder.name}: no feature {missing[0]!r} (features: "
+                     f"{sorted(builder.info.features)}); set data.text_key / "
+                     f"data.text_pair_key / data.label_key")
+  return keys
+
+
+class _ClassificationBatch:
+  """[B] record indices -> the classification batch (texts tokenized here)."""
+
+  def __init__(self, source, tokenizer, max_seq_length: int, text_key: str,
+               text_pair_key: str, label_key: str):
+    self.source, self.tokenizer, self.max_seq_length = source, tokenizer, max_seq_length
+    self.text_key, self.text_pair_key, self.label_key = text_key, text_pair_key, label_key
+
+  def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    from bert_jax.input_pipeline import text
+    real = indices >= 0
+    records = self.source.__getitems__([int(i) for i in indices[real]])
+    batch = {k: np.zeros((len(indices), self.max_seq_length), np.int32) for k in FIELDS}
+    label = np.zeros(len(indices), np.int32)
+    if records:
+      texts = [text(r[self.text_key]) for r in records]
+      pairs = [text(r[self.text_pair_key]) for r in records] if self.text_pair_key else None
+      encoded = self.tokenizer.encode_batch(texts, pairs, max_length=self.max_seq_length)
+      for k in FIELDS:
+        batch[k][real] = encoded[k]  # [B, S]
+      label[real] = [int(r[self.label_key]) for r in records]
+    batch["label"] = label  # [B]
+    batch["example_mask"] = real.astype(np.int32)  # [B]
+    return batch
+
+
+def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
+                  num_epochs: int | None, process_index: int = 0, process_count: int = 1,
+                  data_dir: str | None = None, num_threads: int = 2, prefetch_batches: int = 4):
+  """Batches of labelled text (int32): `input_ids`, `attention_mask`, `token_type_ids`
+  [B, S] (S = data_config.max_seq_length), `label` [B], `example_mask` [B].
+
+  Labels are passed through as stored (e.g. GLUE test splits store -1)."""
+  from bert_jax import datasets, input_pipeline
+  from bert_jax.tokenizer import Tokenizer
+  builder = datasets.classification_builder(data_config, data_dir)
+  source = input_pipeline.data_source(builder, split)
+  tokenizer = Tokenizer(input_pipeline.field(data_config, "vocab_file", ""))
+  max_seq_length = int(input_pipeline.field(data_config, "max_seq_length", 128))
+  to_batch = _ClassificationBatch(source, tokenizer, max_seq_length,
+                                  *_keys(data_config, builder))
+  fingerprint = input_pipeline.fingerprint(builder, split, vocab=tokenizer.vocab_hash,
+                                           max_seq_length=max_seq_length)
+  return input_pipeline.make_iterator(
+      source, to_batch, global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
+      num_epochs=num_epochs, fingerprint=fingerprint, process_index=process_index,
+      process_count=process_count, num_threads=num_threads, prefetch_batches=prefetch_batches)

@@ -1,0 +1,241 @@
+"""Masked-language-model pretraining (+ next-sentence prediction when `data.nsp`).
+
+Batches come from a prepared corpus (`datasets.pretraining_builder`: packed token ids);
+`prepare` masks them inside the step (BERT's 15% / 80-10-10, `masking.py`), keyed by each
+row's global index so the masks do not depend on the device layout. The loss is the mean
+cross-entropy over masked tokens (+ the mean NSP cross-entropy), with global denominators.
+
+Batch keys: input_ids, attention_mask, token_type_ids, special_tokens_mask, word_starts
+[batch, length] int32; next_sentence_label [batch] (NSP); example_mask [batch].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax import losses
+from bert_jax.config import BertConfig
+from bert_jax.masking import MaskedBatch, mask_tokens
+from bert_jax.tasks.base import Task, is_sum, mean, rngs
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskingConfig:
+  """BERT's corruption: `mask_prob` of eligible tokens, at most `max_predictions` per row."""
+
+  vocab_size: int
+  mask_token_id: int
+  mask_prob: float = 0.15
+  max_predictions: int = 20
+  whole_word: bool = False
+
+
+def apply_masking(rng: jax.Array, batch: dict, masking: MaskingConfig,
+                  axis_name: str | None = None) -> MaskedBatch:
+  """Runs `mask_tokens` on a batch; rows are keyed by their global index."""
+  ids = batch["input_ids"]
+  masked = mask_tokens(
+      rng, ids, batch["special_tokens_mask"], vocab_size=masking.vocab_size,
+      mask_token_id=masking.mask_token_id, mask_prob=masking.mask_prob,
+      max_predictions=masking.max_predictions,
+      word_starts=batch.get("word_starts") if masking.whole_word else None,
+      attention_mask=batch["attention_mask"], row_ids=losses.row_ids(ids.shape[0], axis_name))
+  weights = masked.masked_weights * losses.example_mask(batch)[:, None]
+  return masked.replace(masked_weights=weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretraining(Task):
+  """MLM (+ NSP) on packed token ids."""
+
+  masking: MaskingConfig
+  nsp: bool = False
+
+  name = "pretraining"
+
+  # --- building ----------------------------------------------------------------------------
+
+  @classmethod
+  def from_config(cls, config, info: dict) -> Pretraining:
+    m = config.masking
+    masking = MaskingConfig(
+        vocab_size=int(info["vocab_size"]), mask_token_id=int(info["mask_token_id"]),
+        mask_prob=float(m.mask_prob), max_predictions=int(m.max_predictions_per_seq),
+        whole_word=bool(m.whole_word))
+    return cls(masking=masking, nsp=bool(config.data.nsp))
+
+  @classmethod
+  def from_checkpoint_info(cls, info: dict) -> Pretraining:
+    return cls(masking=MaskingConfig(**info["masking"]), nsp=bool(info["nsp"]))
+
+  @classmethod
+  def from_transformers_config(cls, path: str, hf_config: dict) -> Pretraining:
+    import os
+
+    from bert_jax.tokenizer import Tokenizer, default_vocab_file
+    vocab = os.path.join(path, "vocab.txt")
+    tok = Tokenizer(vocab if os.path.exists(vocab) else default_vocab_file())
+    nsp = "BertForPreTraining" in (hf_config.get("architectures") or ())
+    return cls(MaskingConfig(vocab_size=tok.vocab_size, mask_token_id=tok.mask_id), nsp=nsp)
+
+  def checkpoint_info(self) -> dict:
+    return {"masking": dataclasses.asdict(self.masking), "nsp": self.nsp}
+
+  @property
+  def hf_head(self) -> str:
+    return "pretraining" if self.nsp else "mlm"
+
+  def model(self, cfg: BertConfig):
+    from bert_jax.model import BertForMaskedLM, BertForPreTraining
+    return BertForPreTraining(cfg) if self.nsp else BertForMaskedLM(cfg)
+
+  def export_params(self, params: dict) -> dict:
+    if self.nsp:
+      return params
+    # BertForMaskedLM's encoder has no pooler.
+    return {**params, "bert": {k: v for k, v in params["bert"].items() if k != "pooler"}}
+
+  # --- data --------------------------------------------------------------------------------
+
+  @classmethod
+  def data_info(cls, config) -> dict:
+    from bert_jax import datasets, input_pipeline
+    from bert_jax.tokenizer import Tokenizer
+    builder = datasets.pretraining_builder(config.data, config.data.get("data_dir") or None)
+    bc = builder.builder_config
+    tokenizer = Tokenizer(bc.vocab_file)
+    return {**input_pipeline.builder_info(builder, config.data.name),
+            "label_names": [], "max_seq_length": bc.max_seq_length, "nsp": bc.nsp,
+            "short_seq_prob": bc.short_seq_prob, "vocab_size": tokenizer.vocab_size,
+            "vocab_file": tokenizer.vocab_file, "mask_token_id": tokenizer.mask_id}
+
+  def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
+               num_epochs: int | None, process_index: int = 0, process_count: int = 1,
+               **kwargs):
+    """Batches of packed pretraining examples (int32): `input_ids`, `attention_mask`,
+    `token_type_ids`, `special_tokens_mask`, `word_starts` [B, S], `next_sentence_label`
+    [B] (when data.nsp), `example_mask` [B]; B = global_batch_size // process_count."""
+    return make_iterator(config.data, split=split, global_batch_size=global_batch_size,
+                         seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+                         process_index=process_index, process_count=process_count,
+                         data_dir=config.data.get("data_dir") or None, **kwargs)
+
+  # --- device ------------------------------------------------------------------------------
+
+  @property
+  def required_keys(self):
+    return ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask") + (
+        ("next_sentence_label",) if self.nsp else ())
+
+  def prepare(self, rng, batch, axis_name):
+    return {**batch, "masked": apply_masking(rng, batch, self.masking, axis_name)}
+
+  def denominators(self, batch):
+    counts = {"mlm_count": jnp.sum(batch["masked"].masked_weights)}
+    if self.nsp:
+      counts["nsp_count"] = jnp.sum(losses.example_mask(batch))
+    return counts
+
+  def forward(self, model, params, batch, *, deterministic, dropout_rng):
+    masked = batch["masked"]
+    out = model.apply({"params": params}, masked.input_ids, batch["attention_mask"],
+                      batch["token_type_ids"], masked.masked_positions,
+                      deterministic=deterministic, rngs=rngs(deterministic, dropout_rng))
+    mlm_logits, nsp_logits = out if self.nsp else (out, None)  # [batch, P, vocab], [batch, 2]
+    w = masked.masked_weights
+    sums = {
+        "mlm_loss_sum": jnp.sum(losses.cross_entropy(mlm_logits, masked.masked_labels) * w),
+        "mlm_correct_sum": jnp.sum(losses.top1_correct(mlm_logits, masked.masked_labels) * w),
+        "mlm_count": jnp.sum(w),
+        "tokens_sum": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
+    }
+    if self.nsp:
+      ex, labels = losses.example_mask(batch), batch["next_sentence_label"]
+      sums["nsp_loss_sum"] = jnp.sum(losses.cross_entropy(nsp_logits, labels) * ex)
+      sums["nsp_correct_sum"] = jnp.sum(losses.top1_correct(nsp_logits, labels) * ex)
+      sums["nsp_count"] = jnp.sum(ex)
+    return sums, {}
+
+  def loss(self, sums, denominators):
+    loss = sums["mlm_loss_sum"] / jnp.maximum(denominators["mlm_count"], 1.0)
+    if self.nsp:
+      loss += sums["nsp_loss_sum"] / jnp.maximum(denominators["nsp_count"], 1.0)
+    return loss
+
+  # --- host --------------------------------------------------------------------------------
+
+  def summarize(self, sums):
+    out = {k: v for k, v in sums.items() if not is_sum(k)}
+    out["mlm_loss"] = mean(sums, "mlm_loss_sum", "mlm_count")
+    out["mlm_accuracy"] = mean(sums, "mlm_correct_sum", "mlm_count")
+    out["loss"] = out["mlm_loss"]
+    if "nsp_count" in sums:
+      out["nsp_loss"] = mean(sums, "nsp_loss_sum", "nsp_count")
+      out["nsp_accuracy"] = mean(sums, "nsp_correct_sum", "nsp_count")
+      out["loss"] += out["nsp_loss"]
+    out["num_tokens"] = sums.get("tokens_sum", 0.0)
+    return out
+
+
+TASK = Pretraining
+FIELDS = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask", "word_starts")
+
+
+# --- the corpus as batches -------------------------------------------------------------------
+
+
+class _PretrainingBatch:
+  """[B] record indices -> the pretraining batch (records hold packed token ids)."""
+
+  def __init__(self, source, tokenizer, max_seq_length: int, nsp: bool):
+    self.source, self.tokenizer = source, tokenizer
+    self.max_seq_length, self.nsp = max_seq_length, nsp
+
+  def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    real = indices >= 0
+    records = self.source.__getitems__([int(i) for i in indices[real]])
+    shape = (len(indices), self.max_seq_length)
+    input_ids = np.zeros(shape, np.int32)
+    input_ids[real] = self.tokenizer.pad_id
+    token_type_ids = np.zeros(shape, np.int32)
+    attention_mask = np.zeros(shape, np.int32)
+    next_sentence_label = np.zeros(len(indices), np.int32)
+    for row, record in zip(np.flatnonzero(real), records):
+      length = len(record["input_ids"])
+      input_ids[row, :length] = record["input_ids"]
+      token_type_ids[row, :length] = record["token_type_ids"]
+      attention_mask[row, :length] = 1
+      if self.nsp:
+        next_sentence_label[row] = record["next_sentence_label"]
+    batch = {
+        "input_ids": input_ids,  # [B, S]
+        "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids,
+        "special_tokens_mask": self.tokenizer.special_tokens_mask(input_ids) * real[:, None],
+        "word_starts": self.tokenizer.word_starts(input_ids) * attention_mask,
+    }
+    if self.nsp:
+      batch["next_sentence_label"] = next_sentence_label  # [B]
+    batch["example_mask"] = real.astype(np.int32)  # [B]
+    return batch
+
+
+def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
+                  num_epochs: int | None, process_index: int = 0, process_count: int = 1,
+                  data_dir: str | None = None, num_threads: int = 2, prefetch_batches: int = 4):
+  """Pretraining batches of `data_config`'s corpus (see `Pretraining.iterator`)."""
+  from bert_jax import datasets, input_pipeline
+  from bert_jax.tokenizer import Tokenizer
+  builder = datasets.pretraining_builder(data_config, data_dir)
+  bc = builder.builder_config
+  source = input_pipeline.data_source(builder, split)
+  to_batch = _PretrainingBatch(source, Tokenizer(bc.vocab_file), bc.max_seq_length, bc.nsp)
+  return input_pipeline.make_iterator(
+      source, to_batch, global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
+      num_epochs=num_epochs, fingerprint=input_pipeline.fingerprint(builder, split),
+      process_index=process_index, process_count=process_count, num_threads=num_threads,
+      prefetch_batches=prefetch_batches)
