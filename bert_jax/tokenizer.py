@@ -181,3 +181,25 @@ class Tokenizer:
   def decode(self, ids, skip_special_tokens: bool = True) -> str:
     return self._backend.decode([int(i) for i in np.asarray(ids).reshape(-1)],
                                 skip_special_tokens=skip_special_tokens)
+
+  def encode_words(self, words_batch: Sequence[Sequence[str]]
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pre-split words (NER) -> per sentence (wordpiece ids [P], word index of each piece [P]),
+    both int32, no special tokens. Every word gets at least one piece: a word the normalizer
+    empties (only control or zero-width characters) becomes one [UNK], so no word loses its
+    label."""
+    encodings = self._backend.encode_batch([list(words) for words in words_batch],
+                                           is_pretokenized=True, add_special_tokens=False)
+    out = []
+    for words, encoding in zip(words_batch, encodings):
+      ids = np.array(encoding.ids, np.int32)
+      word_ids = np.array(encoding.word_ids, np.int32)  # non-decreasing: words stay in order
+      present = np.zeros(len(words), bool)
+      present[word_ids] = True
+      missing = np.flatnonzero(~present)
+      if missing.size:
+        at = np.searchsorted(word_ids, missing)  # before the next word's pieces
+        ids = np.insert(ids, at, self.unk_id)
+        word_ids = np.insert(word_ids, at, missing.astype(np.int32))
+      out.append((ids, word_ids))
+    return out
