@@ -21,7 +21,7 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bert_jax import input_pipeline  # noqa: E402
+from bert_jax.tasks import pretraining  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
                                max_seq_length=args.max_seq_length, short_seq_prob=0.1,
                                max_documents=args.max_documents)
   start = time.perf_counter()
-  info = input_pipeline.dataset_info(data, args.data_dir)
+  info = pretraining.data_info(data, args.data_dir)
   prepare_s = time.perf_counter() - start
   meta = info["metadata"]
   documents = sum(meta[s]["documents"] for s in info["num_examples"])
@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
   print(f"corpus: {documents:,} documents, {tokens:,} wordpiece tokens; examples "
         f"{info['num_examples']} ({info['config_name']}); prepare/open took {prepare_s:.1f}s")
 
-  iterator = input_pipeline.make_pretraining_iterator(
+  iterator = pretraining.make_iterator(
       data, split="train", global_batch_size=args.batch_size, seed=0, shuffle=True,
       num_epochs=None, data_dir=args.data_dir)
   for _ in range(5):  # warm up threads and page cache

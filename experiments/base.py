@@ -11,7 +11,7 @@ from bert_jax import sharding
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = "pretraining"  # or "classification"
+  c.task = "pretraining"  # a module of bert_jax/tasks (bert_jax.tasks.names())
   c.seed = 0
   c.init_from = ""  # a bert_jax workdir/checkpoint or a transformers BERT directory
 
@@ -27,7 +27,11 @@ def get_config() -> ml_collections.ConfigDict:
       name="movie_reviews_text", data_dir="", vocab_file="", max_seq_length=128, nsp=False,
       short_seq_prob=0.1, text_files="", train_file="", eval_file="", text_key="text",
       text_pair_key="", label_key="label", label_names="", max_documents=0,
-      train_split="train", eval_split="validation"))
+      train_split="train", eval_split="validation",
+      # token_classification: CoNLL tag column, label every piece of a word (not the first).
+      tag_column=-1, label_all_pieces=False,
+      # question_answering: question pieces kept, window overlap, answer search.
+      max_query_length=64, doc_stride=128, n_best_size=20, max_answer_length=30))
   c.masking = ml_collections.ConfigDict(dict(
       mask_prob=0.15, max_predictions_per_seq=20, whole_word=False))
   c.optimizer = ml_collections.ConfigDict(dict(

@@ -304,13 +304,12 @@ def prepared_by_name(data_dir):
 
 def test_prepared_dataset_by_name(prepared_by_name, data_dir, tmp_path):
   config = cfg(name=prepared_by_name, text_key="sentence", nsp=True, max_seq_length=32)
-  assert datasets.task_of(config, data_dir) == "classification"
   builder = datasets.get_builder(config, data_dir)
   assert builder.info.splits["validation"].num_examples == 20
-  from bert_jax import input_pipeline
-  info = input_pipeline.dataset_info(config, data_dir)
-  assert info["label_names"] == ["negative", "positive"] and info["task"] == "classification"
-  batches = list(input_pipeline.make_classification_iterator(
+  from bert_jax.tasks import classification
+  info = classification.data_info(config, data_dir)
+  assert info["label_names"] == ["negative", "positive"]
+  batches = list(classification.make_iterator(
       config, split="validation", global_batch_size=8, seed=0, shuffle=False, num_epochs=1,
       data_dir=data_dir))
   assert len(batches) == 3 and sum(int(b["example_mask"].sum()) for b in batches) == 20

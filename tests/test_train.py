@@ -93,11 +93,16 @@ def test_pretraining_writes_metrics_checkpoints_and_results(pretrained):
 def test_fill_mask_and_export_from_workdir(pretrained, tmp_path):
   from bert_jax import export, fill_mask, inference
   workdir, _ = pretrained
-  loaded = inference.load(workdir, head="mlm")
+  loaded = inference.load(workdir)
+  assert loaded.task_name == "pretraining" and not loaded.task.nsp
   (fillers,), = fill_mask.fill_mask(loaded, ["I love [MASK] language processing."], top_k=3)
   assert len(fillers) == 3 and fillers[0][1] >= fillers[1][1] >= fillers[2][1]
   out = str(tmp_path / "hf")
-  assert export.export(workdir, out) == "mlm"
+  assert export.export(workdir, out) == "BertForMaskedLM"
+  with pytest.raises(ValueError, match="not empty; pass --overwrite"):
+    export.export(workdir, out)
+  with pytest.raises(ValueError, match="is a bert_jax workdir"):
+    export.export(workdir, workdir, overwrite=True)
 
   import torch
   import transformers

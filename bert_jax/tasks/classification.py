@@ -65,19 +65,7 @@ class Classification(Task):
 
   @classmethod
   def data_info(cls, config) -> dict:
-    from bert_jax import datasets, input_pipeline
-    from bert_jax.tokenizer import Tokenizer
-    data = config.data
-    builder = datasets.classification_builder(data, data.get("data_dir") or None)
-    label_key = _keys(data, builder)[2]
-    label = builder.info.features[label_key]
-    if not hasattr(label, "names"):
-      raise ValueError(f"{builder.name}: feature {label_key!r} is not a ClassLabel, so the "
-                       "label names are unknown")
-    tokenizer = Tokenizer(data.get("vocab_file") or "")
-    return {**input_pipeline.builder_info(builder, data.name),
-            "label_names": list(label.names), "max_seq_length": int(data.max_seq_length),
-            "vocab_size": tokenizer.vocab_size, "vocab_file": tokenizer.vocab_file}
+    return data_info(config.data, config.data.get("data_dir") or None)
 
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                num_epochs: int | None, process_index: int = 0, process_count: int = 1,
@@ -205,6 +193,24 @@ class _ClassificationBatch:
     batch["label"] = label  # [B]
     batch["example_mask"] = real.astype(np.int32)  # [B]
     return batch
+
+
+def data_info(data_config, data_dir: str | None = None) -> dict:
+  """Prepares the labelled dataset if needed and describes it: name, num_examples
+  {split: n}, label_names, max_seq_length, vocab_file, vocab_size."""
+  from bert_jax import datasets, input_pipeline
+  from bert_jax.tokenizer import Tokenizer
+  builder = datasets.classification_builder(data_config, data_dir)
+  label_key = _keys(data_config, builder)[2]
+  label = builder.info.features[label_key]
+  if not hasattr(label, "names"):
+    raise ValueError(f"{builder.name}: feature {label_key!r} is not a ClassLabel, so the "
+                     "label names are unknown")
+  tokenizer = Tokenizer(input_pipeline.field(data_config, "vocab_file", ""))
+  return {**input_pipeline.builder_info(builder, data_config.name),
+          "label_names": list(label.names),
+          "max_seq_length": int(input_pipeline.field(data_config, "max_seq_length", 128)),
+          "vocab_size": tokenizer.vocab_size, "vocab_file": tokenizer.vocab_file}
 
 
 def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,

@@ -103,15 +103,7 @@ class Pretraining(Task):
 
   @classmethod
   def data_info(cls, config) -> dict:
-    from bert_jax import datasets, input_pipeline
-    from bert_jax.tokenizer import Tokenizer
-    builder = datasets.pretraining_builder(config.data, config.data.get("data_dir") or None)
-    bc = builder.builder_config
-    tokenizer = Tokenizer(bc.vocab_file)
-    return {**input_pipeline.builder_info(builder, config.data.name),
-            "label_names": [], "max_seq_length": bc.max_seq_length, "nsp": bc.nsp,
-            "short_seq_prob": bc.short_seq_prob, "vocab_size": tokenizer.vocab_size,
-            "vocab_file": tokenizer.vocab_file, "mask_token_id": tokenizer.mask_id}
+    return data_info(config.data, config.data.get("data_dir") or None)
 
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                num_epochs: int | None, process_index: int = 0, process_count: int = 1,
@@ -222,6 +214,21 @@ class _PretrainingBatch:
       batch["next_sentence_label"] = next_sentence_label  # [B]
     batch["example_mask"] = real.astype(np.int32)  # [B]
     return batch
+
+
+def data_info(data_config, data_dir: str | None = None) -> dict:
+  """Prepares the corpus if needed and describes it: name, num_examples {split: n}, metadata
+  (per split: documents, sentences and tokens read, examples written), max_seq_length, nsp,
+  vocab_file, vocab_size, mask_token_id."""
+  from bert_jax import datasets, input_pipeline
+  from bert_jax.tokenizer import Tokenizer
+  builder = datasets.pretraining_builder(data_config, data_dir)
+  bc = builder.builder_config
+  tokenizer = Tokenizer(bc.vocab_file)
+  return {**input_pipeline.builder_info(builder, data_config.name),
+          "label_names": [], "max_seq_length": bc.max_seq_length, "nsp": bc.nsp,
+          "short_seq_prob": bc.short_seq_prob, "vocab_size": tokenizer.vocab_size,
+          "vocab_file": tokenizer.vocab_file, "mask_token_id": tokenizer.mask_id}
 
 
 def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,

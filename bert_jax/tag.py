@@ -1,0 +1,50 @@
+"""Tag entities in text lines with a fine-tuned token classifier (NER).
+
+  echo "EU rejects German call to boycott British lamb." | \
+      python -m bert_jax.tag --checkpoint workdirs/ner
+  python -m bert_jax.tag --checkpoint workdirs/ner "Peter Blackburn visited Brussels."
+Prints one JSON object per input line: {"text", "entities": [{"type", "text", "start", "end",
+"score"}]}, character offsets into the line (end exclusive), score the mean probability of the
+entity's words.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+
+from bert_jax import inference
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string("checkpoint", None, "A bert_jax token-classification workdir (or a "
+                      "transformers BertForTokenClassification directory).")
+  flags.DEFINE_integer("batch_size", 32, "Windows per forward pass.")
+
+
+def tag(loaded: inference.Loaded, texts: list[str], batch_size: int = 32) -> list[list[dict]]:
+  """Per text, its entities (see the module docstring)."""
+  from bert_jax.tokenizer import Tokenizer
+  if loaded.task_name != "token_classification":
+    raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not a "
+                     "token classifier; fine-tune one (experiments/ner_conll2003.py)")
+  return loaded.task.tag(loaded.model(), loaded.params, Tokenizer(loaded.vocab_file), texts,
+                         max_length=loaded.max_seq_length, batch_size=batch_size)
+
+
+def main(argv):
+  if not FLAGS.checkpoint:
+    raise app.UsageError('usage: tag --checkpoint DIR ["text" ...] (or lines on stdin)')
+  texts = argv[1:] or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+  loaded = inference.load(FLAGS.checkpoint, task="token_classification")
+  for text, entities in zip(texts, tag(loaded, texts, FLAGS.batch_size)):
+    print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

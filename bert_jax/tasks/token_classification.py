@@ -1,0 +1,324 @@
+"""Token classification (named-entity recognition): a label for every word, BERT + linear.
+
+Data: CoNLL-format files (one token a line, the tag column chosen by `data.tag_column`,
+default the last; `-DOCSTART-` skipped) or JSON Lines `{"tokens": [...], "tags": [...]}` from
+`data.train_file` / `data.eval_file` (`data.name="local_tagged"`), or a TFDS dataset by name
+(e.g. `conll2003`, online only). Tags are IOB2 (IOB1 files are converted); the label list
+comes from the training file in a fixed order (O, then B-/I- per type) and is saved with
+every checkpoint; an eval tag unseen in training is a one-line error.
+
+Words become word pieces; the first piece of each word carries the word's label and the
+other pieces are ignored (`data.label_all_pieces=True` labels every piece). Sentences longer
+than `max_seq_length` are split into overlapping windows at word boundaries; each word is
+predicted by the window where it has the most context (google-research/bert's max-context
+rule, `ner.encode`), so no word is dropped at evaluation. Loss: the mean cross-entropy over
+labelled pieces only. Reported: entity-level precision / recall / F1 (seqeval, CoNLL
+conventions), word accuracy; the final evaluation writes predictions.conll
+(`word gold predicted`, conlleval's format) and report.md.
+
+Batch keys: input_ids, attention_mask, token_type_ids, labels, label_mask [batch, length];
+word_ids, predict_mask [batch, length], sentence_index and sentence_windows [batch] stay on
+the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax import losses
+from bert_jax.config import BertConfig
+from bert_jax.tasks.base import FinishedRun, Task, is_sum, mean, rngs
+
+HOST_KEYS = ("word_ids", "predict_mask", "sentence_index", "sentence_windows", "labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenClassification(Task):
+  """One IOB2 tag per word."""
+
+  label_names: tuple[str, ...]
+  label_all_pieces: bool = False
+
+  name = "token_classification"
+  best_metric = "f1"
+  host_keys = HOST_KEYS
+  host_only_keys = ("word_ids", "predict_mask", "sentence_index", "sentence_windows")
+  hf_head = "token_classification"
+  required_keys = ("input_ids", "attention_mask", "token_type_ids", "labels", "label_mask")
+
+  # --- building ----------------------------------------------------------------------------
+
+  @classmethod
+  def from_config(cls, config, info: dict) -> TokenClassification:
+    return cls(tuple(info["label_names"]), bool(config.data.get("label_all_pieces", False)))
+
+  @classmethod
+  def from_checkpoint_info(cls, info: dict) -> TokenClassification:
+    return cls(tuple(info["label_names"]), bool(info.get("label_all_pieces", False)))
+
+  @classmethod
+  def from_transformers_config(cls, path: str, hf_config: dict) -> TokenClassification:
+    id2label = hf_config.get("id2label") or {}
+    if not id2label:
+      raise ValueError(f"{path}/config.json has no id2label: not a token classifier")
+    return cls(tuple(id2label[k] for k in sorted(id2label, key=int)))
+
+  def checkpoint_info(self) -> dict:
+    return {"label_names": list(self.label_names), "label_all_pieces": self.label_all_pieces}
+
+  def model(self, cfg: BertConfig):
+    from bert_jax.model import BertForTokenClassification
+    return BertForTokenClassification(cfg, len(self.label_names))
+
+  # --- data --------------------------------------------------------------------------------
+
+  @classmethod
+  def data_info(cls, config) -> dict:
+    from bert_jax.datasets import conll
+    from bert_jax.tokenizer import Tokenizer
+    data = config.data
+    train = read_split(data, data.train_split)
+    label_names = conll.label_list(train)
+    evaluation = read_split(data, data.eval_split)
+    conll.check_eval_labels(evaluation, label_names, _source(data, data.eval_split))
+    tokenizer = Tokenizer(data.get("vocab_file") or "")
+    return {"name": data.name, "label_names": label_names,
+            "num_examples": {data.train_split: len(train), data.eval_split: len(evaluation)},
+            "max_seq_length": int(data.max_seq_length), "vocab_size": tokenizer.vocab_size,
+            "vocab_file": tokenizer.vocab_file}
+
+  def features(self, config, split: str) -> tuple[dict[str, np.ndarray], dict]:
+    """(features, stats) of a split: `ner.encode` windows (cached per file and settings)."""
+    data = config.data
+    return _features(_source(data, split), split, _reader_args(data), data.get("vocab_file") or "",
+                     self.label_names, int(data.max_seq_length), self.label_all_pieces)
+
+  def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
+               num_epochs: int | None, process_index: int = 0, process_count: int = 1):
+    from bert_jax import input_pipeline
+    from bert_jax.tokenizer import Tokenizer
+    features, _ = self.features(config, split)
+    source = input_pipeline.ArraySource(features)
+    fingerprint = {"dataset": _source(config.data, split), "split": split,
+                   "num_records": len(source), "labels": list(self.label_names),
+                   "vocab": Tokenizer(config.data.get("vocab_file") or "").vocab_hash,
+                   "max_seq_length": int(config.data.max_seq_length),
+                   "content": _content_hash(features)}
+    return input_pipeline.make_iterator(
+        source, functools.partial(input_pipeline.stack_rows, source),
+        global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+        fingerprint=fingerprint, process_index=process_index, process_count=process_count)
+
+  # --- device ------------------------------------------------------------------------------
+
+  def denominators(self, batch):
+    return {"count": jnp.sum(_label_weights(batch))}
+
+  def forward(self, model, params, batch, *, deterministic, dropout_rng):
+    logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                         batch["token_type_ids"], deterministic=deterministic,
+                         rngs=rngs(deterministic, dropout_rng))  # [batch, length, labels]
+    w = _label_weights(batch)  # [batch, length]
+    sums = {
+        "loss_sum": jnp.sum(losses.cross_entropy(logits, batch["labels"]) * w),
+        "correct_sum": jnp.sum(losses.top1_correct(logits, batch["labels"]) * w),
+        "count": jnp.sum(w),
+        "tokens_sum": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
+    }
+    probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
+    outputs = {"pred": jnp.argmax(probs, -1).astype(jnp.int32),  # [batch, length]
+               "score": jnp.max(probs, -1)}
+    return sums, outputs
+
+  def loss(self, sums, denominators):
+    return sums["loss_sum"] / jnp.maximum(denominators["count"], 1.0)
+
+  # --- host --------------------------------------------------------------------------------
+
+  def summarize(self, sums):
+    out = {k: v for k, v in sums.items() if not is_sum(k)}
+    out["loss"] = mean(sums, "loss_sum", "count")
+    out["piece_accuracy"] = mean(sums, "correct_sum", "count")
+    out["num_labelled_pieces"] = sums["count"]
+    out["num_tokens"] = sums.get("tokens_sum", 0.0)
+    return out
+
+  def word_tags(self, outputs: dict, rows: dict) -> tuple[list, list, list]:
+    """(gold tags, predicted tags, predicted scores) per word of each evaluated sentence."""
+    from bert_jax import ner
+    rows, outputs = _complete_sentences(rows, outputs)
+    n = int(rows["sentence_index"].max()) + 1 if len(rows["sentence_index"]) else 0
+    pred, scores = ner.merge(rows, outputs["pred"], outputs["score"], n)
+    gold, _ = ner.merge(rows, rows["labels"], outputs["score"], n)
+    names = self.label_names
+    return ([[names[i] for i in s] for s in gold], [[names[i] for i in s] for s in pred],
+            scores)
+
+  def host_metrics(self, outputs, rows):
+    from bert_jax import ner
+    gold, pred, _ = self.word_tags(outputs, rows)
+    m = ner.metrics(gold, pred)
+    out = {k: m[k] for k in ("f1", "precision", "recall", "accuracy")}
+    out.update({f"f1_{t}": v["f1"] for t, v in m["per_type"].items()})
+    out["num_sentences"] = float(len(gold))
+    return out
+
+  def finish(self, run: FinishedRun) -> list[str]:
+    from bert_jax import ner, report
+    data = run.config.data
+    sentences = read_split(data, data.eval_split)
+    gold, pred, scores = self.word_tags(run.outputs, run.rows)
+    sentences = sentences[:len(pred)]
+    conll_path = ner.write_conll(os.path.join(run.workdir, "predictions.conll"), sentences,
+                                 pred) or os.path.join(run.workdir, "predictions.conll")
+    analysis = ner.error_analysis(sentences, gold, pred, scores)
+    _, stats = self.features(run.config, data.eval_split)
+    analysis["windows"] = stats
+    example = " ".join(sentences[0].words) if sentences else "EU rejects German call."
+    md = report.write_report(run, analysis=analysis, failure_lines=failure_lines(analysis),
+                             examples=[(example, None)])
+    return [md, conll_path]
+
+  # --- prediction --------------------------------------------------------------------------
+
+  def tag(self, model, params, tokenizer, texts: list[str], *, max_length: int,
+          batch_size: int = 32) -> list[list[dict]]:
+    """Raw text lines -> per line, entities {type, text, start, end, score} (char offsets)."""
+    from bert_jax import inference, ner
+    from bert_jax.datasets.conll import Sentence
+    split = [ner.words_with_spans(t) for t in texts]
+    features, _ = ner.encode([Sentence(tuple(w)) for w, _ in split], tokenizer, None,
+                             max_seq_length=max_length)
+    apply = jax.jit(lambda p, i, m, t: jax.nn.softmax(
+        model.apply({"params": p}, i, m, t).astype(jnp.float32), -1))
+    n = len(features["input_ids"])
+    pred = np.zeros(features["input_ids"].shape, np.int32)
+    score = np.zeros(features["input_ids"].shape, np.float32)
+    for start in range(0, n, batch_size):
+      rows = slice(start, start + batch_size)
+      ids = features["input_ids"][rows]
+      length = inference.bucket_length(int(features["attention_mask"][rows].sum(1).max()),
+                                       max_length)
+      pad = batch_size - len(ids)  # static shapes: the last batch is padded
+      arrays = [np.pad(features[k][rows, :length], ((0, pad), (0, 0)))
+                for k in ("input_ids", "attention_mask", "token_type_ids")]
+      probs = np.asarray(apply(params, *arrays))[:len(ids)]  # [b, length, labels]
+      pred[rows, :length] = probs.argmax(-1)
+      score[rows, :length] = probs.max(-1)
+    word_pred, word_scores = ner.merge(features, pred, score, len(texts))
+    out = []
+    for text, (words, spans), ids, sc in zip(texts, split, word_pred, word_scores):
+      tags = [self.label_names[i] for i in ids]
+      ents = ner.entities(tags, spans, sc)
+      out.append([{"type": e["type"], "text": text[e["start"]:e["end"]], "start": e["start"],
+                   "end": e["end"], "score": round(float(e["score"]), 4)} for e in ents])
+    return out
+
+
+TASK = TokenClassification
+
+
+def failure_lines(analysis: dict) -> list[str]:
+  """The NER failure check: per-type table, entity-type confusion, confident errors."""
+  stats = analysis.get("windows", {})
+  lines = [f"Sentences split into windows (longer than max_seq_length): "
+           f"{stats.get('num_windowed', 0)} of {stats.get('num_sentences', '?')} "
+           f"({stats.get('num_windows', '?')} windows); words longer than a window: "
+           f"{stats.get('num_cut_words', 0)}.", "",
+           "| type | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+  for t, v in sorted(analysis["per_type"].items()):
+    lines.append(f"| {t} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | "
+                 f"{v['support']} |")
+  confusion = analysis["confusion"]
+  cols = sorted({c for row in confusion.values() for c in row})
+  lines += ["", "Entity-type confusion (rows: gold type or spurious; columns: predicted type "
+            "with the same span, or missed):", "",
+            "| gold \\ predicted | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+  for r, row in confusion.items():
+    lines.append(f"| {r} | " + " | ".join(str(row.get(c, 0)) for c in cols) + " |")
+  errors = analysis["confident_errors"]
+  lines += ["", f"The {len(errors)} most confident wrong entities:", "",
+            "| score | predicted | gold there | entity | sentence |", "|---|---|---|---|---|"]
+  for e in errors:
+    sentence = e["text"].replace("|", "\\|")
+    lines.append(f"| {e['score']:.3f} | {e['predicted']} | {e.get('gold') or '-'} | "
+                 f"{e.get('entity', '')} | {sentence} |")
+  return lines
+
+
+def _label_weights(batch) -> jax.Array:
+  """[batch, length] float32: labelled pieces of real rows."""
+  return batch["label_mask"].astype(jnp.float32) * losses.example_mask(batch)[:, None]
+
+
+def _complete_sentences(rows: dict, outputs: dict) -> tuple[dict, dict]:
+  """Keeps the sentences whose windows are all there (`num_eval_batches` may cut the last)."""
+  index = rows["sentence_index"]
+  present = np.bincount(index, minlength=index.max() + 1)[index] if len(index) else index
+  keep = present == rows["sentence_windows"]
+  if keep.all():
+    return rows, outputs
+  return ({k: v[keep] for k, v in rows.items()}, {k: v[keep] for k, v in outputs.items()})
+
+
+def _source(data, split: str) -> str:
+  """The file (or TFDS name) of a split."""
+  if data.name == "local_tagged":
+    path = data.train_file if split == data.train_split else data.eval_file
+    if not path:
+      raise ValueError(f"data.name='local_tagged' needs data.train_file and data.eval_file "
+                       f"(split {split!r} has none)")
+    return os.path.abspath(path)
+  return f"{data.name}:{split}"
+
+
+def _reader_args(data) -> tuple:
+  return (int(data.get("tag_column", -1)), data.get("data_dir") or "")
+
+
+def read_split(data, split: str):
+  """The sentences of a split (IOB2)."""
+  return _read(_source(data, split), split, _reader_args(data))
+
+
+@functools.lru_cache(maxsize=8)
+def _read(source: str, split: str, reader_args: tuple):
+  from bert_jax.datasets import conll
+  tag_column, data_dir = reader_args
+  if ":" in source and not os.path.exists(source):
+    name = source.rsplit(":", 1)[0]
+    return conll.read_tfds(name, split=split, data_dir=data_dir or None)
+  if not os.path.exists(source):
+    raise FileNotFoundError(f"{source}: no such file")
+  if source.endswith((".jsonl", ".json")):
+    return conll.read_jsonl(source)
+  return conll.read_conll(source, tag_column=tag_column)
+
+
+@functools.lru_cache(maxsize=4)
+def _features(source: str, split: str, reader_args: tuple, vocab_file: str,
+              label_names: tuple[str, ...], max_seq_length: int, label_all_pieces: bool):
+  from bert_jax import ner
+  from bert_jax.tokenizer import Tokenizer
+  sentences = _read(source, split, reader_args)
+  label_to_id = {name: i for i, name in enumerate(label_names)}
+  features, stats = ner.encode(sentences, Tokenizer(vocab_file), label_to_id,
+                               max_seq_length=max_seq_length, label_all_pieces=label_all_pieces)
+  index = features["sentence_index"]
+  # [N] windows of each row's sentence: tells a complete sentence in a truncated evaluation.
+  features["sentence_windows"] = np.bincount(index)[index].astype(np.int32)
+  return features, stats
+
+
+def _content_hash(features: dict) -> str:
+  h = hashlib.sha256()
+  for k in sorted(features):
+    h.update(np.ascontiguousarray(features[k]).tobytes())
+  return h.hexdigest()[:12]

@@ -1,0 +1,35 @@
+"""Named-entity recognition on CoNLL-2003, fine-tuning all-MiniLM-L6-v2 (6 layers, hidden 384).
+
+  python -m bert_jax.main --config=experiments/ner_conll2003.py --workdir=workdirs/ner \
+      --config.data.train_file=../shared/data/conll2003/train.txt \
+      --config.data.eval_file=../shared/data/conll2003/dev.txt
+Online, the TFDS dataset works by name instead: --config.data.name=conll2003
+--config.data.eval_split=validation (not tested here: no network).
+
+3 epochs of 14,041 sentences at batch 32 (1,317 steps), lr 5e-5 with 10% warmup. The run
+writes eval_results.json (entity-level f1 / precision / recall, word accuracy), a
+predictions.conll that conlleval re-scores, report.md (per-type table, entity-type confusion,
+the most confident wrong entities) and best/ (the checkpoint with the best dev F1).
+`:short` trains 300 steps (a CPU budget). Results measured here: docs/RESULTS.md.
+Tag text afterwards: echo "EU rejects German call." | python -m bert_jax.tag --checkpoint W
+"""
+
+from experiments import base
+from experiments.finetune_rotten_tomatoes import minilm_dir
+
+
+def get_config(arg: str = "full"):
+  c = base.get_config()
+  c.task = "token_classification"
+  c.init_from = minilm_dir()
+  c.data.update(name="local_tagged", max_seq_length=128, train_split="train",
+                eval_split="validation")
+  c.optimizer.update(learning_rate=5e-5, warmup_steps=130, weight_decay=0.01)
+  c.batch_size = 32
+  c.eval_batch_size = 128
+  c.num_train_steps = 300 if arg == "short" else 1317
+  c.log_every_steps = 50
+  c.eval_every_steps = 300 if arg == "short" else 439
+  c.checkpoint_every_steps = c.eval_every_steps
+  c.keep_checkpoints = 1
+  return c
