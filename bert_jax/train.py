@@ -305,7 +305,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       real = rows.pop("example_mask").astype(bool)
       outputs = {k: v[real] for k, v in outputs.items()}
       rows = {k: v[real] for k, v in rows.items()}
-      result.update(task.host_metrics(outputs, rows))
+      result.update(task.host_metrics(config, outputs, rows))
     return result, outputs, rows
 
   def save(step: int, data_state: dict, force: bool = False):

@@ -10,7 +10,7 @@ of methods, used by `steps.py` (device side) and `train.py` / the CLIs (host sid
               `denominators(batch)`: local counts the loss divides by (summed over devices and
               micro-batches before any loss is taken); `forward(...) -> (sums, outputs)`;
               `loss(sums, denominators)`
-  host        `summarize(sums)`: sums -> reported means; `host_metrics(outputs, rows)` (metrics
+  host        `summarize(sums)`: sums -> reported means; `host_metrics(config, outputs, rows)` (metrics
               that need every prediction, e.g. entity F1); `finish(run)`: the report and
               prediction files after the final evaluation; `predict(...)` for the CLI
 
@@ -151,10 +151,10 @@ class Task:
   def summarize(self, sums: dict[str, float]) -> dict[str, float]:
     raise NotImplementedError
 
-  def host_metrics(self, outputs: dict[str, np.ndarray], rows: dict[str, np.ndarray]
+  def host_metrics(self, config, outputs: dict[str, np.ndarray], rows: dict[str, np.ndarray]
                    ) -> dict[str, float]:
     """Metrics over all predictions of an evaluation (real rows, in eval order)."""
-    del outputs, rows
+    del config, outputs, rows
     return {}
 
   def finish(self, run: FinishedRun) -> list[str]:

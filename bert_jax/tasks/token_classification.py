@@ -97,8 +97,9 @@ class TokenClassification(Task):
   def features(self, config, split: str) -> tuple[dict[str, np.ndarray], dict]:
     """(features, stats) of a split: `ner.encode` windows (cached per file and settings)."""
     data = config.data
-    return _features(_source(data, split), split, _reader_args(data), data.get("vocab_file") or "",
-                     self.label_names, int(data.max_seq_length), self.label_all_pieces)
+    return _features(_source(data, split), split, _reader_args(data),
+                     data.get("vocab_file") or "", self.label_names, int(data.max_seq_length),
+                     self.label_all_pieces)
 
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                num_epochs: int | None, process_index: int = 0, process_count: int = 1):
@@ -161,7 +162,7 @@ class TokenClassification(Task):
     return ([[names[i] for i in s] for s in gold], [[names[i] for i in s] for s in pred],
             scores)
 
-  def host_metrics(self, outputs, rows):
+  def host_metrics(self, config, outputs, rows):
     from bert_jax import ner
     gold, pred, _ = self.word_tags(outputs, rows)
     m = ner.metrics(gold, pred)

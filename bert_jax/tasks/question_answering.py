@@ -1,0 +1,312 @@
+"""Extractive question answering (SQuAD v1.1 style): start and end logits on every token.
+
+Data: SQuAD v1.1 JSON from `data.train_file` / `data.eval_file` (`data.name="local_squad"`;
+`scripts/split_squad.py` splits one file by article), or a TFDS dataset by name (e.g.
+`squad/v1.1`, online only). `[CLS] question [SEP] context [SEP]` with segment ids; the
+question keeps its first `data.max_query_length` pieces; contexts longer than the window are
+split into windows that overlap by `data.doc_stride` pieces (transformers' `stride`
+convention; `squad.encode`). Training labels: the answer's first and last piece in each
+window, or [CLS] (position 0) when a window does not hold the whole answer. Loss: the mean of
+the start and end cross-entropies over the real windows.
+
+Evaluation (`squad.postprocess`): over all windows of a question, the best of the top
+`data.n_best_size` starts x ends with end >= start, at most `data.max_answer_length` pieces,
+inside the context, whose start piece has its maximum context in that window (google-research/
+bert's rule); the answer is cut from the original context by character offsets. Reported:
+exact_match and f1 as the official SQuAD v1.1 script (fractions in [0, 1]) and the count of
+questions; the final evaluation writes predictions.json ({id: answer}, the official format)
+and report.md (by question type, by answer length, the most confident wrong answers).
+SQuAD v2 (unanswerable questions) is not supported.
+
+Batch keys: input_ids, attention_mask, token_type_ids [batch, length], start_positions,
+end_positions [batch]; example_index, example_windows [batch], offsets [batch, length, 2] and
+max_context [batch, length] stay on the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax import losses
+from bert_jax.config import BertConfig
+from bert_jax.tasks.base import FinishedRun, Task, is_sum, mean, rngs
+
+HOST_ONLY = ("example_index", "example_windows", "offsets", "max_context")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuestionAnswering(Task):
+  """A span of the context answers each question."""
+
+  max_query_length: int = 64
+  doc_stride: int = 128
+  n_best_size: int = 20
+  max_answer_length: int = 30
+
+  name = "question_answering"
+  best_metric = "f1"
+  hf_head = "question_answering"
+  host_keys = HOST_ONLY
+  host_only_keys = HOST_ONLY
+  required_keys = ("input_ids", "attention_mask", "token_type_ids", "start_positions",
+                   "end_positions")
+
+  # --- building ----------------------------------------------------------------------------
+
+  @classmethod
+  def from_config(cls, config, info: dict) -> QuestionAnswering:
+    d = config.data
+    return cls(int(d.max_query_length), int(d.doc_stride), int(d.n_best_size),
+               int(d.max_answer_length))
+
+  @classmethod
+  def from_checkpoint_info(cls, info: dict) -> QuestionAnswering:
+    return cls(**info)
+
+  @classmethod
+  def from_transformers_config(cls, path: str, hf_config: dict) -> QuestionAnswering:
+    return cls()
+
+  def checkpoint_info(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def model(self, cfg: BertConfig):
+    from bert_jax.model import BertForQuestionAnswering
+    return BertForQuestionAnswering(cfg)
+
+  # --- data --------------------------------------------------------------------------------
+
+  @classmethod
+  def data_info(cls, config) -> dict:
+    from bert_jax.tokenizer import Tokenizer
+    data = config.data
+    counts = {s: len(read_split(data, s, training=s == data.train_split))
+              for s in (data.train_split, data.eval_split)}
+    tokenizer = Tokenizer(data.get("vocab_file") or "")
+    return {"name": data.name, "label_names": [], "num_examples": counts,
+            "max_seq_length": int(data.max_seq_length), "vocab_size": tokenizer.vocab_size,
+            "vocab_file": tokenizer.vocab_file}
+
+  def features(self, config, split: str) -> dict[str, np.ndarray]:
+    """`squad.encode` windows of a split (cached per file and settings)."""
+    data = config.data
+    return _features(_source(data, split), split, split == data.train_split,
+                     data.get("data_dir") or "", data.get("vocab_file") or "",
+                     int(data.max_seq_length), self.max_query_length, self.doc_stride)
+
+  def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
+               num_epochs: int | None, process_index: int = 0, process_count: int = 1):
+    from bert_jax import input_pipeline
+    features = self.features(config, split)
+    source = input_pipeline.ArraySource(features)
+    fingerprint = {"dataset": _source(config.data, split), "split": split,
+                   "num_records": len(source), "settings": self.checkpoint_info(),
+                   "max_seq_length": int(config.data.max_seq_length),
+                   "content": _content_hash(features)}
+    return input_pipeline.make_iterator(
+        source, functools.partial(input_pipeline.stack_rows, source),
+        global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+        fingerprint=fingerprint, process_index=process_index, process_count=process_count)
+
+  # --- device ------------------------------------------------------------------------------
+
+  def denominators(self, batch):
+    return {"count": jnp.sum(losses.example_mask(batch))}
+
+  def forward(self, model, params, batch, *, deterministic, dropout_rng):
+    start, end = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                             batch["token_type_ids"], deterministic=deterministic,
+                             rngs=rngs(deterministic, dropout_rng))  # [batch, length] each
+    ex = losses.example_mask(batch)  # [batch]
+    s_pos, e_pos = batch["start_positions"], batch["end_positions"]
+    both = losses.top1_correct(start, s_pos) & losses.top1_correct(end, e_pos)
+    sums = {
+        "loss_sum": jnp.sum(0.5 * (losses.cross_entropy(start, s_pos)
+                                   + losses.cross_entropy(end, e_pos)) * ex),
+        "span_correct_sum": jnp.sum(both * ex),
+        "count": jnp.sum(ex),
+        "tokens_sum": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
+    }
+    return sums, {"start_logits": start.astype(jnp.float32),
+                  "end_logits": end.astype(jnp.float32)}
+
+  def loss(self, sums, denominators):
+    return sums["loss_sum"] / jnp.maximum(denominators["count"], 1.0)
+
+  # --- host --------------------------------------------------------------------------------
+
+  def summarize(self, sums):
+    out = {k: v for k, v in sums.items() if not is_sum(k)}
+    out["loss"] = mean(sums, "loss_sum", "count")
+    out["window_span_accuracy"] = mean(sums, "span_correct_sum", "count")
+    out["num_windows"] = sums["count"]
+    out["num_tokens"] = sums.get("tokens_sum", 0.0)
+    return out
+
+  def _predict(self, examples, outputs, rows):
+    from bert_jax import squad
+    rows, outputs = _complete_examples(rows, outputs)
+    done = sorted(set(rows["example_index"].tolist()))
+    # postprocess indexes examples by example_index: keep the list whole, score `done` only.
+    preds = squad.postprocess(examples, rows, outputs["start_logits"], outputs["end_logits"],
+                              n_best_size=self.n_best_size,
+                              max_answer_length=self.max_answer_length)
+    return [examples[i] for i in done], preds
+
+  def host_metrics(self, config, outputs, rows):
+    from bert_jax import squad
+    data = config.data
+    scored, preds = self._predict(read_split(data, data.eval_split), outputs, rows)
+    return squad.squad_metrics(scored, {e.id: preds[e.id] for e in scored})
+
+  def finish(self, run: FinishedRun) -> list[str]:
+    from bert_jax import report, squad
+    data = run.config.data
+    examples, preds = self._predict(read_split(data, data.eval_split), run.outputs, run.rows)
+    path = os.path.join(run.workdir, "predictions.json")
+    squad.write_predictions(path, {e.id: preds[e.id] for e in examples if e.id in preds})
+    scores = {qid: p.score for qid, p in preds.items()}
+    analysis = squad.error_analysis(examples, preds, scores)
+    rows = run.rows
+    windows = np.bincount(rows["example_index"]) if len(rows["example_index"]) else np.zeros(1)
+    windows = windows[windows > 0]
+    analysis["windows"] = {"questions": int(len(windows)), "windows": int(windows.sum()),
+                           "windowed_questions": int((windows > 1).sum()),
+                           "max_windows": int(windows.max())}
+    first = examples[0] if examples else None
+    md = report.write_report(
+        run, analysis=analysis, failure_lines=failure_lines(analysis),
+        examples=[(first.question, first.context)] if first else [])
+    return [md, path]
+
+  # --- prediction --------------------------------------------------------------------------
+
+  def answer(self, model, params, tokenizer, questions: list[str], contexts: list[str], *,
+             max_length: int, batch_size: int = 32, top_k: int = 5) -> list[dict]:
+    """Questions on contexts -> per question {answer, start, end, score, alternatives}."""
+    from bert_jax import inference, squad
+    examples = [squad.Example(id=str(i), title="", question=q, context=c, answers=())
+                for i, (q, c) in enumerate(zip(questions, contexts, strict=True))]
+    for e in examples:
+      if not e.question.strip():
+        raise ValueError(f"question {int(e.id) + 1} is empty")
+      if not e.context.strip():
+        raise ValueError(f"the context of question {int(e.id) + 1} has no text")
+    features = squad.encode(examples, tokenizer, max_seq_length=max_length,
+                            max_query_length=self.max_query_length, doc_stride=self.doc_stride,
+                            training=False)
+    apply = jax.jit(lambda p, i, m, t: model.apply({"params": p}, i, m, t))
+    n = len(features["input_ids"])
+    start = np.full(features["input_ids"].shape, -1e9, np.float32)
+    end = np.full(features["input_ids"].shape, -1e9, np.float32)
+    for s in range(0, n, batch_size):
+      rows = slice(s, s + batch_size)
+      count = len(features["input_ids"][rows])
+      length = inference.bucket_length(int(features["attention_mask"][rows].sum(1).max()),
+                                       max_length)
+      arrays = [np.pad(features[k][rows, :length], ((0, batch_size - count), (0, 0)))
+                for k in ("input_ids", "attention_mask", "token_type_ids")]
+      st, en = apply(params, *arrays)
+      start[rows, :length] = np.asarray(st)[:count]
+      end[rows, :length] = np.asarray(en)[:count]
+    preds = squad.postprocess(examples, features, start, end, n_best_size=self.n_best_size,
+                              max_answer_length=self.max_answer_length)
+    out = []
+    for e in examples:
+      p = preds[e.id]
+      out.append({"question": e.question, "answer": p.text, "start": p.start_char,
+                  "end": p.end_char, "score": round(float(p.score), 4),
+                  "alternatives": [{"answer": t, "score": round(float(sc), 4)}
+                                   for t, sc in p.alternatives[1:top_k + 1]]})
+    return out
+
+
+TASK = QuestionAnswering
+
+
+def failure_lines(analysis: dict) -> list[str]:
+  """The QA failure check: windows, EM/F1 by question type and answer length, worst errors."""
+  w = analysis["windows"]
+  lines = [f"Questions whose context needed several windows: {w['windowed_questions']} of "
+           f"{w['questions']} ({w['windows']} windows, at most {w['max_windows']} for one "
+           "question).", ""]
+  for key, title in (("by_question_type", "question type"),
+                     ("by_answer_length", "gold answer length (words)")):
+    lines += [f"By {title}:", "", "| group | questions | exact match | F1 |", "|---|---|---|---|"]
+    for row in analysis.get(key, []):
+      em = "-" if row.get("exact_match") is None else f"{row['exact_match']:.3f}"
+      f1 = "-" if row.get("f1") is None else f"{row['f1']:.3f}"
+      lines.append(f"| {row.get('group', row.get('type', row.get('bucket')))} | "
+                   f"{row.get('count', 0)} | {em} | {f1} |")
+    lines.append("")
+  wrong = analysis.get("confidently_wrong", [])
+  lines += [f"The {len(wrong)} most confident wrong answers:", "",
+            "| score | question | predicted | gold |", "|---|---|---|---|"]
+  for r in wrong:
+    esc = lambda t: str(t).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines.append(f"| {r['score']:.2f} | {esc(r['question'])} | {esc(r['predicted'])} | "
+                 f"{esc(' / '.join(r['gold']))} |")
+  return lines
+
+
+def _complete_examples(rows: dict, outputs: dict) -> tuple[dict, dict]:
+  """Keeps the questions whose windows are all there (`num_eval_batches` may cut the last)."""
+  index = rows["example_index"]
+  present = np.bincount(index, minlength=index.max() + 1)[index] if len(index) else index
+  keep = present == rows["example_windows"]
+  if keep.all():
+    return rows, outputs
+  return ({k: v[keep] for k, v in rows.items()}, {k: v[keep] for k, v in outputs.items()})
+
+
+def _source(data, split: str) -> str:
+  if data.name == "local_squad":
+    path = data.train_file if split == data.train_split else data.eval_file
+    if not path:
+      raise ValueError(f"data.name='local_squad' needs data.train_file and data.eval_file "
+                       f"(split {split!r} has none); scripts/split_squad.py makes both")
+    return os.path.abspath(path)
+  return f"{data.name}:{split}"
+
+
+def read_split(data, split: str, training: bool = False):
+  """The questions of a split (`training`: mismatched answer spans are counted and skipped)."""
+  return _read(_source(data, split), split, training, data.get("data_dir") or "")
+
+
+@functools.lru_cache(maxsize=8)
+def _read(source: str, split: str, training: bool, data_dir: str):
+  from bert_jax import squad
+  if ":" in source and not os.path.exists(source):
+    name = source.rsplit(":", 1)[0]
+    return squad.read_tfds(name, split=split, data_dir=data_dir or None, training=training)
+  return squad.read_squad(source, training=training)
+
+
+@functools.lru_cache(maxsize=4)
+def _features(source: str, split: str, training: bool, data_dir: str, vocab_file: str,
+              max_seq_length: int, max_query_length: int, doc_stride: int):
+  from bert_jax import squad
+  from bert_jax.tokenizer import Tokenizer
+  examples = _read(source, split, training, data_dir)
+  features = squad.encode(examples, Tokenizer(vocab_file), max_seq_length=max_seq_length,
+                          max_query_length=max_query_length, doc_stride=doc_stride,
+                          training=training)
+  index = features["example_index"]
+  # [N] windows of each row's question: tells a complete question in a truncated evaluation.
+  features["example_windows"] = np.bincount(index)[index].astype(np.int32)
+  return features
+
+
+def _content_hash(features: dict) -> str:
+  h = hashlib.sha256()
+  for k in sorted(features):
+    h.update(np.ascontiguousarray(features[k]).tobytes())
+  return h.hexdigest()[:12]
