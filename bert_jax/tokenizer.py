@@ -181,3 +181,14 @@ class Tokenizer:
   def decode(self, ids, skip_special_tokens: bool = True) -> str:
     return self._backend.decode([int(i) for i in np.asarray(ids).reshape(-1)],
                                 skip_special_tokens=skip_special_tokens)
+
+  def tokenize_with_offsets(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Texts -> per text (ids [n] int32, offsets [n, 2] int32), no special tokens.
+
+    `offsets[i] = (start, end)`: wordpiece i came from `text[start:end]` (character offsets
+    into the ORIGINAL text, before lowercasing and accent stripping; every piece of a word
+    carries that piece's own characters). For extractive QA, where answers are character spans.
+    """
+    encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
+    return [(np.array(e.ids, np.int32), np.array(e.offsets, np.int32).reshape(-1, 2))
+            for e in encodings]
