@@ -203,3 +203,14 @@ class Tokenizer:
         word_ids = np.insert(word_ids, at, missing.astype(np.int32))
       out.append((ids, word_ids))
     return out
+
+  def tokenize_with_offsets(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Texts -> per text (ids [n] int32, offsets [n, 2] int32), no special tokens.
+
+    `offsets[i] = (start, end)`: wordpiece i came from `text[start:end]` (character offsets
+    into the ORIGINAL text, before lowercasing and accent stripping; every piece of a word
+    carries that piece's own characters). For extractive QA, where answers are character spans.
+    """
+    encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
+    return [(np.array(e.ids, np.int32), np.array(e.offsets, np.int32).reshape(-1, 2))
+            for e in encodings]
