@@ -22,3 +22,13 @@ def tok():
 def data_dir(tmp_path_factory):
   """A fresh tensorflow-datasets data directory per test module."""
   return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+  """The real evaluation data folder ($BERT_JAX_SHARED_DATA, else <repo>/../shared/data)."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.environ.get("BERT_JAX_SHARED_DATA") or os.path.join(repo, "..", "shared", "data")
+  if not os.path.isdir(root):
+    pytest.skip(f"the shared real data is not at {root} (set BERT_JAX_SHARED_DATA)")
+  return os.path.abspath(root)

@@ -1,0 +1,39 @@
+"""Extractive question answering (SQuAD v1.1), fine-tuning all-MiniLM-L6-v2.
+
+No SQuAD training set is available offline: split the shared part of the dev set by article
+(the last 10 articles evaluate, the first 38 train; see bert_jax/squad.py), then train:
+  python scripts/split_squad.py --squad ../shared/data/squad_v1.1/dev-v1.1-part.json \
+      --out workdirs/squad_split
+  python -m bert_jax.main --config=experiments/qa_squad.py --workdir=workdirs/qa \
+      --config.data.train_file=workdirs/squad_split/train.json \
+      --config.data.eval_file=workdirs/squad_split/eval.json
+Online, the TFDS dataset works by name: --config.data.name=squad/v1.1 (not tested here).
+
+Windows of 384 pieces overlapping by 128 (question <= 64 pieces); 2 epochs of the 7,612
+training questions (~7,760 windows) at batch 32, lr 1e-4 with 10% warmup. `:short` trains 150
+steps (a CPU budget). eval_results.json holds exact_match and f1 (fractions) and the number
+of questions; predictions.json is the official {id: answer} file; report.md the analysis.
+Ask afterwards: python -m bert_jax.answer --checkpoint W --context FILE "question?"
+"""
+
+from experiments import base
+from experiments.finetune_rotten_tomatoes import minilm_dir
+
+
+def get_config(arg: str = "full"):
+  c = base.get_config()
+  c.task = "question_answering"
+  c.init_from = minilm_dir()
+  c.data.update(name="local_squad", max_seq_length=384, max_query_length=64, doc_stride=128,
+                n_best_size=20, max_answer_length=30, train_split="train",
+                eval_split="validation")
+  c.model.max_position_embeddings = 512
+  c.optimizer.update(learning_rate=1e-4, warmup_steps=48, weight_decay=0.01)
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.num_train_steps = 150 if arg == "short" else 485
+  c.log_every_steps = 25
+  c.eval_every_steps = c.num_train_steps
+  c.checkpoint_every_steps = 50
+  c.keep_checkpoints = 1
+  return c

