@@ -38,8 +38,9 @@ def test_flat_matmul_values_and_gradients_match_tensordot(matmul, x_shape, kerne
 
 def test_weight_grad_is_a_transpose_product_in_both_orientations():
   a, b = jax.random.normal(jax.random.key(3), (2, 6, 9))
-  np.testing.assert_allclose(ops.weight_grad(a, b[:, :4]), a.T @ b[:, :4], rtol=1e-5, atol=1e-6)  # tall
-  np.testing.assert_allclose(ops.weight_grad(a[:, :4], b), a[:, :4].T @ b, rtol=1e-5, atol=1e-6)  # wide
+  tall, wide = (a, b[:, :4]), (a[:, :4], b)  # [9, 4] and [4, 9] outputs
+  for p, q in (tall, wide):
+    np.testing.assert_allclose(ops.weight_grad(p, q), p.T @ q, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("cpu", [False, True])
