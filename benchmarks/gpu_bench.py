@@ -73,9 +73,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bert_jax import BertConfig, BertForMaskedLM, BertModel, optim, steps  # noqa: E402
+from bert_jax import BertConfig, BertForMaskedLM, BertModel, ops, optim, steps  # noqa: E402
 from bert_jax.tasks import pretraining  # noqa: E402
-from bert_jax.model import one_hot_lookup  # noqa: E402
 
 import mlm_step  # noqa: E402
 
@@ -126,7 +125,7 @@ def base_config(tiny: bool, **overrides) -> BertConfig:
   kw = dict(dtype="bfloat16", param_dtype="float32", hidden_dropout_prob=0.1,
             attention_probs_dropout_prob=0.0, **size)
   kw.update(overrides)
-  return BertConfig(**kw)
+  return ops.resolve(BertConfig(**kw))  # kernels for this backend, chosen once
 
 
 def max_predictions(seq: int) -> int:
@@ -194,7 +193,7 @@ def embed_grad_bench(args, log: Log) -> dict:
                                        lambda t: jnp.take(t.astype(bf16), segments, axis=0)),
       "segments: f32 take": (segment_table, lambda t: jnp.take(t, segments, axis=0).astype(bf16)),
       "segments: one-hot (now)": (segment_table,
-                                  lambda t: one_hot_lookup(t, segments).astype(bf16)),
+                                  lambda t: ops.one_hot_lookup(t, segments).astype(bf16)),
       "words: bf16 take (before)": (words, lambda t: jnp.take(t.astype(bf16), ids, axis=0)),
       "words: f32 take (now)": (words, lambda t: jnp.take(t, ids, axis=0).astype(bf16)),
   }

@@ -109,11 +109,13 @@ class JaxStep:
   def __init__(self, size: dict, batch: dict, prng: str = "threefry", dropout: float = DROPOUT):
     import flax.linen as nn
     import jax
-    from bert_jax import BertConfig, BertForMaskedLM, optim, steps
+    from bert_jax import BertConfig, BertForMaskedLM, ops, optim, steps
     from bert_jax.tasks import pretraining
     self.jax = jax
-    config = BertConfig(vocab_size=VOCAB, hidden_dropout_prob=dropout,
-                        attention_probs_dropout_prob=dropout, **size)
+    # Resolved once here ("cpu" kernels on CPU), as training does.
+    self.config = ops.resolve(BertConfig(vocab_size=VOCAB, hidden_dropout_prob=dropout,
+                                         attention_probs_dropout_prob=dropout, **size))
+    config = self.config
     model = BertForMaskedLM(config)
     self.batch = {k: jax.numpy.asarray(v) for k, v in batch.items()}
     params = jax.jit(model.init)(jax.random.key(0), self.batch["input_ids"],
@@ -279,9 +281,10 @@ def main(argv=None) -> dict:
   contestants = {}
   jax_step = JaxStep(size, batch, prng=args.prng)
   rss_after_jax = maxrss_mib()
-  print(f"bert_jax: compile {jax_step.compile_s:.1f}s, first step {jax_step.first_step_s:.2f}s, "
-        f"loss {jax_step.loss:.3f}, memory_analysis {jax_step.memory()}, "
-        f"XLA cost_analysis flops {jax_step.cost_flops()}")
+  print(f"bert_jax: kernels {jax_step.config.kernels!r}, attention "
+        f"{jax_step.config.attention_impl!r}, compile {jax_step.compile_s:.1f}s, "
+        f"first step {jax_step.first_step_s:.2f}s, loss {jax_step.loss:.3f}, "
+        f"memory_analysis {jax_step.memory()}, XLA cost_analysis flops {jax_step.cost_flops()}")
   masked = jax_step.masked_batch()
   if "bert_jax" in args.only:
     contestants["bert_jax"] = jax_step
@@ -335,7 +338,8 @@ def main(argv=None) -> dict:
 
   result = {
       "config": {"name": args.config, **size, "vocab_size": VOCAB, "batch": BATCH, "seq": SEQ,
-                 "predictions_per_row": PREDICTIONS, "dropout": DROPOUT, "prng": args.prng},
+                 "predictions_per_row": PREDICTIONS, "dropout": DROPOUT, "prng": args.prng,
+                 "kernels": jax_step.config.kernels},
       "tokens_per_sec": tps,
       "ratios": ratios,
       "tokens_per_cpu_sec": cpu_tps,

@@ -2,7 +2,8 @@
 
 Field names follow transformers' `BertConfig`, so `config.json` files move both ways with
 `from_dict` / `to_dict`. The extra fields (`dtype`, `param_dtype`, `attention_impl`,
-`remat_policy`, `scan_layers`) choose how the model computes, never what it computes.
+`kernels`, `remat_policy`, `scan_layers`) choose how the model computes, never what it computes;
+`to_dict` leaves them out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "einsum")
+KERNELS = ("auto", "plain", "cpu", "gpu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -50,6 +52,7 @@ class BertConfig:
   dtype: str = "float32"          # compute dtype of matmuls and activations
   param_dtype: str = "float32"    # storage dtype of parameters
   attention_impl: str = "auto"    # auto: jax.nn.dot_product_attention; einsum: explicit softmax
+  kernels: str = "auto"           # plain | cpu | gpu kernel set (ops.py); auto: ops.resolve
   remat_policy: str = "none"      # activation checkpointing of each encoder layer
   scan_layers: bool = False       # nn.scan over layers: params stacked on a leading 'layers' axis
 
@@ -76,6 +79,7 @@ class BertConfig:
                        f"of size {self.vocab_size}")
     self._check_choice("hidden_act", ACTIVATIONS)
     self._check_choice("attention_impl", ATTENTION_IMPLS)
+    self._check_choice("kernels", KERNELS)
     self._check_choice("remat_policy", REMAT_POLICIES)
     self._check_choice("dtype", tuple(DTYPES))
     self._check_choice("param_dtype", tuple(DTYPES))
@@ -126,7 +130,8 @@ class BertConfig:
   def to_dict(self) -> dict[str, Any]:
     """transformers' `config.json` contents for `BertModel` / `BertForMaskedLM`."""
     d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-    for name in ("dtype", "param_dtype", "attention_impl", "remat_policy", "scan_layers"):
+    for name in ("dtype", "param_dtype", "attention_impl", "kernels", "remat_policy",
+                 "scan_layers"):
       d.pop(name)
     d.update(model_type="bert", architectures=["BertForMaskedLM"],
              position_embedding_type="absolute", dtype="float32")

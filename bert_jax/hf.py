@@ -21,6 +21,7 @@ Layout of a torch weight against ours (E = hidden, H = heads, D = head_dim, I = 
   cls.predictions.decoder.weight                            [V, E]        tied: must equal word_embeddings
   cls.seq_relationship                                      [2, E]        nsp_head
   classifier                                                [L, E]        classifier
+  qa_outputs                                                [2, E]        qa_outputs
 A torch Linear weight is [out, in] and a Flax kernel [in, out]: kernels are transposed, then
 reshaped to split or merge the heads axis.
 """
@@ -32,7 +33,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Sequence
 
 import flax
 import flax.linen as nn
@@ -42,10 +43,22 @@ from safetensors.numpy import load_file, save_file
 
 from bert_jax.config import BertConfig
 
-HEADS = (None, "mlm", "pretraining", "classification")
+HEADS = (None, "mlm", "pretraining", "classification", "token_classification",
+         "question_answering")
 _ARCHITECTURES = {None: "BertModel", "mlm": "BertForMaskedLM",
                   "pretraining": "BertForPreTraining",
-                  "classification": "BertForSequenceClassification"}
+                  "classification": "BertForSequenceClassification",
+                  "token_classification": "BertForTokenClassification",
+                  "question_answering": "BertForQuestionAnswering"}
+# As in transformers, these models' encoders have no pooling layer.
+_NO_POOLER = ("mlm", "token_classification", "question_answering")
+# Our top-level params of each head's model.
+_TOP_LEVEL = {None: {"embeddings", "encoder", "pooler"}, "mlm": {"bert", "mlm_head"},
+              "pretraining": {"bert", "mlm_head", "nsp_head"},
+              "classification": {"bert", "classifier"},
+              "token_classification": {"bert", "classifier"},
+              "question_answering": {"bert", "qa_outputs"}}
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # Buffers, not weights.
 _IGNORED = ("embeddings.position_ids", "embeddings.token_type_ids")
 # Head weights a checkpoint may carry that the requested model does not use; dropped on load,
@@ -55,7 +68,7 @@ _HEAD_KEYS = frozenset(
      for p in ("weight", "bias")]
     + ["cls.predictions.bias", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias",
        "cls.seq_relationship.weight", "cls.seq_relationship.bias",
-       "classifier.weight", "classifier.bias"])
+       "classifier.weight", "classifier.bias", "qa_outputs.weight", "qa_outputs.bias"])
 _POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
 
 
@@ -111,7 +124,7 @@ def _weight_table(c: BertConfig, head: str | None, num_labels: int | None) -> li
     linear(f"{hf}.intermediate.dense", ours + ("intermediate",), E, I)
     linear(f"{hf}.output.dense", ours + ("output",), I, E)
     layer_norm(f"{hf}.output.LayerNorm", ours + ("output_norm",))
-  if head != "mlm":  # BertForMaskedLM's encoder has no pooling layer
+  if head not in _NO_POOLER:
     linear("pooler.dense", ("pooler",), E, E)
   if head in ("mlm", "pretraining"):
     linear("cls.predictions.transform.dense", ("mlm_head", "transform"), E, E, prefix=())
@@ -119,8 +132,10 @@ def _weight_table(c: BertConfig, head: str | None, num_labels: int | None) -> li
     add("cls.predictions.bias", ("mlm_head", "bias"), (V,), prefix=())
   if head == "pretraining":
     linear("cls.seq_relationship", ("nsp_head",), E, 2, prefix=())
-  if head == "classification" and num_labels is not None:
+  if head in ("classification", "token_classification") and num_labels is not None:
     linear("classifier", ("classifier",), E, num_labels, prefix=())
+  if head == "question_answering" and num_labels is not None:
+    linear("qa_outputs", ("qa_outputs",), E, num_labels, prefix=())
   return table
 
 
@@ -151,10 +166,24 @@ def unstack_layers(encoder_params: dict[str, Any]) -> dict[str, Any]:
 
 # Reading -------------------------------------------------------------------------------------
 
+def is_transformers_dir(path: str) -> bool:
+  """Whether `path` holds a checkpoint `load_hf_checkpoint` reads: config.json plus
+  model.safetensors, a sharded model.safetensors.index.json, or pytorch_model.bin."""
+  return (os.path.isfile(os.path.join(path, "config.json"))
+          and any(os.path.isfile(os.path.join(path, f)) for f in _WEIGHT_FILES))
+
+
+def read_label_names(path: str) -> list[str] | None:
+  """The label names in config.json's `id2label`, in label order; None when it has none."""
+  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+    id2label = json.load(f).get("id2label")
+  if not id2label:
+    return None
+  return [id2label[k] for k in sorted(id2label, key=int)]
+
+
 def _read_weights(path: str) -> dict[str, np.ndarray]:
-  safetensors = os.path.join(path, "model.safetensors")
-  index = os.path.join(path, "model.safetensors.index.json")
-  torch_bin = os.path.join(path, "pytorch_model.bin")
+  safetensors, index, torch_bin = (os.path.join(path, f) for f in _WEIGHT_FILES)
   if os.path.exists(safetensors):
     return load_file(safetensors)  # bf16 loads as ml_dtypes.bfloat16 (registered by jax)
   if os.path.exists(index):
@@ -173,8 +202,8 @@ def _read_weights(path: str) -> dict[str, np.ndarray]:
     state = torch.load(torch_bin, map_location="cpu", weights_only=True)
     return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in state.items()}
   present = sorted(os.listdir(path))
-  raise FileNotFoundError(f"no weights in {path}: looked for model.safetensors, "
-                          f"model.safetensors.index.json, pytorch_model.bin; found {present}")
+  raise FileNotFoundError(f"no weights in {path}: looked for {', '.join(_WEIGHT_FILES)}; "
+                          f"found {present}")
 
 
 def _normalize_keys(weights: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
@@ -209,17 +238,23 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
     "classification"  `BertForSequenceClassification(config, num_labels)`: {"bert", "classifier"};
                       "classifier" only when the checkpoint has one (a fine-tuned
                       BertForSequenceClassification), else init one and add it.
+    "token_classification"  `BertForTokenClassification(config, num_labels)`: {"bert" (no
+                      pooler), "classifier"}; "classifier" only when the checkpoint has one.
+    "question_answering"  `BertForQuestionAnswering(config)`: {"bert" (no pooler),
+                      "qa_outputs"}; "qa_outputs" only when the checkpoint has one.
 
   With head=None, `BertModel(config).apply({"params": params}, ids, mask, segments)` takes them
   as returned.
   Checkpoints saved from BertModel (keys like `embeddings.word_embeddings.weight`) and from
-  BertFor{MaskedLM,PreTraining,SequenceClassification} (`bert.`-prefixed, plus `cls.*` /
-  `classifier.*`) both load. Head weights the chosen model does not use are dropped (e.g.
-  `head=None` on bert-base-uncased's BertForPreTraining weights); a tied
-  `cls.predictions.decoder.weight` must equal the word embeddings. Any other unknown key, any
+  BertFor{MaskedLM,PreTraining,SequenceClassification,TokenClassification,QuestionAnswering}
+  (`bert.`-prefixed, plus `cls.*` / `classifier.*` / `qa_outputs.*`) both load. Head weights
+  the chosen model does not use are dropped (e.g. `head=None` on bert-base-uncased's
+  BertForPreTraining weights); a tied `cls.predictions.decoder.weight` must equal the word
+  embeddings. Any other unknown key, any
   missing key and any shape mismatch raise ValueError naming the keys.
   `config_overrides` sets fields that config.json lacks (dtype, param_dtype, scan_layers,
-  remat_policy, attention_impl); with scan_layers=True the layers come stacked (`stack_layers`).
+  remat_policy, attention_impl, kernels); with scan_layers=True the layers come stacked
+  (`stack_layers`).
   """
   if head not in HEADS:
     raise ValueError(f"head={head!r} is not one of {HEADS}")
@@ -249,7 +284,11 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
     raise ValueError(f"{path}: cls.predictions.decoder.weight is not tied to "
                      "embeddings.word_embeddings.weight; this model ties them")
 
-  num_labels = weights["classifier.weight"].shape[0] if "classifier.weight" in weights else None
+  head_key = "qa_outputs.weight" if head == "question_answering" else "classifier.weight"
+  num_labels = weights[head_key].shape[0] if head_key in weights else None
+  if head == "question_answering" and num_labels not in (None, 2):
+    raise ValueError(f"{path}: qa_outputs.weight has {num_labels} outputs; "
+                     "BertForQuestionAnswering has 2 (start, end)")
   table = _weight_table(config, head, num_labels)
   used = {w.hf_key for w in table}
   missing = [k for k in used if k not in weights]
@@ -258,7 +297,8 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
   if missing or unknown:
     hint = ""
     if missing and set(missing) <= set(_POOLER_KEYS):
-      hint = " (BertForMaskedLM saves no pooler: load with head='mlm')"
+      hint = (" (BertForMaskedLM, BertForTokenClassification and BertForQuestionAnswering save "
+              "no pooler: load with head='mlm', 'token_classification' or 'question_answering')")
     raise ValueError(f"{path} does not match {_ARCHITECTURES[head]} for its config.json: "
                      f"missing keys {sorted(missing)}, unknown keys {unknown}{hint}")
 
@@ -280,17 +320,21 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
 # Writing -------------------------------------------------------------------------------------
 
 def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
-                       head: str | None = None) -> str:
+                       head: str | None = None,
+                       label_names: Sequence[str] | None = None) -> str:
   """Writes `params` as a transformers checkpoint directory; returns `path`.
 
   `head` names the tree as in `load_hf_checkpoint` (None: BertModel, "mlm", "pretraining",
-  "classification") and selects the transformers class written to config.json's
-  `architectures`: BertModel keys are unprefixed, the others `bert.`-prefixed with `cls.*` /
-  `classifier.*` heads (the tied decoder weight is not written, as transformers does), so
-  `<that class>.from_pretrained(path)` reports no missing or unexpected keys. `params` may be
-  boxed (LogicallyPartitioned), wrapped in {"params": ...}, scanned or not, in any float dtype;
-  weights are written as float32. config.json and model.safetensors are each written to a temp
-  directory and renamed into `path`; other files there (a tokenizer's vocab.txt) stay.
+  "classification", "token_classification", "question_answering") and selects the
+  transformers class written to config.json's `architectures`: BertModel keys are unprefixed,
+  the others `bert.`-prefixed with `cls.*` / `classifier.*` / `qa_outputs.*` heads (the tied
+  decoder weight is not written, as transformers does), so `<that class>.from_pretrained(path)`
+  reports no missing or unexpected keys. For the classification heads config.json gets
+  `id2label` / `label2id` from `label_names` (one per classifier output; default LABEL_i).
+  `params` may be boxed (LogicallyPartitioned), wrapped in {"params": ...}, scanned or not, in
+  any float dtype; weights are written as float32. config.json and model.safetensors are each
+  written to a temp directory and renamed into `path`; other files there (a tokenizer's
+  vocab.txt) stay.
   """
   if head not in HEADS:
     raise ValueError(f"head={head!r} is not one of {HEADS}")
@@ -298,9 +342,7 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
   if set(params) == {"params"}:
     params = params["params"]
   params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), params)
-  expected_top = {None: {"embeddings", "encoder", "pooler"}, "mlm": {"bert", "mlm_head"},
-                  "pretraining": {"bert", "mlm_head", "nsp_head"},
-                  "classification": {"bert", "classifier"}}[head]
+  expected_top = _TOP_LEVEL[head]
   if set(params) != expected_top:
     raise ValueError(f"head={head!r} expects top-level params {sorted(expected_top)}, got "
                      f"{sorted(params)}")
@@ -309,7 +351,18 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
     body = {**body, "encoder": unstack_layers(body["encoder"])}
     params = body if head is None else {**params, "bert": body}
 
-  num_labels = params["classifier"]["kernel"].shape[-1] if head == "classification" else None
+  num_labels = None
+  if head in ("classification", "token_classification"):
+    num_labels = params["classifier"]["kernel"].shape[-1]
+  elif head == "question_answering":
+    num_labels = params["qa_outputs"]["kernel"].shape[-1]
+  if label_names is not None:
+    if head not in ("classification", "token_classification"):
+      raise ValueError(f"label_names are for the classification heads, not head={head!r}")
+    label_names = list(label_names)
+    if len(label_names) != num_labels or len(set(label_names)) != num_labels:
+      raise ValueError(f"label_names {label_names} must be {num_labels} distinct names, one per "
+                       "classifier output")
   table = _weight_table(config, head, num_labels)
   tensors = {}
   for w in table:
@@ -325,9 +378,10 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
 
   hf_config = config.to_dict()
   hf_config["architectures"] = [_ARCHITECTURES[head]]
-  if num_labels is not None:
-    hf_config["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
-    hf_config["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+  if head in ("classification", "token_classification"):
+    names = label_names or [f"LABEL_{i}" for i in range(num_labels)]
+    hf_config["id2label"] = {str(i): name for i, name in enumerate(names)}
+    hf_config["label2id"] = {name: i for i, name in enumerate(names)}
   os.makedirs(path, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-save-", dir=path)
   try:

@@ -1,14 +1,18 @@
-"""BERT in Flax linen: embeddings, post-LN encoder, pooler, and the MLM / NSP / classifier heads.
+"""BERT in Flax linen: embeddings, post-LN encoder, pooler, and the task heads (MLM, NSP,
+sequence and token classification, question answering).
 
-Outputs match transformers' PyTorch `BertModel` on the same weights (see `hf.py` and
+Outputs match transformers' PyTorch models on the same weights (see `hf.py` and
 tests/test_hf.py). Every parameter carries logical axis names (`axes.py`), so the same
-module shards under any mesh. Parameter tree of `BertModel`:
+module shards under any mesh. Where a faster kernel than the textbook op exists for some
+backend, the model calls `ops.*`, which picks it from `config.kernels` (see `ops.py`).
+Parameter tree of `BertModel`:
 
   embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding, layer_norm
   encoder/layer_{i}/attention/{query,key,value}/kernel [embed, heads, kv], bias [heads, kv]
   encoder/layer_{i}/attention/out/kernel [heads, kv, embed], bias [embed]
   encoder/layer_{i}/{attention_norm, intermediate [embed, mlp], output [mlp, embed], output_norm}
   pooler/{kernel, bias}
+Heads: mlm_head/{transform, layer_norm, bias}, nsp_head, classifier, qa_outputs/{kernel, bias}.
 With `scan_layers=True` the layers live under encoder/layers with a leading 'layers' axis.
 """
 
@@ -23,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import axes
+from bert_jax import axes, ops
 from bert_jax.config import BertConfig
 
 Array = jax.Array
@@ -88,96 +92,16 @@ class BertEmbeddings(nn.Module):
   def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool) -> Array:
     c = self.config
     length = input_ids.shape[1]
-    # No lookup here differentiates into a contended low-precision scatter-add. Words are
-    # gathered from the float32 table (their gradient is a float32 scatter-add); positions are a
-    # slice and segments a one-hot contraction, so their gradients are sums over the batch.
-    # Autodiff of a bfloat16 lookup scatter-adds in bfloat16, which XLA:GPU emits as a
-    # compare-and-swap loop (openxla/xla#26371) that serializes when every token of a batch
-    # adds into segment row 0: the prime suspect for the per-token ~200 ms of a BERT-base step
-    # measured on an H200 (benchmarks/RESULTS.md).
+    # Words are gathered from the float32 table, so their gradient is a float32 scatter-add
+    # (a bfloat16 one is a compare-and-swap loop on GPU, see ops.one_hot_lookup); positions
+    # are a slice, so their gradient is a sum over the batch.
     table = self.word_embeddings.embedding.astype(jnp.float32)  # [vocab, embed]
     words = jnp.take(table, input_ids, axis=0)  # [batch, length, embed]
     positions = self.position_embeddings.embedding[:length]  # [length, embed]
-    segments = one_hot_lookup(self.token_type_embeddings.embedding, token_type_ids)
+    segments = ops.lookup(c, self.token_type_embeddings.embedding, token_type_ids)
     x = (words + positions[None] + segments).astype(c.compute_dtype)
     x = self.layer_norm(x)
     return self.dropout(x, deterministic=deterministic)
-
-
-def one_hot_lookup(table: Array, ids: Array) -> Array:
-  """`table[ids]` as an exact one-hot contraction: [rows, embed], [...] -> [..., embed].
-
-  For small tables (segments): the gradient is a [rows, n] @ [n, embed] product instead of a
-  scatter-add into a few rows that every token hits. `HIGHEST` keeps float32 exact on TPU.
-  """
-  one_hot = jax.nn.one_hot(ids, table.shape[0], dtype=table.dtype)  # [..., rows]
-  return jnp.einsum("...r,re->...e", one_hot, table, precision=jax.lax.Precision.HIGHEST)
-
-
-def attention_implementation(c: BertConfig) -> str | None:
-  """The `implementation` for jax.nn.dot_product_attention.
-
-  "auto" picks cuDNN's fused (flash) attention on a GPU with 16-bit compute, where it exists,
-  and XLA elsewhere; jax's own None means XLA in jax 0.10 and 0.11.
-  """
-  if c.attention_impl == "auto":
-    fused = jax.default_backend() == "gpu" and c.compute_dtype in (jnp.bfloat16, jnp.float16)
-    return "cudnn" if fused else "xla"
-  return c.attention_impl
-
-
-def weight_grad(a: Array, b: Array) -> Array:
-  """`a.T @ b` for a [n, p] and b [n, q]: the [p, q] gradient of a weight.
-
-  XLA:CPU runs a product contracting both operands' leading axis through Eigen, about twice
-  as fast when the output is wide (p <= q) as when it is tall. For a tall one it computes
-  (b.T @ a).T behind an optimization barrier, so XLA cannot fold the transpose back:
-  [4096, 512] x [4096, 128] 10.0 -> 5.5 ms, the tied decoder's table gradient 64 -> 52 ms.
-  Other backends get the plain product.
-  """
-  if jax.default_backend() != "cpu" or a.shape[1] <= b.shape[1]:
-    return a.T @ b
-  return jax.lax.optimization_barrier(b.T @ a).T
-
-
-def _flat_matmul(x: Array, kernel: Array, contract: int) -> Array:
-  k = int(np.prod(kernel.shape[:contract]))
-  y = x.reshape(-1, k) @ kernel.reshape(k, -1)  # [n, in] @ [in, out]
-  return y.reshape(x.shape[:x.ndim - contract] + kernel.shape[contract:])
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _flat_matmul_cpu(x: Array, kernel: Array, contract: int) -> Array:
-  return _flat_matmul(x, kernel, contract)
-
-
-def _flat_matmul_cpu_fwd(x, kernel, contract):
-  return _flat_matmul(x, kernel, contract), (x, kernel)
-
-
-def _flat_matmul_cpu_bwd(contract, residuals, g):
-  x, kernel = residuals
-  k = int(np.prod(kernel.shape[:contract]))
-  x2, kernel2 = x.reshape(-1, k), kernel.reshape(k, -1)  # [n, in], [in, out]
-  g2 = g.reshape(x2.shape[0], -1)  # [n, out]
-  return (g2 @ kernel2.T).reshape(x.shape), weight_grad(x2, g2).reshape(kernel.shape)
-
-
-_flat_matmul_cpu.defvjp(_flat_matmul_cpu_fwd, _flat_matmul_cpu_bwd)
-
-
-def flat_matmul(x: Array, kernel: Array, contract: int = 1) -> Array:
-  """Contracts x's last `contract` axes with kernel's first ones, as one 2-D matmul.
-
-  [..., *in] x [*in, *out] -> [..., *out]. Flattening before the dot (rather than a
-  multi-axis einsum) lets XLA:CPU hand the weight gradient to its fast 2-D matmul path
-  instead of a transposed copy plus Eigen contraction: 1.06-1.12x on the CPU MLM step. On
-  CPU the gradient is written out to orient the weight gradient well (`weight_grad`);
-  elsewhere autodiff's plain dots stay visible to remat policies such as `checkpoint_dots`.
-  """
-  if jax.default_backend() == "cpu":
-    return _flat_matmul_cpu(x, kernel, contract)
-  return _flat_matmul(x, kernel, contract)
 
 
 class Projection(nn.Module):
@@ -201,7 +125,7 @@ class Projection(nn.Module):
                         c.storage_dtype)
     bias = self.param("bias", _zeros(self.bias_axes), bias_shape, c.storage_dtype)
     dtype = c.compute_dtype
-    return flat_matmul(x.astype(dtype), kernel.astype(dtype), self.contract) + bias.astype(dtype)
+    return ops.dense(c, x.astype(dtype), kernel.astype(dtype), self.contract) + bias.astype(dtype)
 
 
 class SelfAttention(nn.Module):
@@ -231,16 +155,7 @@ class SelfAttention(nn.Module):
       probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
       ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     else:
-      impl = attention_implementation(c)
-      if impl == "cudnn":
-        # cuDNN's flash kernel takes key lengths, not a [batch, 1, 1, k] mask: BERT inputs
-        # (our tokenizer and packing) are right-padded, so the mask is a length per row.
-        ctx = jax.nn.dot_product_attention(
-            q, k, v, key_value_seq_lengths=jnp.sum(mask, axis=-1, dtype=jnp.int32),
-            implementation="cudnn")
-      else:
-        ctx = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :],
-                                           implementation=impl)
+      ctx = ops.attention(c, q, k, v, mask)
     ctx = nn.with_logical_constraint(ctx, qkv_axes)  # [batch, length, heads, kv]
     # [batch, length, heads, kv] -> [batch, length, embed]
     return Projection(c, (heads, head_dim, c.hidden_size), (axes.HEADS, axes.KV, axes.EMBED),
@@ -358,45 +273,7 @@ class BertModel(nn.Module):
     return self.embeddings.word_embeddings.embedding
 
 
-@jax.custom_vjp
-def tied_decoder(x: Array, table: Array, bias: Array) -> Array:
-  """[..., embed] x [vocab, embed] + [vocab] -> [..., vocab]: the tied MLM output layer.
-
-  Values and gradients of `x @ table.T + bias`; the backward is written out so that XLA keeps
-  the [n, vocab] cotangent in its natural layout. Autodiff's bias gradient was a column reduce
-  over it (YNNPACK's slowest path on CPU) and its table gradient read a transposed copy of it.
-  """
-  return jnp.einsum("...e,ve->...v", x, table) + bias
-
-
-def _tied_decoder_fwd(x, table, bias):
-  return tied_decoder(x, table, bias), (x, table)
-
-
-def _tied_decoder_bwd(residuals, g):
-  x, table = residuals
-  g2 = g.reshape(-1, g.shape[-1])  # [n, vocab]
-  x2 = x.reshape(-1, x.shape[-1])  # [n, embed]
-  dx = (g2 @ table).reshape(x.shape)  # [n, vocab] @ [vocab, embed]
-  dtable = weight_grad(g2, x2)  # [vocab, n] @ [n, embed] -> [vocab, embed]
-  dbias = jnp.ones((g2.shape[0],), g.dtype) @ g2  # a matvec, not a column reduce
-  return dx, dtable, dbias
-
-
-tied_decoder.defvjp(_tied_decoder_fwd, _tied_decoder_bwd)
-
-
-def gather_positions(x: Array, positions: Array) -> Array:
-  """[batch, length, embed], [batch, P] -> [batch, P, embed], as an exact one-hot contraction.
-
-  `take_along_axis` would differentiate into a scatter-add in the compute dtype, with the
-  padding predictions (position 0) colliding; the [batch, P, length] one-hot product costs
-  2·P·length·embed FLOPs per row, noise next to the encoder.
-  """
-  one_hot = jax.nn.one_hot(positions, x.shape[1], dtype=x.dtype)  # [batch, P, length]
-  x = jnp.einsum("bpl,ble->bpe", one_hot, x, precision=jax.lax.Precision.HIGHEST)
-  return nn.with_logical_constraint(x, (axes.BATCH, axes.PREDICTIONS, axes.EMBED))
-
+# Heads ------------------------------------------------------------------------------------------
 
 class MLMHead(nn.Module):
   """Dense + activation + LayerNorm, then the tied word-embedding decoder plus an output bias."""
@@ -414,8 +291,32 @@ class MLMHead(nn.Module):
     x = _layer_norm(c, "layer_norm")(activation(c.hidden_act)(x))
     bias = self.param("bias", _zeros((axes.VOCAB,)), (c.vocab_size,), c.storage_dtype)
     dtype = c.compute_dtype
-    logits = tied_decoder(x.astype(dtype), table.astype(dtype), bias.astype(dtype))  # [b, P, vocab]
+    logits = ops.decoder(c, x.astype(dtype), table.astype(dtype), bias.astype(dtype))  # [b, P, V]
     return nn.with_logical_constraint(logits, (axes.BATCH, axes.PREDICTIONS, axes.VOCAB)[-x.ndim:])
+
+
+class ClassificationHead(nn.Module):
+  """Dropout + linear: [..., embed] -> [..., num_labels] (a pooled [CLS] vector or every token)."""
+
+  num_labels: int
+  dropout_rate: float = 0.1
+  config: BertConfig | None = None  # dtypes and init range; BERT-base defaults when None
+
+  @nn.compact
+  def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
+    c = self.config or BertConfig()
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    kernel = self.param("kernel", _dense_init(c, (axes.EMBED, axes.LABELS)),
+                        (x.shape[-1], self.num_labels), c.storage_dtype)
+    bias = self.param("bias", _zeros((axes.LABELS,)), (self.num_labels,), c.storage_dtype)
+    x = x.astype(c.compute_dtype)
+    return x @ kernel.astype(c.compute_dtype) + bias.astype(c.compute_dtype)
+
+
+def gather_positions(config: BertConfig, x: Array, positions: Array) -> Array:
+  """[batch, length, embed] at positions [batch, P] -> [batch, P, embed] (the MLM head's input)."""
+  x = ops.gather(config, x, positions)
+  return nn.with_logical_constraint(x, (axes.BATCH, axes.PREDICTIONS, axes.EMBED))
 
 
 class BertForMaskedLM(nn.Module):
@@ -432,7 +333,7 @@ class BertForMaskedLM(nn.Module):
     x = self.bert(input_ids, attention_mask, token_type_ids,
                   deterministic=deterministic).last_hidden_state
     if masked_positions is not None:
-      x = gather_positions(x, masked_positions)  # gather first: [batch, P, embed]
+      x = gather_positions(self.config, x, masked_positions)  # gather first: [batch, P, embed]
     return self.mlm_head(x, self.bert.word_embedding_table())
 
 
@@ -452,26 +353,8 @@ class BertForPreTraining(nn.Module):
     out = self.bert(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
     x = out.last_hidden_state
     if masked_positions is not None:
-      x = gather_positions(x, masked_positions)
+      x = gather_positions(self.config, x, masked_positions)
     return self.mlm_head(x, self.bert.word_embedding_table()), self.nsp_head(out.pooler_output)
-
-
-class ClassificationHead(nn.Module):
-  """Dropout + linear over a pooled [CLS] vector: [batch, embed] -> [batch, num_labels]."""
-
-  num_labels: int
-  dropout_rate: float = 0.1
-  config: BertConfig | None = None  # dtypes and init range; BERT-base defaults when None
-
-  @nn.compact
-  def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
-    c = self.config or BertConfig()
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    kernel = self.param("kernel", _dense_init(c, (axes.EMBED, axes.LABELS)),
-                        (x.shape[-1], self.num_labels), c.storage_dtype)
-    bias = self.param("bias", _zeros((axes.LABELS,)), (self.num_labels,), c.storage_dtype)
-    x = x.astype(c.compute_dtype)
-    return x @ kernel.astype(c.compute_dtype) + bias.astype(c.compute_dtype)
 
 
 class BertForSequenceClassification(nn.Module):
@@ -490,6 +373,43 @@ class BertForSequenceClassification(nn.Module):
     pooled = self.bert(input_ids, attention_mask, token_type_ids,
                        deterministic=deterministic).pooler_output
     return self.classifier(pooled, deterministic=deterministic)
+
+
+class BertForTokenClassification(nn.Module):
+  """BERT (no pooler) + dropout + linear on every token: -> [batch, length, num_labels] logits."""
+
+  config: BertConfig
+  num_labels: int = 2
+
+  def setup(self):
+    self.bert = BertModel(self.config, add_pooling_layer=False)
+    self.classifier = ClassificationHead(
+        self.num_labels, dropout_rate=self.config.hidden_dropout_prob, config=self.config)
+
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
+               deterministic: bool = True) -> Array:
+    x = self.bert(input_ids, attention_mask, token_type_ids,
+                  deterministic=deterministic).last_hidden_state
+    logits = self.classifier(x, deterministic=deterministic)  # [batch, length, num_labels]
+    return nn.with_logical_constraint(logits, (axes.BATCH, axes.LENGTH, axes.LABELS))
+
+
+class BertForQuestionAnswering(nn.Module):
+  """BERT (no pooler) + a linear [embed, 2] on every token, no dropout (as transformers):
+  returns (start_logits, end_logits), each [batch, length]."""
+
+  config: BertConfig
+
+  def setup(self):
+    self.bert = BertModel(self.config, add_pooling_layer=False)
+    self.qa_outputs = ClassificationHead(2, dropout_rate=0.0, config=self.config)
+
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
+               deterministic: bool = True) -> tuple[Array, Array]:
+    x = self.bert(input_ids, attention_mask, token_type_ids,
+                  deterministic=deterministic).last_hidden_state
+    logits = self.qa_outputs(x)  # [batch, length, 2]
+    return logits[..., 0], logits[..., 1]
 
 
 def count_params(params: Any) -> int:

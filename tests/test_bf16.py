@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bert_jax import BertConfig, BertForMaskedLM, optim, steps
 from bert_jax.tasks.pretraining import MaskingConfig, Pretraining
@@ -69,22 +70,35 @@ def _scatter_adds(jaxpr, found):
   return found
 
 
-def test_bf16_step_has_no_low_precision_or_contended_scatter_add():
-  # XLA:GPU emits a bfloat16 scatter-add as a compare-and-swap loop, which serializes on the
-  # segment-embedding gradient (every token into row 0); see BertEmbeddings.
-  # Only the float32 word-embedding gradient and the one-per-row loss gradients may scatter.
+def _step_scatter_adds(kernels: str) -> list:
+  """(dtype, shape) of every scatter-add in a bf16 MLM train step with these kernels."""
+  # attention_impl="xla": the "gpu" kernels would pick cuDNN, which needs a GPU to trace.
   config = BertConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
                       num_attention_heads=4, intermediate_size=128, max_position_embeddings=32,
-                      dtype="bfloat16")
+                      dtype="bfloat16", kernels=kernels, attention_impl="xla")
   model, batch = BertForMaskedLM(config), _batch()
   params = nn.meta.unbox(model.init(jax.random.key(0), batch["input_ids"]))["params"]
   tx, schedule = optim.make_optimizer(learning_rate=1e-3, total_steps=10, warmup_steps=2)
   step = functools.partial(steps.train_step, task=MLM, model=model, tx=tx,
                            schedule=schedule)
   jaxpr = jax.make_jaxpr(step)(steps.create_train_state(params, tx), batch, jax.random.key(1))
-  found = _scatter_adds(jaxpr.jaxpr, [])
+  return _scatter_adds(jaxpr.jaxpr, [])
+
+
+@pytest.mark.parametrize("kernels", ["cpu", "gpu"])
+def test_bf16_step_has_no_low_precision_or_contended_scatter_add(kernels):
+  # XLA:GPU emits a bfloat16 scatter-add as a compare-and-swap loop, which serializes on the
+  # segment-embedding gradient (every token into row 0); see ops.one_hot_lookup.
+  # Only the float32 word-embedding gradient and the one-per-row loss gradients may scatter.
+  found = _step_scatter_adds(kernels)
   assert found and all(dtype == jnp.float32 for dtype, _ in found), found
   shapes = [shape for _, shape in found]
   assert (VOCAB, 64) in shapes  # the word-embedding gradient
-  assert (config.type_vocab_size, 64) not in shapes and (32, 64) not in shapes, shapes
+  assert (2, 64) not in shapes and (32, 64) not in shapes, shapes  # segments, positions
   assert (8, 16, 64) not in shapes, shapes  # gather_positions' gradient
+
+
+def test_plain_kernels_do_scatter_add_so_the_check_can_fail():
+  found = _step_scatter_adds("plain")
+  assert (jnp.float32, (2, 64)) in found, found  # every token into a segment row
+  assert (jnp.bfloat16, (8, 16, 64)) in found, found  # take_along_axis' gradient, in bf16

@@ -31,8 +31,6 @@ IDS = np.array([[2, 15, 16, 17, 3, 18, 19, 3], [2, 21, 22, 23, 3, 0, 0, 0]], np.
 MASK = (IDS != 0).astype(np.int32)
 SEGMENTS = np.array([[0, 0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0, 0]], np.int32)
 MASKED = np.array([[1, 6], [2, 3]], np.int32)  # masked_positions, [batch, P]
-HEAD_OF = {"BertModel": None, "BertForMaskedLM": "mlm", "BertForPreTraining": "pretraining",
-           "BertForSequenceClassification": "classification"}
 
 
 def randomize_(module, seed=0):
@@ -150,6 +148,55 @@ def test_pretraining_and_classification_parity(tmp_path):
   assert set(params) == {"bert"}
 
 
+def test_token_classification_and_question_answering_parity(tmp_path):
+  theirs = torch_model("BertForTokenClassification", seed=7, num_labels=5)
+  theirs.save_pretrained(tmp_path / "tok")
+  assert hf.is_transformers_dir(tmp_path / "tok")
+  config, params = hf.load_hf_checkpoint(tmp_path / "tok", head="token_classification")
+  assert set(params) == {"bert", "classifier"} and "pooler" not in params["bert"]
+  logits = M.BertForTokenClassification(config, num_labels=5).apply(
+      {"params": params}, IDS, MASK, SEGMENTS)
+  assert logits.shape == (2, 8, 5)
+  check("random token classifier logits", logits, torch_run(theirs).logits)
+
+  theirs = torch_model("BertForQuestionAnswering", seed=8)
+  theirs.save_pretrained(tmp_path / "qa")
+  config, params = hf.load_hf_checkpoint(tmp_path / "qa", head="question_answering")
+  assert set(params) == {"bert", "qa_outputs"} and "pooler" not in params["bert"]
+  start, end = M.BertForQuestionAnswering(config).apply({"params": params}, IDS, MASK, SEGMENTS)
+  assert start.shape == end.shape == (2, 8)
+  ref = torch_run(theirs)
+  check("random QA start logits", start, ref.start_logits)
+  check("random QA end logits", end, ref.end_logits)
+  # Neither has a pooler, and the error names the heads that load them.
+  with pytest.raises(ValueError, match=r"missing keys \['pooler.*'question_answering'"):
+    hf.load_hf_checkpoint(tmp_path / "qa")
+  # The encoder of a QA model under a fresh token classifier: the QA head is dropped.
+  _, params = hf.load_hf_checkpoint(tmp_path / "qa", head="token_classification")
+  assert set(params) == {"bert"}
+
+
+def test_sharded_safetensors_load_like_one_file(tmp_path):
+  theirs = torch_model("BertForTokenClassification", seed=9, num_labels=3)
+  theirs.save_pretrained(tmp_path / "one")
+  theirs.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+  files = sorted(p.name for p in (tmp_path / "sharded").iterdir())
+  assert "model.safetensors.index.json" in files and "model.safetensors" not in files, files
+  assert hf.is_transformers_dir(tmp_path / "sharded")
+  assert_trees_equal(hf.load_hf_checkpoint(tmp_path / "sharded", head="token_classification")[1],
+                     hf.load_hf_checkpoint(tmp_path / "one", head="token_classification")[1])
+
+
+def test_is_transformers_dir(good_checkpoint, tmp_path):
+  assert hf.is_transformers_dir(good_checkpoint)
+  assert not hf.is_transformers_dir(tmp_path)
+  shutil.copy(good_checkpoint / "config.json", tmp_path)
+  assert not hf.is_transformers_dir(tmp_path)  # no weights
+  (tmp_path / "pytorch_model.bin").write_bytes(b"")
+  assert hf.is_transformers_dir(tmp_path)
+  assert not hf.is_transformers_dir(tmp_path / "missing")
+
+
 def test_pytorch_model_bin_loads_like_safetensors(tmp_path):
   theirs = torch_model("BertForMaskedLM", seed=4)
   theirs.save_pretrained(tmp_path / "st")
@@ -225,6 +272,9 @@ FLAX_MODELS = {
     "pretraining": ("BertForPreTraining", lambda c: M.BertForPreTraining(c)),
     "classification": ("BertForSequenceClassification",
                        lambda c: M.BertForSequenceClassification(c, num_labels=3)),
+    "token_classification": ("BertForTokenClassification",
+                             lambda c: M.BertForTokenClassification(c, num_labels=3)),
+    "question_answering": ("BertForQuestionAnswering", lambda c: M.BertForQuestionAnswering(c)),
 }
 
 
@@ -240,7 +290,7 @@ def flax_init(model, seed=0):
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-@pytest.mark.parametrize("head", [None, "mlm", "pretraining", "classification"])
+@pytest.mark.parametrize("head", list(FLAX_MODELS))
 def test_round_trip_through_transformers(tmp_path, head):
   cls_name, make = FLAX_MODELS[head]
   config = BertConfig(**TINY, hidden_act="gelu_new")
@@ -272,12 +322,38 @@ def test_round_trip_through_transformers(tmp_path, head):
   elif head == "pretraining":
     check(f"{label} MLM logits", ours[0], ref.prediction_logits)
     check(f"{label} NSP logits", ours[1], ref.seq_relationship_logits)
+  elif head == "question_answering":
+    check(f"{label} start logits", ours[0], ref.start_logits)
+    check(f"{label} end logits", ours[1], ref.end_logits)
   else:
     check(f"{label} logits", ours, ref.logits)
 
   loaded_config, loaded = hf.load_hf_checkpoint(tmp_path, head=head)
   assert loaded_config == config
   assert_trees_equal(loaded, jax.tree.map(np.asarray, params))
+
+
+@pytest.mark.parametrize("head", ["classification", "token_classification"])
+def test_label_names_go_to_config_json(tmp_path, head):
+  cls_name, make = FLAX_MODELS[head]
+  config = BertConfig(**TINY)
+  variables = flax_init(make(config))
+  names = ["O", "B-PER", "I-PER"]
+  hf.save_hf_checkpoint(tmp_path, config, variables, head=head, label_names=names)
+  written = json.loads((tmp_path / "config.json").read_text())
+  assert written["id2label"] == {"0": "O", "1": "B-PER", "2": "I-PER"}
+  assert written["label2id"] == {"O": 0, "B-PER": 1, "I-PER": 2}
+  assert hf.read_label_names(tmp_path) == names
+  theirs = getattr(transformers, cls_name).from_pretrained(tmp_path, local_files_only=True)
+  assert theirs.config.id2label == dict(enumerate(names)) and theirs.config.num_labels == 3
+  with pytest.raises(ValueError, match=r"label_names \['O', 'O', 'X'\] must be 3 distinct"):
+    hf.save_hf_checkpoint(tmp_path, config, variables, head=head, label_names=["O", "O", "X"])
+  with pytest.raises(ValueError, match=r"label_names \['O'\] must be 3 distinct"):
+    hf.save_hf_checkpoint(tmp_path, config, variables, head=head, label_names=["O"])
+  qa = flax_init(M.BertForQuestionAnswering(config))
+  with pytest.raises(ValueError, match="label_names are for the classification heads, not "
+                                       "head='question_answering'"):
+    hf.save_hf_checkpoint(tmp_path, config, qa, head="question_answering", label_names=names)
 
 
 def test_save_bfloat16_params_and_keep_other_files(good_checkpoint, tmp_path):

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import (BertConfig, BertForMaskedLM, BertForPreTraining,
-                      BertForSequenceClassification, BertModel, ClassificationHead, axes)
-from bert_jax.model import count_params, flat_matmul, gather_positions, one_hot_lookup, tied_decoder
+from bert_jax import (BertConfig, BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
+                      BertForSequenceClassification, BertForTokenClassification, BertModel,
+                      ClassificationHead, axes)
+from bert_jax.model import count_params
 
 TINY = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=64)
@@ -64,6 +65,18 @@ def test_head_shapes():
   assert mlm_logits.shape == (2, 2, 100) and nsp_logits.shape == (2, 2)
   clf = BertForSequenceClassification(TINY, num_labels=3)
   assert clf.apply(random_variables(clf, ids, mask), ids, mask).shape == (2, 3)
+  tok = BertForTokenClassification(TINY, num_labels=5)
+  variables = random_variables(tok, ids, mask)
+  assert set(variables["params"]) == {"bert", "classifier"}
+  assert "pooler" not in variables["params"]["bert"]  # as transformers'
+  assert tok.apply(variables, ids, mask).shape == (2, 7, 5)
+  qa = BertForQuestionAnswering(TINY)
+  variables = random_variables(qa, ids, mask)
+  assert set(variables["params"]) == {"bert", "qa_outputs"}
+  assert "pooler" not in variables["params"]["bert"]
+  assert nn.meta.unbox(variables)["params"]["qa_outputs"]["kernel"].shape == (32, 2)
+  start, end = qa.apply(variables, ids, mask)
+  assert start.shape == end.shape == (2, 7)
 
 
 def test_bert_base_parameter_count():
@@ -85,7 +98,8 @@ def test_every_parameter_has_logical_axes(scan_layers):
   config = TINY.replace(scan_layers=scan_layers)
   ids = jnp.asarray(IDS)
   known = {v for k, v in vars(axes).items() if k.isupper()}
-  for model in (BertForPreTraining(config), BertForSequenceClassification(config)):
+  for model in (BertForPreTraining(config), BertForSequenceClassification(config),
+                BertForTokenClassification(config, num_labels=3), BertForQuestionAnswering(config)):
     boxed = jax.eval_shape(model.init, jax.random.key(0), ids)
     leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     assert all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
@@ -197,37 +211,3 @@ def test_remat_policies_change_nothing(scan_layers, policies):
                for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(grads)))
     print(f"remat {policy} (scan_layers={scan_layers}): grad max diff {diff:.3g}, scale {scale:.3g}")
     assert diff <= 1e-6 * scale, policy
-
-
-@pytest.mark.parametrize("x_shape,kernel_shape,contract", [
-    ((3, 5, 8), (8, 32), 1),      # wide weight gradient
-    ((3, 5, 32), (32, 8), 1),     # tall: computed transposed on CPU
-    ((3, 5, 4, 6), (4, 6, 16), 2),  # attention output: heads x kv contracted
-])
-def test_flat_matmul_values_and_gradients_match_tensordot(x_shape, kernel_shape, contract):
-  kx, kk, kg = jax.random.split(jax.random.key(0), 3)
-  x, kernel = jax.random.normal(kx, x_shape), jax.random.normal(kk, kernel_shape)
-  out_shape = x_shape[:len(x_shape) - contract] + kernel_shape[contract:]
-  g = jax.random.normal(kg, out_shape)
-  ours, ours_vjp = jax.vjp(lambda a, b: flat_matmul(a, b, contract), x, kernel)
-  ref, ref_vjp = jax.vjp(lambda a, b: jnp.tensordot(a, b, axes=contract), x, kernel)
-  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
-  for a, b in zip(ours_vjp(g), ref_vjp(g)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-
-
-def test_tied_decoder_and_lookups_match_autodiff_of_the_plain_forms():
-  kx, kt, kb, kg = jax.random.split(jax.random.key(1), 4)
-  x, table = jax.random.normal(kx, (2, 3, 8)), jax.random.normal(kt, (50, 8))
-  bias, g = jax.random.normal(kb, (50,)), jax.random.normal(kg, (2, 3, 50))
-  ours = jax.vjp(tied_decoder, x, table, bias)
-  ref = jax.vjp(lambda a, t, b: a @ t.T + b, x, table, bias)
-  np.testing.assert_allclose(ours[0], ref[0], rtol=1e-5, atol=1e-5)
-  for a, b in zip(ours[1](g), ref[1](g)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-  ids = jnp.array([[0, 1, 1], [2, 0, 1]])
-  segments = table[:3]
-  assert jnp.array_equal(one_hot_lookup(segments, ids), segments[ids])  # exact, not close
-  positions = jnp.array([[2, 0], [1, 1]])
-  assert jnp.array_equal(gather_positions(x, positions),
-                         jnp.take_along_axis(x, positions[..., None], axis=1))

@@ -1,0 +1,143 @@
+"""ops.py: each kernel against its textbook form, the kernel sets against each other, resolve."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bert_jax import BertConfig, BertForMaskedLM, ops
+
+TINY = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=16)
+# Row 0: two segments; row 1: padded after 5 tokens.
+IDS = np.array([[2, 15, 16, 17, 3, 18, 19, 3], [2, 21, 22, 23, 3, 0, 0, 0]], np.int32)
+MASK = (IDS != 0).astype(np.int32)
+SEGMENTS = np.array([[0, 0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0, 0]], np.int32)
+MASKED = np.array([[1, 6], [2, 0]], np.int32)  # position 0 twice: a padding prediction
+
+
+@pytest.mark.parametrize("matmul", [ops.flat_matmul, ops.flat_matmul_cpu])
+@pytest.mark.parametrize("x_shape,kernel_shape,contract", [
+    ((3, 5, 8), (8, 32), 1),      # wide weight gradient
+    ((3, 5, 32), (32, 8), 1),     # tall: computed transposed by weight_grad
+    ((3, 5, 4, 6), (4, 6, 16), 2),  # attention output: heads x kv contracted
+])
+def test_flat_matmul_values_and_gradients_match_tensordot(matmul, x_shape, kernel_shape,
+                                                          contract):
+  kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+  x, kernel = jax.random.normal(kx, x_shape), jax.random.normal(kk, kernel_shape)
+  out_shape = x_shape[:len(x_shape) - contract] + kernel_shape[contract:]
+  g = jax.random.normal(kg, out_shape)
+  ours, ours_vjp = jax.vjp(lambda a, b: matmul(a, b, contract), x, kernel)
+  ref, ref_vjp = jax.vjp(lambda a, b: jnp.tensordot(a, b, axes=contract), x, kernel)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+  for a, b in zip(ours_vjp(g), ref_vjp(g)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_weight_grad_is_a_transpose_product_in_both_orientations():
+  a, b = jax.random.normal(jax.random.key(3), (2, 6, 9))
+  tall, wide = (a, b[:, :4]), (a[:, :4], b)  # [9, 4] and [4, 9] outputs
+  for p, q in (tall, wide):
+    np.testing.assert_allclose(ops.weight_grad(p, q), p.T @ q, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cpu", [False, True])
+def test_tied_decoder_matches_autodiff_of_the_plain_form(cpu):
+  kx, kt, kb, kg = jax.random.split(jax.random.key(1), 4)
+  x, table = jax.random.normal(kx, (2, 3, 8)), jax.random.normal(kt, (50, 8))
+  bias, g = jax.random.normal(kb, (50,)), jax.random.normal(kg, (2, 3, 50))
+  ours = jax.vjp(lambda a, t, b: ops.tied_decoder(a, t, b, cpu), x, table, bias)
+  ref = jax.vjp(lambda a, t, b: a @ t.T + b, x, table, bias)
+  np.testing.assert_allclose(ours[0], ref[0], rtol=1e-5, atol=1e-5)
+  for a, b in zip(ours[1](g), ref[1](g)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_one_hot_lookups_are_exact():
+  table = jax.random.normal(jax.random.key(2), (3, 8))
+  ids = jnp.array([[0, 1, 1], [2, 0, 1]])
+  assert jnp.array_equal(ops.one_hot_lookup(table, ids), table[ids])  # exact, not close
+  x = jax.random.normal(jax.random.key(4), (2, 3, 8))
+  positions = jnp.array([[2, 0], [1, 1]])
+  assert jnp.array_equal(ops.one_hot_gather(x, positions),
+                         jnp.take_along_axis(x, positions[..., None], axis=1))
+
+
+def _mlm_value_and_grads(config, params):
+  model = BertForMaskedLM(config)
+  weights = jax.random.normal(jax.random.key(5), (2, 2, config.vocab_size))
+
+  def loss(p):
+    logits = model.apply({"params": p}, IDS, MASK, SEGMENTS, masked_positions=MASKED)
+    return jnp.sum(logits * weights), logits
+  (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+  return logits, grads
+
+
+def test_kernel_sets_give_the_same_values_and_gradients():
+  config = TINY.replace(attention_impl="xla")
+  rng = np.random.RandomState(0)
+  shapes = jax.eval_shape(BertForMaskedLM(config).init, jax.random.key(0), IDS)
+  params = jax.tree_util.tree_map_with_path(  # LayerNorm scales around 1, the rest around 0
+      lambda path, leaf: ("['scale']" in jax.tree_util.keystr(path))
+      + 0.1 * rng.standard_normal(leaf.shape).astype(np.float32),
+      nn.meta.unbox(shapes)["params"])
+  logits, grads = _mlm_value_and_grads(config.replace(kernels="plain"), params)
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads))
+  for name in ("cpu", "gpu"):
+    other_logits, other_grads = _mlm_value_and_grads(config.replace(kernels=name), params)
+    diff = float(jnp.max(jnp.abs(other_logits - logits)))
+    grad_diff = max(float(jnp.max(jnp.abs(a - b)))
+                    for a, b in zip(jax.tree.leaves(other_grads), jax.tree.leaves(grads)))
+    print(f"kernels={name} vs plain: logits max diff {diff:.3g}, grads {grad_diff:.3g} "
+          f"(largest gradient {scale:.3g})")
+    assert diff <= 1e-5, name
+    assert grad_diff <= 1e-5 * scale, name
+    assert jax.tree.structure(other_grads) == jax.tree.structure(grads)
+
+
+def test_resolve_by_backend(monkeypatch):
+  bf16 = TINY.replace(dtype="bfloat16")
+  for backend, kernels, f32_attention, bf16_attention in [
+      ("cpu", "cpu", "xla", "xla"), ("gpu", "gpu", "xla", "cudnn"), ("tpu", "gpu", "xla", "xla")]:
+    monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
+    resolved = ops.resolve(TINY)
+    assert (resolved.kernels, resolved.attention_impl) == (kernels, f32_attention), backend
+    assert ops.resolve(resolved) == resolved
+    assert ops.resolve(bf16).attention_impl == bf16_attention, backend
+    # Explicit choices stay; an unresolved "auto" inside ops resolves the same way.
+    assert ops.resolve(TINY.replace(kernels="plain", attention_impl="einsum")) == TINY.replace(
+        kernels="plain", attention_impl="einsum")
+    assert ops.kernels(TINY) == kernels
+    assert ops.attention_implementation(bf16) == bf16_attention
+  assert ops.resolve(bf16.replace(kernels="plain")).attention_impl == "xla"
+
+
+def test_attention_choice_depends_only_on_the_config():
+  bf16 = TINY.replace(dtype="bfloat16")
+  assert ops.attention_implementation(bf16.replace(kernels="gpu")) == "cudnn"
+  assert ops.attention_implementation(TINY.replace(kernels="gpu")) == "xla"  # float32
+  for kernels in ("plain", "cpu"):
+    assert ops.attention_implementation(bf16.replace(kernels=kernels)) == "xla"
+  assert ops.attention_implementation(bf16.replace(kernels="gpu", attention_impl="xla")) == "xla"
+
+
+def test_a_resolved_model_never_asks_the_backend(monkeypatch):
+  config = ops.resolve(TINY)
+  model = BertForMaskedLM(config)
+
+  def ask(*_):
+    raise AssertionError("jax.default_backend() called while tracing a resolved model")
+  monkeypatch.setattr(jax, "default_backend", ask)
+  variables = jax.eval_shape(model.init, jax.random.key(0), IDS)
+  jax.eval_shape(lambda v: model.apply(v, IDS, MASK, SEGMENTS, masked_positions=MASKED),
+                 variables)
+
+
+def test_kernels_is_validated_and_not_written_to_config_json():
+  with pytest.raises(ValueError, match=r"BertConfig.kernels='tpu' is not one of auto, plain"):
+    TINY.replace(kernels="tpu")
+  assert "kernels" not in TINY.replace(kernels="cpu").to_dict()
+  assert BertConfig.from_dict(TINY.to_dict()) == TINY
