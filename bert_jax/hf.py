@@ -166,6 +166,13 @@ def unstack_layers(encoder_params: dict[str, Any]) -> dict[str, Any]:
 
 # Reading -------------------------------------------------------------------------------------
 
+def architecture(head: str | None) -> str:
+  """The transformers class of a head (None: BertModel)."""
+  if head not in _ARCHITECTURES:
+    raise ValueError(f"head={head!r} is not one of {HEADS}")
+  return _ARCHITECTURES[head]
+
+
 def is_transformers_dir(path: str) -> bool:
   """Whether `path` holds a checkpoint `load_hf_checkpoint` reads: config.json plus
   model.safetensors, a sharded model.safetensors.index.json, or pytorch_model.bin."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bert_jax import ops
 from bert_jax.config import BertConfig
 
 # Static sequence lengths of prediction batches: each batch is padded to the smallest bucket
@@ -43,22 +44,16 @@ class Loaded:
     return self.task.model(self.config)
 
 
-def is_transformers_dir(path: str) -> bool:
-  return os.path.exists(os.path.join(path, "config.json")) and any(
-      os.path.exists(os.path.join(path, f))
-      for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
-
-
 def load(path: str, *, task: str | None = None) -> Loaded:
   """Reads a bert_jax workdir (or its checkpoints/ folder) or a transformers directory.
 
   A bert_jax checkpoint names its own task. For a transformers directory `task` says which
   head to read (its vocab.txt is used when present); without it, the encoder only.
   """
-  from bert_jax import tasks
+  from bert_jax import hf, tasks
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint {path} does not exist")
-  if is_transformers_dir(path):
+  if hf.is_transformers_dir(path):
     return _load_transformers(path, task)
   from bert_jax import checkpoint
   params, meta = checkpoint.restore_params(path)
@@ -67,7 +62,8 @@ def load(path: str, *, task: str | None = None) -> Loaded:
                      "format 2 metadata); retrain it, or export it with that older version")
   from bert_jax.tokenizer import resolve_vocab_file
   task_obj = tasks.get(meta["task"]).from_checkpoint_info(meta.get("task_info") or {})
-  return Loaded(BertConfig(**meta["model"]), params, meta["task"], task_obj,
+  config = ops.resolve(BertConfig(**meta["model"]))
+  return Loaded(config, params, meta["task"], task_obj,
                 resolve_vocab_file(meta.get("vocab_file") or ""),
                 int(meta.get("max_seq_length", 128)))
 
@@ -84,6 +80,7 @@ def _load_transformers(path: str, task: str | None) -> Loaded:
       task_obj = tasks.get(task).from_transformers_config(json.load(f))
     head = task_obj.hf_head
   config, params = hf.load_hf_checkpoint(path, head=head)
+  config = ops.resolve(config)
   if head is None:
     params = {"bert": params}
   vocab = os.path.join(path, "vocab.txt")

@@ -136,7 +136,7 @@ def train_tokens_per_sec(metrics_file: str) -> float | None:
 def _init_description(init_from: str) -> str:
   if not init_from:
     return "random initialization (no `init_from`)"
-  from bert_jax.inference import is_transformers_dir
+  from bert_jax.hf import is_transformers_dir
   kind = "transformers" if is_transformers_dir(init_from) else "bert_jax"
   return f"{kind} checkpoint `{init_from}` (encoder; the task head fresh unless it matches)"
 

@@ -28,12 +28,14 @@ import numpy as np
 from absl import logging
 
 from bert_jax import checkpoint as ckpt_lib
-from bert_jax import optim, sharding, steps, tasks
+from bert_jax import ops, optim, sharding, steps, tasks
 from bert_jax.config import BertConfig
 from bert_jax.metric_writer import MetricWriter, Progress
 
 # Checkpoint metadata format: 2 = task modules (task name + task settings in "task_info").
 CHECKPOINT_FORMAT = 2
+# BertConfig fields that choose how to compute, not what: a run may resume with other values.
+COMPUTE_FIELDS = ("dtype", "attention_impl", "kernels", "remat_policy")
 
 
 class ConfigError(ValueError):
@@ -51,12 +53,13 @@ def model_config(config, vocab_size: int, base: BertConfig | None = None) -> Ber
   """The one place the experiment config becomes a BertConfig.
 
   `base` (from a pretrained checkpoint) fixes the architecture; the experiment may still set
-  dropout and how to compute (dtype, attention, remat, scan).
+  dropout and how to compute (dtype, attention, kernels, remat, scan). "auto" kernels and
+  attention are resolved here, once, for this backend (`ops.resolve`).
   """
   fields = {k: v for k, v in config.model.to_dict().items()}
   if base is not None:
-    keep = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype", "param_dtype",
-            "attention_impl", "remat_policy", "scan_layers")
+    keep = ("hidden_dropout_prob", "attention_probs_dropout_prob", "param_dtype",
+            "scan_layers") + COMPUTE_FIELDS
     fields = {**dataclasses.asdict(base), **{k: v for k, v in fields.items() if k in keep}}
   fields["vocab_size"] = fields.get("vocab_size") or vocab_size
   try:
@@ -66,7 +69,7 @@ def model_config(config, vocab_size: int, base: BertConfig | None = None) -> Ber
   if cfg.vocab_size != vocab_size:
     raise ConfigError(f"model vocab_size={cfg.vocab_size} but the tokenizer's vocabulary has "
                       f"{vocab_size} entries")
-  return cfg
+  return ops.resolve(cfg)
 
 
 def _check_config(config) -> type[tasks.Task]:
@@ -86,8 +89,8 @@ def _check_config(config) -> type[tasks.Task]:
 
 def _run_identity(config, model_cfg: BertConfig) -> dict:
   """What a workdir's checkpoints must agree with to be resumed."""
-  return {"task": config.task, "model": dict(dataclasses.asdict(model_cfg)),
-          "max_seq_length": int(config.data.max_seq_length)}
+  model = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k not in COMPUTE_FIELDS}
+  return {"task": config.task, "model": model, "max_seq_length": int(config.data.max_seq_length)}
 
 
 def _check_workdir(workdir: str, identity: dict):
@@ -156,7 +159,7 @@ def load_pretrained(config, task_cls: type[tasks.Task]
   if not os.path.exists(path):
     raise ConfigError(f"config.init_from={path!r} does not exist")
   from bert_jax import hf, inference
-  if inference.is_transformers_dir(path):
+  if hf.is_transformers_dir(path):
     try:
       base, params = hf.load_hf_checkpoint(path, head=_hf_head_of(config, task_cls))
     except (KeyError, ValueError):

@@ -188,3 +188,22 @@ def test_missing_batch_key_is_named():
   state = steps.create_train_state(init(model, batch), tx)
   with pytest.raises(KeyError, match="next_sentence_label"):
     steps.train_step(state, batch, jax.random.key(0), task=MLM_NSP, model=model, tx=tx)
+
+
+def test_eval_sums_over_batches_equal_one_batch():
+  """Every device-side sum and count adds up across batches (a metric kept as a per-step
+  scalar would report the last batch's value)."""
+  batch = make_batch(6, batch=8)
+  batch = {**batch, "label": jnp.arange(8, dtype=jnp.int32) % 2}
+  task = Classification(2)
+  model = BertForSequenceClassification(CFG, 2)
+  params = init(model, batch)
+  def evaluate(b):
+    return steps.eval_step(params, b, jax.random.key(0), task=task, model=model)[0]
+  halves = [jax.tree_util.tree_map(lambda x, s=s: x[s], batch) for s in (slice(0, 4),
+                                                                           slice(4, 8))]
+  whole = task.summarize(steps.accumulate_metrics([evaluate(batch)]))
+  split = task.summarize(steps.accumulate_metrics([evaluate(h) for h in halves]))
+  assert split["num_examples"] == whole["num_examples"] == 8
+  for k in ("loss", "accuracy", "num_tokens"):
+    assert split[k] == pytest.approx(whole[k], rel=1e-5), k

@@ -80,7 +80,7 @@ class Classification(Task):
   required_keys = FIELDS + ("label",)
 
   def denominators(self, batch):
-    return {"count": jnp.sum(losses.example_mask(batch))}
+    return {"example_count": jnp.sum(losses.example_mask(batch))}
 
   def forward(self, model, params, batch, *, deterministic, dropout_rng):
     logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
@@ -90,21 +90,21 @@ class Classification(Task):
     sums = {
         "loss_sum": jnp.sum(losses.cross_entropy(logits, batch["label"]) * ex),
         "correct_sum": jnp.sum(losses.top1_correct(logits, batch["label"]) * ex),
-        "count": jnp.sum(ex),
+        "example_count": jnp.sum(ex),
         "tokens_sum": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
     }
     return sums, {"probs": jax.nn.softmax(logits.astype(jnp.float32), -1)}
 
   def loss(self, sums, denominators):
-    return sums["loss_sum"] / jnp.maximum(denominators["count"], 1.0)
+    return sums["loss_sum"] / jnp.maximum(denominators["example_count"], 1.0)
 
   # --- host --------------------------------------------------------------------------------
 
   def summarize(self, sums):
     out = {k: v for k, v in sums.items() if not is_sum(k)}
-    out["loss"] = mean(sums, "loss_sum", "count")
-    out["accuracy"] = mean(sums, "correct_sum", "count")
-    out["num_examples"] = sums["count"]
+    out["loss"] = mean(sums, "loss_sum", "example_count")
+    out["accuracy"] = mean(sums, "correct_sum", "example_count")
+    out["num_examples"] = sums["example_count"]
     out["num_tokens"] = sums.get("tokens_sum", 0.0)
     return out
 

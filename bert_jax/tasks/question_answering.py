@@ -118,7 +118,7 @@ class QuestionAnswering(Task):
   # --- device ------------------------------------------------------------------------------
 
   def denominators(self, batch):
-    return {"count": jnp.sum(losses.example_mask(batch))}
+    return {"window_count": jnp.sum(losses.example_mask(batch))}
 
   def forward(self, model, params, batch, *, deterministic, dropout_rng):
     start, end = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
@@ -131,22 +131,22 @@ class QuestionAnswering(Task):
         "loss_sum": jnp.sum(0.5 * (losses.cross_entropy(start, s_pos)
                                    + losses.cross_entropy(end, e_pos)) * ex),
         "span_correct_sum": jnp.sum(both * ex),
-        "count": jnp.sum(ex),
+        "window_count": jnp.sum(ex),
         "tokens_sum": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
     }
     return sums, {"start_logits": start.astype(jnp.float32),
                   "end_logits": end.astype(jnp.float32)}
 
   def loss(self, sums, denominators):
-    return sums["loss_sum"] / jnp.maximum(denominators["count"], 1.0)
+    return sums["loss_sum"] / jnp.maximum(denominators["window_count"], 1.0)
 
   # --- host --------------------------------------------------------------------------------
 
   def summarize(self, sums):
     out = {k: v for k, v in sums.items() if not is_sum(k)}
-    out["loss"] = mean(sums, "loss_sum", "count")
-    out["window_span_accuracy"] = mean(sums, "span_correct_sum", "count")
-    out["num_windows"] = sums["count"]
+    out["loss"] = mean(sums, "loss_sum", "window_count")
+    out["window_span_accuracy"] = mean(sums, "span_correct_sum", "window_count")
+    out["num_windows"] = sums["window_count"]
     out["num_tokens"] = sums.get("tokens_sum", 0.0)
     return out
 

@@ -120,7 +120,7 @@ class TokenClassification(Task):
   # --- device ------------------------------------------------------------------------------
 
   def denominators(self, batch):
-    return {"count": jnp.sum(_label_weights(batch))}
+    return {"label_count": jnp.sum(_label_weights(batch))}
 
   def forward(self, model, params, batch, *, deterministic, dropout_rng):
     logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
@@ -130,7 +130,7 @@ class TokenClassification(Task):
     sums = {
         "loss_sum": jnp.sum(losses.cross_entropy(logits, batch["labels"]) * w),
         "correct_sum": jnp.sum(losses.top1_correct(logits, batch["labels"]) * w),
-        "count": jnp.sum(w),
+        "label_count": jnp.sum(w),
         "tokens_sum": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
     }
     probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
@@ -139,15 +139,15 @@ class TokenClassification(Task):
     return sums, outputs
 
   def loss(self, sums, denominators):
-    return sums["loss_sum"] / jnp.maximum(denominators["count"], 1.0)
+    return sums["loss_sum"] / jnp.maximum(denominators["label_count"], 1.0)
 
   # --- host --------------------------------------------------------------------------------
 
   def summarize(self, sums):
     out = {k: v for k, v in sums.items() if not is_sum(k)}
-    out["loss"] = mean(sums, "loss_sum", "count")
-    out["piece_accuracy"] = mean(sums, "correct_sum", "count")
-    out["num_labelled_pieces"] = sums["count"]
+    out["loss"] = mean(sums, "loss_sum", "label_count")
+    out["piece_accuracy"] = mean(sums, "correct_sum", "label_count")
+    out["num_labelled_pieces"] = sums["label_count"]
     out["num_tokens"] = sums.get("tokens_sum", 0.0)
     return out
 
