@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from bert_jax import inference
 
@@ -29,8 +29,18 @@ def fill_mask(loaded: inference.Loaded, texts: list[str], top_k: int = 5):
     raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model; "
                      "fill-mask needs a pretraining checkpoint or a transformers BertForMaskedLM")
   tok = Tokenizer(loaded.vocab_file)
-  enc = tok.encode_batch(texts, max_length=min(loaded.max_seq_length,
-                                                loaded.config.max_position_embeddings))
+  window = min(loaded.max_seq_length, loaded.config.max_position_embeddings)
+  for text, pieces in zip(texts, tok.tokenize_to_ids(texts)):
+    masks = np.flatnonzero(pieces == tok.mask_id)
+    if masks.size == 0:
+      raise ValueError(f"no [MASK] token in {text[:80]!r}")
+    if len(pieces) + 2 > window:  # [CLS] ... [SEP] keeps window - 2 pieces
+      if masks[-1] >= window - 2:
+        raise ValueError(f"a [MASK] is word piece {masks[-1] + 1} of {len(pieces)}, beyond the "
+                         f"model's window of {window - 2} pieces; shorten the text")
+      logging.warning("input of %d word pieces truncated to the model's window of %d: %r",
+                      len(pieces), window - 2, text[:60])
+  enc = tok.encode_batch(texts, max_length=window)
   ids = np.asarray(enc["input_ids"])
   # The MLM part of the tree (a BertForPreTraining checkpoint also has an NSP head).
   params = {"bert": loaded.params["bert"], "mlm_head": loaded.params["mlm_head"]}
@@ -40,8 +50,6 @@ def fill_mask(loaded: inference.Loaded, texts: list[str], top_k: int = 5):
   results = []
   for row, text in enumerate(texts):
     positions = np.flatnonzero(ids[row] == tok.mask_id)
-    if positions.size == 0:
-      raise ValueError(f"no [MASK] token in {text!r}")
     per_mask = []
     for pos in positions:
       best = np.argsort(-probs[row, pos])[:top_k]

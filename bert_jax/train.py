@@ -160,10 +160,13 @@ def load_pretrained(config, task_cls: type[tasks.Task]
     raise ConfigError(f"config.init_from={path!r} does not exist")
   from bert_jax import hf, inference
   if hf.is_transformers_dir(path):
+    head = _hf_head_of(config, task_cls)
     try:
-      base, params = hf.load_hf_checkpoint(path, head=_hf_head_of(config, task_cls))
+      base, params = hf.load_hf_checkpoint(path, head=head)
     except (KeyError, ValueError):
+      head = None
       base, params = hf.load_hf_checkpoint(path)
+    if head is None:  # BertModel's tree is our models' "bert" subtree
       params = {"bert": params}
     return base, params, f"transformers checkpoint {path}"
   loaded = inference.load(path)

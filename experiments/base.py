@@ -21,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
       intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
       attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
       initializer_range=0.02, layer_norm_eps=1e-12, pad_token_id=0, dtype="float32",
-      param_dtype="float32", attention_impl="auto", remat_policy="none", scan_layers=False))
+      param_dtype="float32", attention_impl="auto", kernels="auto", remat_policy="none",
+      scan_layers=False))
 
   c.data = ml_collections.ConfigDict(dict(
       name="movie_reviews_text", data_dir="", vocab_file="", max_seq_length=128, nsp=False,
