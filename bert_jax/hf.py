@@ -33,7 +33,8 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax
 import flax.linen as nn
