@@ -33,7 +33,8 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -257,8 +258,8 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
   (`bert.`-prefixed, plus `cls.*` / `classifier.*` / `qa_outputs.*`) both load. Head weights
   the chosen model does not use are dropped (e.g. `head=None` on bert-base-uncased's
   BertForPreTraining weights); a tied `cls.predictions.decoder.weight` must equal the word
-  embeddings. Any other unknown key, any
-  missing key and any shape mismatch raise ValueError naming the keys.
+  embeddings. Any other unknown key, any missing key and any shape mismatch raise ValueError
+  naming the keys.
   `config_overrides` sets fields that config.json lacks (dtype, param_dtype, scan_layers,
   remat_policy, attention_impl, kernels); with scan_layers=True the layers come stacked
   (`stack_layers`).
