@@ -89,8 +89,8 @@ def test_save_refuses_a_non_finite_state(tmp_path):
   ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), async_save=False)
   bad = _state(1.0)
   bad["mu"]["w"] = bad["mu"]["w"].at[1, 2].set(jnp.nan)
-  with pytest.raises(checkpoint.NonFiniteStateError, match=r"at step 1: .*\['mu'\]\['w'\].*no "
-                                                          r"checkpoint was written yet"):
+  with pytest.raises(checkpoint.NonFiniteStateError,
+                     match=r"at step 1: .*\['mu'\]\['w'\].*no checkpoint was written yet"):
     ckpt.save(1, bad, data_state=None, meta={})
   _save(ckpt, 2)
   with pytest.raises(errors.NonFiniteLossError,

@@ -107,9 +107,11 @@ def get_builder(data_config, data_dir: str | None = None, task: str | None = Non
     builder = RottenTomatoes(data_dir=data_dir)
   elif name == "local_classification":
     from bert_jax.datasets import local_classification as lc
-    config = lc.classification_config(_field(data_config, "train_file", ""),
-                                      _field(data_config, "eval_file", ""),
-                                      _field(data_config, "label_names", ()))
+    config = lc.classification_config(
+        _field(data_config, "train_file", ""), _field(data_config, "eval_file", ""),
+        _field(data_config, "label_names", ()), text_key=_field(data_config, "text_key", "text"),
+        text_pair_key=_field(data_config, "text_pair_key", ""),
+        label_key=_field(data_config, "label_key", "label"))
     builder = lc.LocalClassification(config=config, data_dir=data_dir)
   elif name in PRETRAINING_BUILDERS:
     raise ValueError(f"data.name={name!r} is a pretraining corpus, not a labelled dataset")
