@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 PRETRAINING_BUILDERS = ("movie_reviews_text", "local_text")
 CLASSIFICATION_BUILDERS = ("rotten_tomatoes", "local_classification")
@@ -67,6 +68,8 @@ def get_builder(data_config, data_dir: str | None = None, task: str | None = Non
   import tensorflow_datasets as tfds
   from bert_jax.datasets import base
 
+  if not sys.stderr.isatty():  # TFDS's tqdm bars are noise in a log file, a pipe or a test
+    tfds.disable_progress_bar()
   data_dir = data_dir or default_data_dir()
   name = data_config.name
   task = task or task_of(data_config, data_dir)
