@@ -3,14 +3,19 @@ user mistake reported as one line by the real entry point (issue 13)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import checkpoint, errors
+from bert_jax import checkpoint, errors, workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,3 +105,70 @@ def test_save_refuses_a_non_finite_state(tmp_path):
   ckpt.wait()
   assert ckpt.all_steps() == [2]
   ckpt.close()
+
+
+# ----------------------------------------------------------------------------- workdir
+
+HOLD_LOCK = """
+import sys, time
+from bert_jax import workdir
+held = workdir.lock(sys.argv[1])
+print("locked", flush=True)
+time.sleep(3600)
+"""
+
+
+def _hold_lock(path: str) -> subprocess.Popen:
+  """A process that holds the workdir lock until it is killed."""
+  proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, path], cwd=ROOT,
+                          stdout=subprocess.PIPE, text=True)
+  assert proc.stdout.readline().strip() == "locked"
+  return proc
+
+
+def test_workdir_lock_is_exclusive_and_dies_with_its_process(tmp_path):
+  path = str(tmp_path / "run")
+  holder = _hold_lock(path)
+  try:
+    with pytest.raises(errors.WorkdirBusyError,
+                       match=rf"^workdir {re.escape(path)} is in use by another run \(pid "
+                             rf"{holder.pid}\); wait for it or use another --workdir$"):
+      workdir.lock(path)
+    assert not workdir.lock(path, is_lead=False).held  # other hosts of a multi-host run
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  # kill -9 left the .lock file but no lock: the OS dropped it with the process.
+  with workdir.lock(path) as held:
+    assert held.held and open(os.path.join(path, ".lock")).read().strip() == str(os.getpid())
+    with pytest.raises(errors.WorkdirBusyError, match=rf"\(pid {os.getpid()}\)"):
+      workdir.lock(path)  # a second lock, even from the same process
+  assert not held.held
+  workdir.lock(path).release()
+
+
+def test_workdir_that_cannot_be_written_is_a_config_error(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  with pytest.raises(errors.ConfigError, match=r"workdir .*a_file/run is not writable"):
+    workdir.lock(str(blocker / "run"))
+
+
+def test_run_identity_comes_from_checkpoints_not_from_a_failed_run(tmp_path):
+  path = str(tmp_path)
+  identity = {"task": "pretraining", "max_seq_length": 128,
+              "model": {"hidden_size": 32, "num_hidden_layers": 1}}
+  stale = {**identity, "max_seq_length": 256, "model": {**identity["model"], "hidden_size": 64}}
+  workdir.record_run(path, {"seed": 0}, stale)  # a run that failed before any checkpoint
+  assert not workdir.has_checkpoint(path)
+  workdir.check_run(path, identity, has_checkpoint=False)  # never blocks the corrected run
+  os.makedirs(os.path.join(path, "checkpoints", "4"))
+  assert workdir.has_checkpoint(path)
+  with pytest.raises(errors.ConfigError,
+                     match=r"holds checkpoints of another run \(was -> now: max_seq_length: "
+                           r"256 -> 128; model.hidden_size: 64 -> 32\); use another --workdir"):
+    workdir.check_run(path, identity, has_checkpoint=True)
+  written = workdir.record_run(path, {"seed": 0}, identity)
+  assert json.load(open(written)) == {"seed": 0, "_run": identity}
+  assert sorted(os.listdir(path)) == ["checkpoints", "config.json"]  # no temporary file left
+  workdir.check_run(path, identity, has_checkpoint=True)
