@@ -112,14 +112,20 @@ def parse_flags(argv):
     errors.exit_with(errors.ConfigError(
         f"--config={_config_path(argv)}: {e}; run from the repository root (or put it on "
         "PYTHONPATH)"))
+  except OSError as e:  # the config file did not load (an override touched it)
+    errors.exit_with(_load_error(argv, e))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     errors.exit_with(errors.ConfigError(_override_error(argv, e)))
   try:
     FLAGS.config.get("task")  # a config file that failed to load raises here
   except OSError as e:
-    reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-    errors.exit_with(errors.ConfigError(f"cannot load --config={_config_path(argv)}: {reason}"))
+    errors.exit_with(_load_error(argv, e))
   return parsed
+
+
+def _load_error(argv, e: OSError) -> errors.ConfigError:
+  reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+  return errors.ConfigError(f"cannot load --config={_config_path(argv)}: {reason}")
 
 
 if __name__ == "__main__":

@@ -130,7 +130,8 @@ def check_run(workdir: str, identity: dict, has_checkpoint: bool) -> None:
     return
   diff = _differences(previous, identity)
   if diff:
-    raise ConfigError(f"workdir {os.path.abspath(workdir)} holds checkpoints of another run "
+    what = "model config" if all(d.startswith("model.") for d in diff) else "run"
+    raise ConfigError(f"workdir {os.path.abspath(workdir)} holds checkpoints of another {what} "
                       f"(was -> now: {'; '.join(diff)}); use another --workdir")
 
 
