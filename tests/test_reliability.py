@@ -20,6 +20,27 @@ from bert_jax import checkpoint, errors, workdir
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# ----------------------------------------------------------------------------- errors
+
+def test_which_errors_are_the_users():
+  from bert_jax import input_pipeline
+  assert errors.is_user_error(errors.DataError("x")) and errors.is_user_error(
+      errors.WorkdirBusyError("x"))
+  assert issubclass(errors.ConfigError, ValueError)
+  assert issubclass(errors.NonFiniteLossError, RuntimeError)
+  assert issubclass(checkpoint.CheckpointMismatchError, errors.ConfigError)
+  missing = FileNotFoundError(2, "No such file or directory", "/data/x.csv")
+  assert errors.is_user_error(missing)
+  assert errors.one_line(missing) == "/data/x.csv: No such file or directory"
+  with pytest.raises(ValueError) as from_input_code:
+    input_pipeline._check_batch_size(6, 4)
+  assert errors.is_user_error(from_input_code.value)
+  with pytest.raises(ValueError) as elsewhere:
+    int("a bug, not a mistake")
+  assert not errors.is_user_error(elsewhere.value)
+  assert errors.one_line(ValueError("first\n  second\n")) == "first; second"
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 def _state(value: float) -> dict:
