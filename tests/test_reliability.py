@@ -98,6 +98,22 @@ def test_corrupt_checkpoint_is_moved_aside_and_its_step_rewritten(tmp_path):
   assert len(os.listdir(tmp_path / "corrupt_checkpoints")) == 1
 
 
+def test_when_no_step_restores_nothing_is_moved(tmp_path):
+  """Every step failing is more likely a wrong mesh or memory than corruption: keep them."""
+  directory = str(tmp_path / "checkpoints")
+  ckpt = checkpoint.Checkpointer(directory, async_save=False)
+  for step in (1, 2):
+    _save(ckpt, step)
+    _truncate_largest_file(os.path.join(directory, str(step), "state"))
+  with pytest.raises(checkpoint.CheckpointUnreadableError,
+                     match=r"no readable checkpoint in .*checkpoints \(step 2: .*; step 1: .*\); "
+                           r"nothing was moved or deleted"):
+    ckpt.restore(_abstract(_state(0)))
+  ckpt.close()
+  assert sorted(os.listdir(directory)) == ["1", "2"]
+  assert not os.path.exists(tmp_path / "corrupt_checkpoints")
+
+
 def test_nonfinite_leaves_names_nan_inf_and_overflowing_arrays():
   state = _state(1.0)
   assert checkpoint.nonfinite_leaves(state) == []
