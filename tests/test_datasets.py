@@ -359,7 +359,8 @@ def test_classification_column_keys_are_honoured(tmp_path):
   columns = local_classification.Columns(text="review", label="y")
   with pytest.raises(ValueError, match=r"t.jsonl:2: empty label"):
     local_classification.read_rows(str(jsonl), columns)
-  with pytest.raises(ValueError, match=r"t.jsonl:1: missing fields 'text', 'label' .*set data.text_key"):
+  with pytest.raises(ValueError,
+                     match=r"t.jsonl:1: missing fields 'text', 'label' .*set data.text_key"):
     local_classification.read_rows(str(jsonl))
 
 
