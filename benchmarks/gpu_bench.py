@@ -4,7 +4,10 @@
     .venv/bin/python benchmarks/gpu_bench.py --tiny --out /tmp/gpu_out   # CPU smoke test
 
 Stages, each written to `<out>/gpu_bench.json` as soon as it finishes (a run cut short
-keeps what it measured), all inside `--budget_s` (later stages are skipped, not started):
+keeps what it measured), all inside `--budget_s` (later stages are skipped, not started).
+With `--fixed_work` (implied by `--tiny`) there is no wall-clock budget: every stage runs and
+the max-batch search makes at most `--search_tries` tries, so what runs never depends on how
+busy the machine is (the tests run on a shared CPU):
 
   peak        the card's measured bf16 matmul rate: best of 8192^3 `jnp.dot`s (f32 accumulate).
   embed_grad  the gradient of each embedding lookup on a [256, 128] batch, old and new ways
@@ -365,8 +368,9 @@ def run_variant(name: str, seq: int, batch: int, impl: str, prng: str | None, ar
   return row
 
 
-def max_batch_search(args, deadline: float, log: Log) -> dict:
-  """Doubles the seq-128 batch while it compiles within the device memory and runs a step."""
+def max_batch_search(args, deadline: float, log: Log, max_tries: int | None = None) -> dict:
+  """Doubles the seq-128 batch while it compiles within the device memory and runs a step:
+  until `deadline`, or for at most `max_tries` tries when that is given (no deadline)."""
   seq = 128
   config = base_config(args.tiny, attention_impl=gpu_or_xla("cudnn"), remat_policy=args.remat,
                        scan_layers=True)
@@ -374,7 +378,11 @@ def max_batch_search(args, deadline: float, log: Log) -> dict:
   trainer = Trainer(config, seq)
   batch = args.search_start
   tries, largest = [], None
-  while time.perf_counter() < deadline:
+  def more():
+    if max_tries is not None:
+      return len(tries) < max_tries
+    return time.perf_counter() < deadline
+  while more():
     start = time.perf_counter()
     try:
       data = make_batch(batch, seq, config.vocab_size)
@@ -397,8 +405,10 @@ def max_batch_search(args, deadline: float, log: Log) -> dict:
       break
     finally:
       state = data = compiled = None
-  stopped = "budget" if time.perf_counter() >= deadline and (not tries or tries[-1]["fits"]) \
-      else "memory"
+  if tries and not tries[-1]["fits"]:
+    stopped = "memory"
+  else:
+    stopped = "tries" if max_tries is not None else "budget"
   log(f"max_batch (seq {seq}, scan_layers=True, remat {args.remat}): largest fitting batch "
       f"{largest} (stopped by {stopped}); tries {tries}")
   return dict(seq=seq, largest_batch=largest, stopped_by=stopped, tries=tries)
@@ -504,6 +514,11 @@ def main(argv=None) -> dict:
   parser.add_argument("--search_s", type=float, default=None,
                       help="time for the max-batch search (default 80 GPU, 10 tiny)")
   parser.add_argument("--search_start", type=int, default=None)
+  parser.add_argument("--fixed_work", action="store_true",
+                      help="no wall-clock budget: run every stage, search --search_tries "
+                           "batches (implied by --tiny)")
+  parser.add_argument("--search_tries", type=int, default=2,
+                      help="max-batch tries with --fixed_work")
   parser.add_argument("--cpu_memory_limit_gb", type=float, default=2.0,
                       help="memory limit for the search where the device reports none")
   parser.add_argument("--skip", nargs="*", default=(),
@@ -518,14 +533,15 @@ def main(argv=None) -> dict:
   args.budget_s = args.budget_s or (120.0 if args.tiny else 330.0)
   args.search_s = args.search_s or (10.0 if args.tiny else 80.0)
   args.search_start = args.search_start or (16 if args.tiny else 512)
+  args.fixed_work = args.fixed_work or args.tiny
   started = time.perf_counter()
-  deadline = started + args.budget_s
+  deadline = float("inf") if args.fixed_work else started + args.budget_s
 
   log = Log(args.out)
   device = jax.devices()[0]
   env = dict(device=str(device), device_kind=device.device_kind, platform=device.platform,
              jax=jax.__version__, python=sys.version.split()[0], argv=sys.argv[1:],
-             tiny=args.tiny, remat=args.remat, scan=args.scan,
+             tiny=args.tiny, fixed_work=args.fixed_work, remat=args.remat, scan=args.scan,
              xla_flags=os.environ.get("XLA_FLAGS", ""), ftz_atomics_added=native_atomics)
   log(f"gpu_bench: {env}")
   log.save("env", env)
@@ -561,7 +577,8 @@ def main(argv=None) -> dict:
             ("check_bf16_losses", lambda: check_bf16_losses(args, log)),
             ("check_masking", lambda: check_masking(args, log)),
             ("max_batch", lambda: max_batch_search(  # no try started in the last 30 s
-                args, min(deadline - 30, time.perf_counter() + args.search_s), log))]
+                args, min(deadline - 30, time.perf_counter() + args.search_s), log,
+                max_tries=args.search_tries if args.fixed_work else None))]
   for key, fn in stages:
     if key in args.skip or (key.startswith("check") and "checks" in args.skip):
       continue

@@ -5,25 +5,79 @@ A checkpoint step directory holds three named items:
   data   the input iterator's state (JSON), so a resumed run sees the same batches
   meta   model config, task and base rng (JSON), to refuse a checkpoint of another config
 Orbax writes each step into a temporary directory and renames it when complete, so a run
-killed mid-save leaves the previous checkpoint intact; a step that fails to restore is reported
-and the one before it used.
+killed mid-save leaves the previous checkpoint intact.
+
+A step that fails to restore is reported and the one before it used; once an older step has
+restored, the unreadable ones are moved (never deleted) to
+`<checkpoints>/../corrupt_checkpoints/<step>-<UTC time>/`, so the run can write that step
+again and `max_to_keep` counts only good checkpoints. When no step restores, nothing is moved:
+a failure of every step is more likely a wrong mesh or too little memory than corruption.
+
+`save` refuses a state with a non-finite parameter or optimizer moment (`nonfinite_leaves`),
+so every checkpoint on disk resumes cleanly.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
 import orbax.checkpoint as ocp
 
+from bert_jax import errors
+
 ITEMS = ("state", "data", "meta")
+CORRUPT_DIR = "corrupt_checkpoints"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.ConfigError):
   """A checkpoint written for another model config or task."""
+
+
+class CheckpointUnreadableError(errors.UserError, RuntimeError):
+  """No step of a checkpoint directory restores."""
+
+
+class NonFiniteStateError(errors.NonFiniteLossError):
+  """`Checkpointer.save` was given a state with non-finite values; nothing was written.
+
+  `step`: the step refused; `leaves`: the key paths of the bad arrays; `last_good`: the newest
+  checkpoint already in the directory (None when none was written yet).
+  """
+
+  def __init__(self, message: str, step: int, leaves: list[str], last_good: int | None):
+    super().__init__(message)
+    self.step, self.leaves, self.last_good = step, leaves, last_good
+
+
+@jax.jit
+def _leaves_finite(leaves: list[jax.Array]) -> jax.Array:
+  """[num leaves] bool: each leaf's float32 sum of squares is finite."""
+  return jnp.stack([jnp.isfinite(jnp.sum(jnp.square(x.astype(jnp.float32)))) for x in leaves])
+
+
+def nonfinite_leaves(tree) -> list[str]:
+  """Key paths (`jax.tree_util.keystr`) of the floating-point leaves of `tree` that hold a NaN
+  or an infinity, or values so large that their squares overflow float32 (|x| >~ 1.8e19).
+
+  The second kind is a diverged state too: its matmuls overflow at the next step (a learning
+  rate of 1e30 leaves finite parameters near 1e29 whose next loss is NaN). One jitted
+  reduction over the whole tree and one small transfer; works on sharded jax arrays and on
+  host arrays.
+  """
+  floats = [(path, x) for path, x in jax.tree_util.tree_leaves_with_path(tree)
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
+  if not floats:
+    return []
+  finite = np.asarray(_leaves_finite([x for _, x in floats]))
+  return [jax.tree_util.keystr(path) for (path, _), ok in zip(floats, finite) if not ok]
 
 
 class Checkpointer:
@@ -46,6 +100,16 @@ class Checkpointer:
 
   def save(self, step: int, state, *, data_state: dict | None, meta: dict,
            metrics: dict | None = None, force: bool = False) -> bool:
+    """Saves `step` (asynchronously); raises NonFiniteStateError, writing nothing, when the
+    state holds a non-finite value (see `nonfinite_leaves`)."""
+    bad = nonfinite_leaves(state)
+    if bad:
+      last = self.latest_step()
+      where = (f"the last good checkpoint is step {last} in {self.directory}" if last is not None
+               else "no checkpoint was written yet")
+      raise NonFiniteStateError(
+          f"training diverged at step {step}: the state holds non-finite values in {len(bad)} "
+          f"arrays (e.g. {', '.join(bad[:3])}); not saving it; {where}", step, bad, last)
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state or {}),
@@ -57,33 +121,56 @@ class Checkpointer:
     """Restores (step, state, data_state, meta) from `step` or the newest readable step.
 
     `abstract_state` (jax.ShapeDtypeStruct leaves with shardings) decides where each array
-    lands, so a checkpoint saved on one mesh restores onto another.
+    lands, so a checkpoint saved on one mesh restores onto another. Newer steps that fail to
+    restore are moved aside once an older one has restored (see the module docstring).
     """
     steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
     if not steps:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    errors = []
+    unreadable: list[tuple[int, str]] = []
     for s in steps:
       try:
         meta = self._restore_item(s, "meta", ocp.args.JsonRestore())
-      except Exception as e:  # noqa: BLE001 - a corrupt step: report it and try the previous one
-        errors.append(f"step {s}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-        logging.warning("Checkpoint step %d in %s is unreadable (%s); trying an older one.",
-                        s, self.directory, errors[-1])
-        continue
-      if expect_meta is not None:
-        check_meta(meta, expect_meta, f"{self.directory}/{s}")
-      try:
+        if expect_meta is not None:
+          check_meta(meta, expect_meta, f"{self.directory}/{s}")
         restored = self.manager.restore(s, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
             data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
-      except Exception as e:  # noqa: BLE001
-        errors.append(f"step {s}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # noqa: BLE001 - a corrupt step: report it and try the previous one
+        reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        unreadable.append((s, reason))
         logging.warning("Checkpoint step %d in %s is unreadable (%s); trying an older one.",
-                        s, self.directory, errors[-1])
+                        s, self.directory, reason)
         continue
+      if unreadable:
+        self._move_aside([u for u, _ in unreadable])
       return s, restored.state, dict(restored.data or {}), dict(restored.meta)
-    raise RuntimeError(f"no readable checkpoint in {self.directory}: " + "; ".join(errors))
+    raise CheckpointUnreadableError(
+        f"no readable checkpoint in {self.directory} (" +
+        "; ".join(f"step {u}: {r}" for u, r in unreadable) + "); nothing was moved or deleted")
+
+  def _move_aside(self, steps: list[int]):
+    """Moves unreadable step directories to ../corrupt_checkpoints/ (process 0 moves; every
+    process then re-reads the step list)."""
+    target_root = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    if jax.process_index() == 0:
+      for step in steps:
+        source = os.path.join(self.directory, str(step))
+        if not os.path.isdir(source):
+          continue
+        target, n = os.path.join(target_root, f"{step}-{stamp}"), 1
+        while os.path.exists(target):
+          target, n = os.path.join(target_root, f"{step}-{stamp}-{n}"), n + 1
+        os.makedirs(target_root, exist_ok=True)
+        shutil.move(source, target)
+        logging.warning("Moved unreadable checkpoint step %d to %s (kept for inspection; "
+                        "this run writes step %d again).", step, target, step)
+    if jax.process_count() > 1:
+      ocp.multihost.sync_global_processes("bert_jax_corrupt_checkpoints_moved")
+    self.manager.reload()
 
   def _restore_item(self, step: int, item: str, arg):
     return self.manager.restore(step, args=ocp.args.Composite(**{item: arg}))[item]

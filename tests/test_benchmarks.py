@@ -80,16 +80,30 @@ def test_gpu_bench_tiny_one_variant(tmp_path):
   assert results["peak"]["bf16_matmul_tflops_measured"] > 0
 
 
+def test_gpu_bench_tiny_does_fixed_work_whatever_the_clock(tmp_path):
+  """--tiny runs every stage with fixed work: a wall-clock budget already spent skips nothing
+  (issue 13: the max-batch stage was skipped on a busy machine, KeyError 'largest_batch')."""
+  _run(["benchmarks/gpu_bench.py", "--tiny", "--out", str(tmp_path), "--variants",
+        "--skip", "embed_grad", "checks", "--budget_s", "0.001", "--search_s", "0.001",
+        "--search_tries", "1"], timeout=300)
+  results = json.loads((tmp_path / "gpu_bench.json").read_text())
+  search = results["max_batch"]
+  assert [t["batch"] for t in search["tries"]] == [16], search
+  assert search["largest_batch"] == 16 and search["stopped_by"] == "tries"
+  assert results["env"]["fixed_work"] is True
+
+
 @pytest.mark.slow
 def test_gpu_bench_tiny_all_stages(tmp_path):
   out = _run(["benchmarks/gpu_bench.py", "--tiny", "--out", str(tmp_path), "--steps", "2",
-              "--warmup", "1", "--search_s", "5"], timeout=600)
+              "--warmup", "1"], timeout=600)
   results = json.loads((tmp_path / "gpu_bench.json").read_text())
   assert (tmp_path / "gpu_bench.log").read_text().strip().splitlines()[-1].startswith("total")
   for name, row in results["variants"].items():
     assert row["tokens_per_s"] > 0 and row["mfu_vs_measured_peak"] > 0, (name, row)
     assert not row["cudnn_fmha_in_hlo"]  # CPU: the cuDNN rows fall back to XLA
   assert results["max_batch"]["largest_batch"] >= 16
+  assert results["max_batch"]["stopped_by"] in ("tries", "memory")
   assert results["check_attention"] == {"skipped": "not a GPU"}
   assert results["check_bf16_losses"]["passed"], results["check_bf16_losses"]
   assert results["check_masking"]["passed"], results["check_masking"]

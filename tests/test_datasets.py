@@ -121,7 +121,9 @@ def corpus(tmp_path):
                                        for i, t in enumerate(reviews[8:11])) + "\n\n",
                              encoding="utf-8")
   (d / "empty.txt").write_bytes(b"")
-  (d / "latin1.txt").write_bytes(b"good first line\ncaf\xe9 au lait\nlast line\n")
+  # One undecodable line of 11 (under local_text.MAX_INVALID_UTF8_FRACTION): skipped.
+  (d / "latin1.txt").write_bytes(b"good first line\ncaf\xe9 au lait\n" +
+                                 b"".join(b"line %d\n" % i for i in range(9)))
   (d / "ignored.csv").write_text("not,a,corpus\n")
   return d, reviews
 
@@ -135,12 +137,14 @@ def test_iter_documents_and_bad_input(corpus, caplog):
   with caplog.at_level(logging.WARNING, logger="bert_jax.datasets"):
     docs = list(local_text.iter_documents(files, stats))
   assert docs == [r.strip("\n") for r in reviews[:4]] + reviews[8:11] + [
-      "good first line\nlast line"] + [r.strip("\n") for r in reviews[4:8]]
+      "good first line\n" + "\n".join(f"line {i}" for i in range(9))] + [
+      r.strip("\n") for r in reviews[4:8]]
   counts = (stats.files, stats.documents, stats.empty_files, stats.invalid_utf8_lines)
   assert counts == (5, 12, 1, 1)
   messages = [r.getMessage() for r in caplog.records]
   assert any(f"{d / 'empty.txt'}: empty file; skipped" == m for m in messages)
-  assert any(m.startswith(f"{d / 'latin1.txt'}: invalid UTF-8 at byte offset 19") for m in messages)
+  assert f"{d / 'latin1.txt'}: invalid UTF-8 at byte offset 19 (invalid continuation byte); " \
+      "1 of 11 lines skipped" in messages
 
 
 def test_local_text_errors(tmp_path):
@@ -258,7 +262,7 @@ def test_classification_bad_input(tmp_path):
   train = _csv(tmp_path / "train.csv", ["text", "label"], [["good", "pos"], ["bad", "neg"]])
   evalf = _csv(tmp_path / "eval.csv", ["text", "label"], [["fine", "pos"], ["what", "neutral"]])
   with pytest.raises(ValueError, match=r"eval.csv:3: label 'neutral' is not one of the "
-                                       r"declared labels \['neg', 'pos'\]"):
+                                       r"labels of .*train.csv \['neg', 'pos'\] \(declare"):
     datasets.get_builder(cfg(name="local_classification", train_file=train, eval_file=evalf),
                          str(tmp_path / "data"))
   with pytest.raises(ValueError, match=r"train.csv:3: label 'neg' is not one of the "
@@ -267,6 +271,134 @@ def test_classification_bad_input(tmp_path):
                              label_names=["pos", "negative"]), str(tmp_path / "data"))
   with pytest.raises(FileNotFoundError, match="missing.csv: classification file not found"):
     datasets.get_builder(cfg(name="local_classification", train_file=str(tmp_path / "missing.csv")),
+                         str(tmp_path / "data"))
+
+
+def _local_text(files, data_dir):
+  return datasets.get_builder(cfg(name="local_text", text_files=files, nsp=False,
+                                  max_seq_length=32), data_dir)
+
+
+def test_local_text_unusable_files_are_one_error_before_any_example(tmp_path, caplog):
+  """Issue 13: an empty, a latin-1 and a binary corpus each give one DataError naming the file
+  (before: 'local_text: no documents to prepare (source: <glob>)' for all three)."""
+  from bert_jax.errors import DataError
+  data = str(tmp_path / "data")
+  empty = tmp_path / "empty.txt"
+  empty.write_bytes(b"")
+  with pytest.raises(DataError, match=rf"^{re.escape(str(empty))}: empty file; no documents"):
+    _local_text(str(empty), data)
+  blank = tmp_path / "blank.txt"
+  blank.write_text("\n\n  \n")
+  with pytest.raises(DataError, match=r"no documents in 2 files \(1 empty, 1 only blank lines"):
+    _local_text(f"{empty},{blank}", data)
+  latin = tmp_path / "latin.txt"
+  latin.write_bytes("Un café crème.\nLa forêt était là.\n\nÀ bientôt.\n".encode("latin-1"))
+  with pytest.raises(DataError, match=rf"^{re.escape(str(latin))}: not UTF-8 text \(invalid "
+                                      r"UTF-8 at byte offset 6: invalid continuation byte; 3 "
+                                      r"of 3 lines\); convert it"):
+    _local_text(str(latin), data)
+  binary = tmp_path / "binary.txt"
+  binary.write_bytes(bytes(np.random.RandomState(0).randint(0, 256, 20_000, dtype=np.uint8)))
+  with caplog.at_level(logging.WARNING, logger="bert_jax.datasets"):
+    with pytest.raises(DataError, match=rf"^{re.escape(str(binary))}: binary data, not text "
+                                        r"\(a NUL byte at offset \d+\)"):
+      _local_text(str(binary), data)
+  assert not caplog.records  # no per-line warnings before the error
+  assert not [f for _, _, names in os.walk(data) for f in names]  # nothing was prepared
+
+
+def test_local_text_few_bad_lines_give_one_warning_per_file(tmp_path, caplog):
+  text = tmp_path / "mostly.txt"
+  good = b"".join(b"A plain sentence number %d.\n" % i for i in range(40))
+  text.write_bytes(good + b"caf\xe9\n" + good + b"na\xefve\n")  # 2 of 82 lines
+  stats = local_text.ReadStats()
+  with caplog.at_level(logging.WARNING, logger="bert_jax.datasets"):
+    docs = list(local_text.iter_documents([str(text)], stats))
+  assert len(docs) == 1 and docs[0].count("\n") == 79 and stats.invalid_utf8_lines == 2
+  assert [r.getMessage() for r in caplog.records] == [
+      f"{text}: invalid UTF-8 at byte offset {len(good) + 3} (invalid continuation byte); "
+      "2 of 82 lines skipped"]
+
+
+def test_check_enough_examples():
+  from bert_jax.errors import DataError
+  info = {"name": "local_text", "num_examples": {"train": 3, "validation": 1},
+          "metadata": {"train": {"documents": 1}}}
+  base.check_enough_examples(info, "train", 3)
+  with pytest.raises(DataError, match=r"^local_text: split 'train' has 3 examples from 1 "
+                                      r"documents, fewer than one batch \(config.batch_size=8\)"):
+    base.check_enough_examples(info, "train", 8)
+  with pytest.raises(DataError, match=r"no split 'test' \(it has \['train', 'validation'\]\)"):
+    base.check_enough_examples(info, "test", 1)
+
+
+def test_classification_column_keys_are_honoured(tmp_path):
+  """data.text_key / data.label_key / data.text_pair_key name the columns (label_key was
+  ignored before: a 'sentiment' column was 'missing column label')."""
+  train = _csv(tmp_path / "train.csv", ["review", "sentiment", "question"],
+               [["good film", "pos", "q1"], ["bad film", "neg", "q2"]])
+  config = cfg(name="local_classification", train_file=train, text_key="review",
+               label_key="sentiment", text_pair_key="")
+  builder = datasets.get_builder(config, str(tmp_path / "data"))
+  assert builder.info.features["label"].names == ["neg", "pos"]
+  assert [(r["text"].decode(), int(r["label"])) for r in _records(builder, "train")] == [
+      ("good film", 1), ("bad film", 0)]
+  paired = datasets.get_builder(cfg(name="local_classification", train_file=train,
+                                    text_key="review", label_key="sentiment",
+                                    text_pair_key="question"), str(tmp_path / "data"))
+  assert [r["text_pair"].decode() for r in _records(paired, "train")] == ["q1", "q2"]
+  assert paired.builder_config.name != builder.builder_config.name
+  with pytest.raises(ValueError, match=r"train.csv: missing column 'label' \(header has "
+                                       r"\['review', 'sentiment', 'question'\]\); set "
+                                       r"data.label_key to the column that holds it"):
+    datasets.get_builder(cfg(name="local_classification", train_file=train, text_key="review"),
+                         str(tmp_path / "data"))
+  jsonl = tmp_path / "t.jsonl"
+  jsonl.write_text('{"review": "fine", "y": 1}\n{"review": "meh", "y": null}\n')
+  columns = local_classification.Columns(text="review", label="y")
+  with pytest.raises(ValueError, match=r"t.jsonl:2: empty label"):
+    local_classification.read_rows(str(jsonl), columns)
+  with pytest.raises(ValueError,
+                     match=r"t.jsonl:1: missing fields 'text', 'label' .*set data.text_key"):
+    local_classification.read_rows(str(jsonl))
+
+
+def test_classification_rows_with_empty_text_are_skipped_and_counted(tmp_path, caplog):
+  from bert_jax.errors import DataError
+  train = _csv(tmp_path / "gaps.csv", ["text", "label"],
+               [["good", "pos"], ["", "neg"], ["  ", "pos"], ["bad", "neg"]])
+  with caplog.at_level(logging.WARNING, logger="bert_jax.datasets"):
+    rows, _ = local_classification.read_rows(train)
+    local_classification.read_rows(train)  # warned once per file
+  assert [r["text"] for r in rows] == ["good", "bad"]
+  assert [r.getMessage() for r in caplog.records] == [
+      f"{train}: skipped 2 of 4 rows with empty text (first at line 3)"]
+  blank = _csv(tmp_path / "blank.csv", ["text", "label"], [["", "pos"]])
+  with pytest.raises(DataError, match=r"blank.csv: no row has text \(all 1 are empty\)"):
+    local_classification.read_rows(blank)
+
+
+def test_classification_errors_are_data_errors(tmp_path):
+  """Each is one line naming the file (and line): main.py prints it without a traceback."""
+  from bert_jax.errors import DataError
+  empty = tmp_path / "empty.csv"
+  empty.write_text("")
+  broken = tmp_path / "broken.jsonl"
+  broken.write_text('{"text": "a", "label": 1}\n{"text": broken\n')
+  header_only = tmp_path / "header.csv"
+  header_only.write_text("text,label\n")
+  for path, message in [(empty, r"empty.csv: empty file"),
+                        (broken, r"broken.jsonl:2: not valid JSON \(Expecting value at column "
+                                 r"10\)"),
+                        (header_only, r"header.csv: header but no rows")]:
+    with pytest.raises(DataError, match=message):
+      local_classification.read_rows(str(path))
+  train = _csv(tmp_path / "train.csv", ["text", "text_pair", "label"], [["a", "b", "x"]])
+  evalf = _csv(tmp_path / "eval.csv", ["text", "label"], [["a", "x"]])
+  with pytest.raises(DataError, match=r"eval.csv: lacks a text pair column but .*train.csv "
+                                      r"does"):
+    datasets.get_builder(cfg(name="local_classification", train_file=train, eval_file=evalf),
                          str(tmp_path / "data"))
 
 

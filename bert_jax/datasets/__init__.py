@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 PRETRAINING_BUILDERS = ("movie_reviews_text", "local_text")
 CLASSIFICATION_BUILDERS = ("rotten_tomatoes", "local_classification")
@@ -54,6 +55,8 @@ def pretraining_builder(data_config, data_dir: str | None = None):
   """The prepared corpus of `data_config` (packed token ids; prepared on first use)."""
   from bert_jax.datasets import base
 
+  if not sys.stderr.isatty():  # TFDS's tqdm bars are noise in a log file, a pipe or a test
+    tfds.disable_progress_bar()
   data_dir = data_dir or default_data_dir()
   name = data_config.name
   kwargs = dict(vocab_file=_field(data_config, "vocab_file", ""),
@@ -99,9 +102,11 @@ def classification_builder(data_config, data_dir: str | None = None):
     builder = RottenTomatoes(data_dir=data_dir)
   elif name == "local_classification":
     from bert_jax.datasets import local_classification as lc
-    config = lc.classification_config(_field(data_config, "train_file", ""),
-                                      _field(data_config, "eval_file", ""),
-                                      _field(data_config, "label_names", ()))
+    config = lc.classification_config(
+        _field(data_config, "train_file", ""), _field(data_config, "eval_file", ""),
+        _field(data_config, "label_names", ()), text_key=_field(data_config, "text_key", "text"),
+        text_pair_key=_field(data_config, "text_pair_key", ""),
+        label_key=_field(data_config, "label_key", "label"))
     builder = lc.LocalClassification(config=config, data_dir=data_dir)
   elif name in PRETRAINING_BUILDERS:
     raise ValueError(f"data.name={name!r} is a pretraining corpus, not a labelled dataset")

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bert_jax import packing
+from bert_jax.errors import ConfigError, DataError
 from bert_jax.tokenizer import Tokenizer, resolve_vocab_file, vocab_hash
 
 log = logging.getLogger("bert_jax.datasets")
@@ -57,9 +58,9 @@ def pretraining_config(*, vocab_file: str = "", max_seq_length: int = 128, nsp: 
                        ) -> PretrainingConfig:
   """A PretrainingConfig whose name encodes every setting that changes the stored examples."""
   if max_seq_length < 8:
-    raise ValueError(f"max_seq_length must be at least 8, got {max_seq_length}")
+    raise ConfigError(f"data.max_seq_length must be at least 8, got {max_seq_length}")
   if not 0.0 <= short_seq_prob <= 1.0:
-    raise ValueError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
+    raise ConfigError(f"data.short_seq_prob must be in [0, 1], got {short_seq_prob}")
   vocab_file = resolve_vocab_file(vocab_file)
   parts = [source_tag] if source_tag else []
   parts += [f"v{vocab_hash(vocab_file)}", f"s{max_seq_length}"]
@@ -91,7 +92,8 @@ def json_lines(path: str, lines: Iterable[str]) -> Iterator[tuple[int, object]]:
     try:
       yield lineno, json.loads(line)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+      raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})"
+                      ) from None
 
 
 def validation_mask(num_documents: int, seed: int = 0) -> np.ndarray:
@@ -134,6 +136,11 @@ class PretrainingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         return
       yield document
 
+  def _no_documents_message(self) -> str:
+    """Why the corpus yielded no document (subclasses know their files)."""
+    return (f"{self.name}: no documents to prepare (source: "
+            f"{self.builder_config.source or self.name})")
+
   def _num_documents(self) -> int:
     """A first, quiet pass over the corpus (subclasses may know the count cheaply)."""
     return sum(1 for _ in self._limited_documents(quiet=True))
@@ -142,8 +149,7 @@ class PretrainingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     del dl_manager  # everything is local
     num_documents = self._num_documents()
     if num_documents == 0:
-      raise ValueError(f"{self.name}: no documents to prepare (source: "
-                       f"{self.builder_config.source or self.name})")
+      raise DataError(self._no_documents_message())
     held_out = validation_mask(num_documents, self.builder_config.seed)
     splits = {"train": self._generate_examples(split="train", keep=~held_out)}
     if held_out.any():
@@ -194,6 +200,22 @@ def _chunks(documents: Iterator[str]) -> Iterator[list[str]]:
       chunk, chars = [], 0
   if chunk:
     yield chunk
+
+
+def check_enough_examples(data_info: dict, split: str, batch_size: int,
+                          batch_key: str = "config.batch_size") -> None:
+  """DataError unless `split` of a prepared dataset (`input_pipeline.dataset_info(...)`) holds
+  at least one batch: a corpus too small to train on, said before any step runs."""
+  found = data_info.get("num_examples", {})
+  if split not in found:
+    raise DataError(f"{data_info.get('name')}: no split {split!r} (it has {sorted(found)})")
+  n = found[split]
+  if n < batch_size:
+    stats = (data_info.get("metadata") or {}).get(split) or {}
+    documents = f" from {stats['documents']} documents" if "documents" in stats else ""
+    raise DataError(f"{data_info.get('name')}: split {split!r} has {n} examples{documents}, "
+                    f"fewer than one batch ({batch_key}={batch_size}); add data or lower "
+                    f"{batch_key}")
 
 
 def classification_info(builder, label_names, has_pair: bool, description: str,

@@ -1,19 +1,23 @@
 """`local_classification`: fine-tuning on your own labelled CSV or JSON Lines files.
 
 `data.train_file` (required) and `data.eval_file` (optional, becomes the `validation`
-split) are `.csv`, `.tsv` (with a header row) or `.jsonl` files with a `text` and a
-`label` column/field and an optional `text_pair` (sentence-pair tasks; if the train file
-has it, the eval file must too).
+split) are `.csv`, `.tsv` (with a header row) or `.jsonl` files with a text and a label
+column/field, named by `data.text_key` and `data.label_key` (default `text`, `label`), and an
+optional second text for sentence-pair tasks: `data.text_pair_key` when set (then required),
+else a `text_pair` column if there is one. If the train file has a pair, the eval file must too.
+The prepared dataset stores them as `text`, `text_pair`, `label`.
 
 Labels: any strings (or numbers). Their names are `data.label_names` when given (the
 declared set, in that order), otherwise the distinct labels of the train file, sorted
 (numerically when all are integers). The names are stored with the prepared dataset and
 the label ids are their positions. Rows are kept in file order.
 
-Bad input is an error naming the file (and line): not UTF-8 (with the byte offset), an
-empty file, a missing `text`/`label` column, a missing value, a label outside the set,
-invalid JSON. Classification data is usually small and curated, so nothing is skipped
-silently.
+Rows whose text (or text pair) is empty or only whitespace are skipped and counted, with one
+warning per file; a file left with no rows is an error. Every other problem is an error
+(DataError) naming the file and line: not UTF-8 (with the byte offset), an empty file, a
+missing column, a missing value or label, an eval label the train file does not have, a pair
+in one file only, invalid JSON. Classification data is usually small and curated, so nothing
+else is skipped.
 """
 
 from __future__ import annotations
@@ -22,13 +26,17 @@ import csv
 import dataclasses
 import hashlib
 import io
+import logging
 import os
 
 import tensorflow_datasets as tfds
 
 from bert_jax.datasets import base
+from bert_jax.errors import DataError
 
-REQUIRED = ("text", "label")
+log = logging.getLogger("bert_jax.datasets")
+
+_warned: set[tuple] = set()  # (path, size, mtime): the empty-text warning, once per process
 
 
 @dataclasses.dataclass
@@ -36,14 +44,27 @@ class ClassificationConfig(tfds.core.BuilderConfig):
   train_file: str = ""
   eval_file: str = ""
   label_names: tuple[str, ...] = ()  # () = derived from the train file
+  text_key: str = "text"
+  text_pair_key: str = ""  # "" = a `text_pair` column when the file has one
+  label_key: str = "label"
+
+
+@dataclasses.dataclass(frozen=True)
+class Columns:
+  """Which column/field of the files holds the text, the optional pair and the label."""
+  text: str = "text"
+  label: str = "label"
+  text_pair: str = ""  # "" = use a `text_pair` column if present
 
 
 def classification_config(train_file: str, eval_file: str = "",
-                          label_names: tuple[str, ...] | list[str] | str = ()
-                          ) -> ClassificationConfig:
-  """A config named by a hash of the files (paths, sizes, mtimes) and declared labels."""
+                          label_names: tuple[str, ...] | list[str] | str = (), *,
+                          text_key: str = "text", text_pair_key: str = "",
+                          label_key: str = "label") -> ClassificationConfig:
+  """A config named by a hash of the files (paths, sizes, mtimes), the declared labels and
+  the column names."""
   if not train_file:
-    raise ValueError("local_classification needs data.train_file (a .csv/.tsv/.jsonl file)")
+    raise DataError("local_classification needs data.train_file (a .csv/.tsv/.jsonl file)")
   if isinstance(label_names, str):
     label_names = [n.strip() for n in label_names.split(",") if n.strip()]
   files = [os.path.abspath(os.path.expanduser(f)) for f in (train_file, eval_file) if f]
@@ -54,68 +75,113 @@ def classification_config(train_file: str, eval_file: str = "",
     st = os.stat(path)
     h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
   h.update("\0".join(label_names).encode())
+  keys = (text_key or "text", text_pair_key or "", label_key or "label")
+  if keys != ("text", "", "label"):  # the default keeps the names of already prepared data
+    h.update(("\1" + "\0".join(keys)).encode())
   return ClassificationConfig(name=f"f{h.hexdigest()[:8]}", train_file=files[0],
                               eval_file=files[1] if eval_file else "",
-                              label_names=tuple(str(n) for n in label_names))
+                              label_names=tuple(str(n) for n in label_names),
+                              text_key=keys[0], text_pair_key=keys[1], label_key=keys[2])
 
 
-def read_rows(path: str) -> tuple[list[dict], bool]:
+def read_rows(path: str, columns: Columns = Columns()) -> tuple[list[dict], bool]:
   """Rows {"text", "label", "text_pair"?, "line"} of a .csv/.tsv/.jsonl file, and whether
-  it has `text_pair`. Labels are returned as strings."""
+  it has a text pair. Labels are returned as strings; rows with empty text are skipped."""
   with open(path, "rb") as f:
     raw = f.read()
   try:
     content = raw.decode("utf-8-sig")
   except UnicodeDecodeError as e:
-    raise ValueError(f"{path}: invalid UTF-8 at byte offset {e.start} ({e.reason})") from None
+    raise DataError(f"{path}: invalid UTF-8 at byte offset {e.start} ({e.reason}): the file "
+                    "is not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
   if not content.strip():
-    raise ValueError(f"{path}: empty file (expected a header row with text,label and rows)")
+    raise DataError(f"{path}: empty file (expected a header row with {columns.text},"
+                    f"{columns.label} and rows)")
   if path.endswith(".jsonl"):
-    return _jsonl_rows(path, content)
-  if path.endswith((".csv", ".tsv")):
-    return _csv_rows(path, content, "\t" if path.endswith(".tsv") else ",")
-  raise ValueError(f"{path}: unsupported file type (expected .csv, .tsv or .jsonl)")
+    rows, has_pair = _jsonl_rows(path, content, columns)
+  elif path.endswith((".csv", ".tsv")):
+    rows, has_pair = _csv_rows(path, content, "\t" if path.endswith(".tsv") else ",", columns)
+  else:
+    raise DataError(f"{path}: unsupported file type (expected .csv, .tsv or .jsonl)")
+  return _drop_empty_texts(path, rows), has_pair
 
 
-def _csv_rows(path: str, content: str, delimiter: str) -> tuple[list[dict], bool]:
+def _drop_empty_texts(path: str, rows: list[dict]) -> list[dict]:
+  has_text = [bool(r["text"].strip() and r.get("text_pair", "x").strip()) for r in rows]
+  kept = [r for r, ok in zip(rows, has_text) if ok]
+  if not kept:
+    raise DataError(f"{path}: no row has text (all {len(rows)} are empty)")
+  st = os.stat(path)
+  if len(kept) < len(rows) and (path, st.st_size, st.st_mtime_ns) not in _warned:
+    _warned.add((path, st.st_size, st.st_mtime_ns))
+    first = next(r["line"] for r, ok in zip(rows, has_text) if not ok)
+    log.warning("%s: skipped %d of %d rows with empty text (first at line %d)", path,
+                len(rows) - len(kept), len(rows), first)
+  return kept
+
+
+def _pair_key(available, columns: Columns) -> str:
+  """The text-pair column of a file: the declared one, else `text_pair` if present."""
+  if columns.text_pair:
+    return columns.text_pair
+  return "text_pair" if "text_pair" in available else ""
+
+
+def _key_hint(missing: str, columns: Columns) -> str:
+  which = {columns.text: "data.text_key", columns.label: "data.label_key",
+           columns.text_pair: "data.text_pair_key"}.get(missing, "")
+  return f"; set {which} to the column that holds it" if which else ""
+
+
+def _csv_rows(path: str, content: str, delimiter: str, columns: Columns
+              ) -> tuple[list[dict], bool]:
   reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
-  columns = reader.fieldnames or []
-  missing = [c for c in REQUIRED if c not in columns]
+  header = reader.fieldnames or []
+  pair = _pair_key(header, columns)
+  wanted = {"text": columns.text, "label": columns.label, **({"text_pair": pair} if pair else {})}
+  missing = [c for c in wanted.values() if c not in header]
   if missing:
-    raise ValueError(f"{path}: missing column{'s' if len(missing) > 1 else ''} "
-                     f"{', '.join(map(repr, missing))} (header has {columns})")
-  has_pair = "text_pair" in columns
+    raise DataError(f"{path}: missing column{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(map(repr, missing))} (header has {header})"
+                    + _key_hint(missing[0], columns))
   rows = []
   for row in reader:
-    keys = REQUIRED + (("text_pair",) if has_pair else ())
-    for key in keys:
-      if row.get(key) is None:
-        raise ValueError(f"{path}:{reader.line_num}: missing value for {key!r}")
-    if not row["label"].strip():
-      raise ValueError(f"{path}:{reader.line_num}: empty label")
-    rows.append({"line": reader.line_num, **{k: row[k] for k in keys}})
+    for column in wanted.values():
+      if row.get(column) is None:
+        raise DataError(f"{path}:{reader.line_num}: missing value for {column!r}")
+    if not row[columns.label].strip():
+      raise DataError(f"{path}:{reader.line_num}: empty label")
+    rows.append({"line": reader.line_num, **{k: row[c] for k, c in wanted.items()}})
   if not rows:
-    raise ValueError(f"{path}: header but no rows")
-  return rows, has_pair
+    raise DataError(f"{path}: header but no rows")
+  return rows, bool(pair)
 
 
-def _jsonl_rows(path: str, content: str) -> tuple[list[dict], bool]:
+def _jsonl_rows(path: str, content: str, columns: Columns) -> tuple[list[dict], bool]:
   rows, has_pair = [], None
   for lineno, record in base.json_lines(path, content.splitlines()):
     if not isinstance(record, dict):
-      raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-    missing = [k for k in REQUIRED if k not in record]
+      raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+    pair = _pair_key(record, columns)
+    missing = [k for k in (columns.text, columns.label) + ((pair,) if pair else ())
+               if k not in record]
     if missing:
-      raise ValueError(f"{path}:{lineno}: missing field{'s' if len(missing) > 1 else ''} "
-                       f"{', '.join(map(repr, missing))} (has {sorted(record)})")
+      raise DataError(f"{path}:{lineno}: missing field{'s' if len(missing) > 1 else ''} "
+                      f"{', '.join(map(repr, missing))} (has {sorted(record)})"
+                      + _key_hint(missing[0], columns))
     if has_pair is None:
-      has_pair = "text_pair" in record
-    elif has_pair != ("text_pair" in record):
-      raise ValueError(f"{path}:{lineno}: 'text_pair' must be on every record or on none")
-    row = {"line": lineno, "text": str(record["text"]), "label": str(record["label"])}
+      has_pair = bool(pair)
+    elif has_pair != bool(pair):
+      raise DataError(f"{path}:{lineno}: 'text_pair' must be on every record or on none")
+    label = record[columns.label]
+    if label is None or not str(label).strip():
+      raise DataError(f"{path}:{lineno}: empty label")
+    row = {"line": lineno, "text": str(record[columns.text] or ""), "label": str(label)}
     if has_pair:
-      row["text_pair"] = str(record["text_pair"])
+      row["text_pair"] = str(record[pair] or "")
     rows.append(row)
+  if not rows:
+    raise DataError(f"{path}: no records")
   return rows, bool(has_pair)
 
 
@@ -128,12 +194,14 @@ def label_names_of(rows: list[dict]) -> list[str]:
     return sorted(labels)
 
 
-def check_labels(path: str, rows: list[dict], label_names: list[str]) -> None:
+def check_labels(path: str, rows: list[dict], label_names: list[str],
+                 source: str = "the declared labels", hint: str = "") -> None:
+  """Every row's label is one of `label_names` (`source` says where those came from)."""
   allowed = set(label_names)
   for row in rows:
     if row["label"] not in allowed:
-      raise ValueError(f"{path}:{row['line']}: label {row['label']!r} is not one of the "
-                       f"declared labels {label_names}")
+      raise DataError(f"{path}:{row['line']}: label {row['label']!r} is not one of {source} "
+                      f"{label_names}{hint}")
 
 
 class LocalClassification(tfds.core.GeneratorBasedBuilder):
@@ -147,17 +215,21 @@ class LocalClassification(tfds.core.GeneratorBasedBuilder):
   def _read(self):
     if getattr(self, "_cache", None) is None:
       cfg = self.builder_config
-      train_rows, has_pair = read_rows(cfg.train_file)
+      columns = Columns(text=cfg.text_key, label=cfg.label_key, text_pair=cfg.text_pair_key)
+      train_rows, has_pair = read_rows(cfg.train_file, columns)
       names = list(cfg.label_names) or label_names_of(train_rows)
-      check_labels(cfg.train_file, train_rows, names)
+      source = "the declared labels" if cfg.label_names else f"the labels of {cfg.train_file}"
+      hint = (" (data.label_names)" if cfg.label_names
+              else " (declare every label in data.label_names)")
+      check_labels(cfg.train_file, train_rows, names, source, hint)
       splits = {"train": train_rows}
       if cfg.eval_file:
-        eval_rows, eval_pair = read_rows(cfg.eval_file)
+        eval_rows, eval_pair = read_rows(cfg.eval_file, columns)
         if eval_pair != has_pair:
-          raise ValueError(f"{cfg.eval_file}: {'has' if eval_pair else 'lacks'} a "
-                           f"text_pair column but {cfg.train_file} "
-                           f"{'does not' if eval_pair else 'does'}")
-        check_labels(cfg.eval_file, eval_rows, names)
+          raise DataError(f"{cfg.eval_file}: {'has' if eval_pair else 'lacks'} a "
+                          f"text pair column but {cfg.train_file} "
+                          f"{'does not' if eval_pair else 'does'}")
+        check_labels(cfg.eval_file, eval_rows, names, source, hint)
         splits["validation"] = eval_rows
       self._cache = (splits, has_pair, names)
     return self._cache

@@ -10,12 +10,18 @@ Documents:
   prose first.
 - `.jsonl` / `.jsonl.gz`: one document per line, a JSON object with a string `"text"`.
 
-Bad input:
-- Invalid UTF-8 is *skipped and counted*: the offending line (a `.txt` line or a `.jsonl`
-  record) is dropped, a warning names the file and the byte offset (in the decompressed
-  stream for `.gz`), and the counts land in the prepared dataset's metadata
+Bad input (checked by the first, counting pass over the corpus, before any example is
+written; errors are DataError, one line naming the file):
+- A file that is not UTF-8 text is an error: one with a NUL byte (binary data), or one where
+  more than 10% of the non-blank lines are invalid UTF-8 (another encoding, e.g. latin-1);
+  the message gives the byte offset of the first bad byte (in the decompressed stream for
+  `.gz`).
+- Below that, invalid UTF-8 is *skipped and counted*: the offending line (a `.txt` line or a
+  `.jsonl` record) is dropped, one warning per file gives the count and the first byte
+  offset, and the counts land in the prepared dataset's metadata
   (`dataset_info(...)["metadata"]["read"]["invalid_utf8_lines"]`).
-- Empty files and files with only blank lines are skipped with a warning naming them.
+- Empty files and files with only blank lines are skipped with a warning naming them; a
+  corpus left with no document at all is an error that says why (empty, not UTF-8, ...).
 - A glob matching nothing, an unsupported file type, a `.jsonl` line that is not a JSON
   object with a string `"text"`: errors naming the file (and line).
 """
@@ -31,10 +37,12 @@ import os
 from collections.abc import Iterator
 
 from bert_jax.datasets import base
+from bert_jax.errors import DataError
 
 log = logging.getLogger("bert_jax.datasets")
 
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
+MAX_INVALID_UTF8_FRACTION = 0.1  # of a file's non-blank lines; more: not a UTF-8 file
 
 
 @dataclasses.dataclass
@@ -45,6 +53,8 @@ class ReadStats:
   empty_files: int = 0
   invalid_utf8_lines: int = 0
   empty_documents: int = 0  # .jsonl records whose text is empty or whitespace
+  empty_file_paths: list[str] = dataclasses.field(default_factory=list)
+  blank_file_paths: list[str] = dataclasses.field(default_factory=list)  # only blank lines
 
 
 def list_files(text_files: str) -> list[str]:
@@ -61,7 +71,7 @@ def list_files(text_files: str) -> list[str]:
       matches = glob.glob(pattern, recursive=True)
       unsupported = [p for p in matches if os.path.isfile(p) and not p.endswith(SUFFIXES)]
       if unsupported:
-        raise ValueError(f"{unsupported[0]}: unsupported file type for local_text "
+        raise DataError(f"{unsupported[0]}: unsupported file type for local_text "
                          f"(expected {', '.join(SUFFIXES)})")
     files.update(os.path.abspath(p) for p in matches if os.path.isfile(p))
   if not files:
@@ -80,23 +90,39 @@ def files_fingerprint(files: list[str]) -> str:
 
 
 def _decoded_lines(path: str, stats: ReadStats, quiet: bool) -> Iterator[str]:
+  """The lines of `path` without line ends; undecodable lines skipped, counted and summed up
+  in one warning; a binary or non-UTF-8 file is a DataError (see the module docstring)."""
   opener = gzip.open if path.endswith(".gz") else open
-  offset = 0
+  offset = lines = invalid = 0
+  first_error = None  # (byte offset, reason) of the first undecodable line
   with opener(path, "rb") as f:
     for raw in f:
+      nul = raw.find(b"\0")
+      if nul >= 0:
+        raise DataError(f"{path}: binary data, not text (a NUL byte at offset {offset + nul}); "
+                        "remove it from data.text_files")
+      if raw.strip():
+        lines += 1
       try:
         line = raw.decode("utf-8")
       except UnicodeDecodeError as e:
-        stats.invalid_utf8_lines += 1
-        if not quiet:
-          log.warning("%s: invalid UTF-8 at byte offset %d (%s); line skipped",
-                      path, offset + e.start, e.reason)
+        invalid += 1
+        first_error = first_error or (offset + e.start, e.reason)
         offset += len(raw)
         continue
       offset += len(raw)
       yield line.rstrip("\r\n")
+  stats.invalid_utf8_lines += invalid
+  if invalid > MAX_INVALID_UTF8_FRACTION * lines:
+    raise DataError(f"{path}: not UTF-8 text (invalid UTF-8 at byte offset {first_error[0]}: "
+                    f"{first_error[1]}; {invalid} of {lines} lines); convert it (e.g. iconv -f "
+                    "latin1 -t utf-8) or remove it from data.text_files")
+  if invalid and not quiet:
+    log.warning("%s: invalid UTF-8 at byte offset %d (%s); %d of %d lines skipped", path,
+                first_error[0], first_error[1], invalid, lines)
   if offset == 0:
     stats.empty_files += 1
+    stats.empty_file_paths.append(path)
     if not quiet:
       log.warning("%s: empty file; skipped", path)
 
@@ -114,14 +140,16 @@ def _txt_documents(path: str, stats: ReadStats, quiet: bool) -> Iterator[str]:
   if block:
     found = True
     yield "\n".join(block)
-  if not found and os.path.getsize(path) and not quiet:
-    log.warning("%s: no text (only blank or undecodable lines); skipped", path)
+  if not found and os.path.getsize(path):
+    stats.blank_file_paths.append(path)
+    if not quiet:
+      log.warning("%s: no text (only blank lines); skipped", path)
 
 
 def _jsonl_documents(path: str, stats: ReadStats, quiet: bool) -> Iterator[str]:
   for lineno, record in base.json_lines(path, _decoded_lines(path, stats, quiet)):
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-      raise ValueError(f"{path}:{lineno}: expected a JSON object with a string \"text\" "
+      raise DataError(f"{path}:{lineno}: expected a JSON object with a string \"text\" "
                        f"field, got {type(record).__name__}"
                        + (f" with keys {sorted(record)}" if isinstance(record, dict) else ""))
     if not record["text"].strip():
@@ -149,10 +177,28 @@ class LocalText(base.PretrainingBuilder):
 
   def _documents(self, quiet: bool = False) -> Iterator[str]:
     stats = ReadStats()
-    if not quiet:
+    if quiet:
+      self._count_stats = stats
+    else:
       self._stats = stats
     yield from iter_documents(list_files(self.builder_config.source), stats, quiet)
 
+  def _no_documents_message(self) -> str:
+    source = self.builder_config.source
+    stats = getattr(self, "_count_stats", None) or ReadStats()
+    if stats.files == 1 and stats.empty_file_paths:
+      return f"{stats.empty_file_paths[0]}: empty file; no documents to prepare"
+    if stats.files == 1 and stats.blank_file_paths:
+      return f"{stats.blank_file_paths[0]}: only blank lines; no documents to prepare"
+    parts = [f"{len(stats.empty_file_paths)} empty" if stats.empty_file_paths else "",
+             f"{len(stats.blank_file_paths)} only blank lines" if stats.blank_file_paths else "",
+             f"{stats.empty_documents} empty .jsonl texts" if stats.empty_documents else ""]
+    detail = ", ".join(p for p in parts if p)
+    return (f"data.text_files={source!r}: no documents in {stats.files} files"
+            + (f" ({detail})" if detail else ""))
+
   def _read_stats(self) -> dict:
     stats = getattr(self, "_stats", None)
-    return {} if stats is None else dataclasses.asdict(stats)
+    if stats is None:
+      return {}
+    return {k: v for k, v in dataclasses.asdict(stats).items() if not k.endswith("_paths")}

@@ -1,0 +1,130 @@
+"""Mistakes a user can fix, and how every entry point reports them: one line, exit code 1.
+
+  UserError            a mistake in the command, config, data or workdir; its message is the
+                       whole report (it names the offending value, and file:line where it applies)
+    ConfigError        the experiment config or the workdir (also a ValueError)
+    DataError          the input files (also a ValueError)
+    NonFiniteLossError training diverged (also a RuntimeError)
+    WorkdirBusyError   another run holds the workdir
+
+`run_cli(main)` is `absl.app.run(main)` for bert_jax's CLIs: a user error, a FileNotFoundError,
+or a ValueError raised inside bert_jax's config and input-reading code (`is_user_error`) prints
+`error: <message>` as one stderr line and exits with 1; `--verbose` shows the traceback
+instead. Anything else is a bug and keeps its traceback. `quiet_libraries()` drops the INFO
+chatter of Orbax, TFDS, grain and jax's backend probe from the console.
+
+Imports nothing heavy (no jax): the data builders and the entry point both use it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+
+class UserError(Exception):
+  """A mistake the user can fix; reported as `error: <message>` on one line."""
+
+
+class ConfigError(UserError, ValueError):
+  """A mistake in the experiment config or the workdir."""
+
+
+class DataError(UserError, ValueError):
+  """Input data that cannot be used (names the file, and the line where it applies)."""
+
+
+class NonFiniteLossError(UserError, RuntimeError):
+  """The loss or the state became NaN or infinite; no checkpoint is written from it."""
+
+
+class WorkdirBusyError(UserError):
+  """Another live process holds the workdir's lock."""
+
+
+# Where a plain ValueError is the user's mistake: bert_jax code that validates configs and
+# reads input files raises ValueError with a message meant for the user.
+_USER_INPUT_CODE = ("bert_jax/datasets/", "bert_jax/input_pipeline.py", "bert_jax/tokenizer.py",
+                    "bert_jax/config.py")
+
+
+def is_user_error(e: BaseException) -> bool:
+  """A UserError, a FileNotFoundError, or a ValueError raised in bert_jax's input code."""
+  if isinstance(e, (UserError, FileNotFoundError)):
+    return True
+  if isinstance(e, ValueError) and e.__traceback__ is not None:
+    tb = e.__traceback__
+    while tb.tb_next is not None:  # the frame that raised it
+      tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/")
+    return any(part in where for part in _USER_INPUT_CODE)
+  return False
+
+
+def one_line(e: BaseException) -> str:
+  """The message of `e` on one line (continuation lines joined with '; ')."""
+  if isinstance(e, FileNotFoundError) and e.filename and e.strerror:
+    return f"{e.filename}: {e.strerror}"
+  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+  return "; ".join(lines) or type(e).__name__
+
+
+def define_verbose_flag() -> None:
+  """Defines absl's `--verbose` (full tracebacks) once; later calls do nothing."""
+  from absl import flags
+  if "verbose" not in flags.FLAGS:
+    flags.DEFINE_bool("verbose", False, "Show the full traceback of an error (a mistake in the "
+                      "command, config or data is otherwise reported as one line).")
+
+
+def verbose() -> bool:
+  from absl import flags
+  return "verbose" in flags.FLAGS and flags.FLAGS.is_parsed() and bool(flags.FLAGS.verbose)
+
+
+def exit_with(e: BaseException) -> None:
+  """Prints `error: <message>` as one stderr line and exits with status 1."""
+  print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
+def report_user_errors(main: Callable) -> Callable:
+  """Wraps an absl `main(argv)`: user errors become one line and exit code 1 (see module)."""
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is the user's mistake
+      if verbose() or not is_user_error(e):
+        raise
+      exit_with(e)
+  return wrapped
+
+
+def run_cli(main: Callable, **app_run_kwargs) -> None:
+  """`absl.app.run(main)` with `--verbose`, quiet libraries and one-line user errors."""
+  from absl import app
+  define_verbose_flag()
+
+  def quiet_main(argv):
+    quiet_libraries()
+    return main(argv)
+  app.run(report_user_errors(quiet_main), **app_run_kwargs)
+
+
+class _QuietLibraries:
+  """Drops INFO chatter of orbax, tfds, grain and jax's backend probe; warnings still show."""
+
+  NOISY = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/etils/", "/jax/_src/xla_bridge.py")
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or not any(n in record.pathname.replace(os.sep, "/")
+                                           for n in self.NOISY)
+
+
+def quiet_libraries() -> None:
+  """Adds the filter to absl's log handler once (the console of every bert_jax CLI)."""
+  from absl import logging
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+    handler.addFilter(_QuietLibraries())
