@@ -15,7 +15,7 @@ import sys
 
 from absl import app, flags
 
-from bert_jax import inference
+from bert_jax import errors, inference
 
 FLAGS = flags.FLAGS
 
@@ -77,4 +77,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  errors.run_cli(main)

@@ -13,7 +13,7 @@ import shutil
 
 from absl import app, flags
 
-from bert_jax import hf, inference
+from bert_jax import errors, hf, inference
 
 FLAGS = flags.FLAGS
 
@@ -48,4 +48,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  errors.run_cli(main)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from bert_jax import inference
+from bert_jax import errors, inference
 
 FLAGS = flags.FLAGS
 
@@ -72,4 +72,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  errors.run_cli(main)

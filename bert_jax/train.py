@@ -29,7 +29,9 @@ from absl import logging
 
 from bert_jax import checkpoint as ckpt_lib
 from bert_jax import ops, optim, sharding, steps, tasks
+from bert_jax import workdir as workdir_lib
 from bert_jax.config import BertConfig
+from bert_jax.errors import ConfigError, NonFiniteLossError
 from bert_jax.metric_writer import MetricWriter, Progress
 
 # Checkpoint metadata format: 2 = task modules (task name + task settings in "task_info").
@@ -38,12 +40,7 @@ CHECKPOINT_FORMAT = 2
 COMPUTE_FIELDS = ("dtype", "attention_impl", "kernels", "remat_policy")
 
 
-class ConfigError(ValueError):
-  """A mistake in the experiment config or workdir, reported in one line."""
-
-
-class NonFiniteLossError(RuntimeError):
-  """The loss became NaN or infinite; the last good checkpoint is kept."""
+__all__ = ["ConfigError", "NonFiniteLossError", "train_and_evaluate", "model_config"]
 
 
 # ============================================================================ config
@@ -60,7 +57,14 @@ def model_config(config, vocab_size: int, base: BertConfig | None = None) -> Ber
   if base is not None:
     keep = ("hidden_dropout_prob", "attention_probs_dropout_prob", "param_dtype",
             "scan_layers") + COMPUTE_FIELDS
-    fields = {**dataclasses.asdict(base), **{k: v for k, v in fields.items() if k in keep}}
+    fixed = dataclasses.asdict(base)
+    ignored = {k: (v, fixed[k]) for k, v in fields.items()
+               if k not in keep and k in fixed and v not in (0, fixed[k])}
+    if ignored:
+      logging.warning("config.model fields ignored because init_from fixes the architecture "
+                      "(config value -> checkpoint value): %s", ", ".join(
+                          f"{k}={a!r} -> {b!r}" for k, (a, b) in sorted(ignored.items())))
+    fields = {**fixed, **{k: v for k, v in fields.items() if k in keep}}
   fields["vocab_size"] = fields.get("vocab_size") or vocab_size
   try:
     cfg = BertConfig(**fields)
@@ -84,6 +88,22 @@ def _check_config(config) -> type[tasks.Task]:
       raise ConfigError(f"config.{key} must be positive, got {config[key]!r}")
   if config.parallelism not in ("jit", "pmap"):
     raise ConfigError(f"config.parallelism={config.parallelism!r} is not 'jit' or 'pmap'")
+  seq, positions = int(config.data.max_seq_length), int(config.model.max_position_embeddings)
+  if not config.init_from and seq > positions:
+    raise ConfigError(f"config.data.max_seq_length={seq} exceeds "
+                      f"config.model.max_position_embeddings={positions}")
+  if config.parallelism == "pmap":
+    devices, where = jax.device_count(), f"{jax.device_count()} devices (pmap)"
+  else:
+    try:
+      shape = sharding.mesh_shape(dict(config.mesh), jax.device_count())
+    except ValueError as e:
+      raise ConfigError(f"config.mesh: {e}") from None
+    devices = int(np.prod(shape[:2]))  # the batch is split over (data, fsdp)
+    where = f"the mesh {dict(zip(sharding.MESH_AXES, shape))} ({devices}-way batch)"
+  for key in ("batch_size", "eval_batch_size"):
+    if int(config[key]) % devices:
+      raise ConfigError(f"config.{key}={config[key]} does not divide over {where}")
   return task_cls
 
 
@@ -91,23 +111,6 @@ def _run_identity(config, model_cfg: BertConfig) -> dict:
   """What a workdir's checkpoints must agree with to be resumed."""
   model = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k not in COMPUTE_FIELDS}
   return {"task": config.task, "model": model, "max_seq_length": int(config.data.max_seq_length)}
-
-
-def _check_workdir(workdir: str, identity: dict):
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path, encoding="utf-8") as f:
-    previous = json.load(f).get("_run", {})
-  for key in ("task", "max_seq_length"):
-    if key in previous and previous[key] != identity[key]:
-      raise ConfigError(f"workdir {workdir} holds a run with {key}={previous[key]!r}, this "
-                        f"config has {identity[key]!r}; use another --workdir")
-  if "model" in previous and previous["model"] != identity["model"]:
-    diff = {k: (previous["model"].get(k), v) for k, v in identity["model"].items()
-            if previous["model"].get(k) != v}
-    raise ConfigError(f"workdir {workdir} holds a run of another model config (was, now): "
-                      f"{diff}; use another --workdir")
 
 
 # ============================================================================ model + state
@@ -201,33 +204,44 @@ def _concat(chunks: list[dict]) -> dict[str, np.ndarray]:
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-  """Trains `config.num_train_steps` steps in `workdir`; returns the final eval metrics."""
+  """Trains `config.num_train_steps` steps in `workdir`; returns the final eval metrics.
+
+  The config is checked before any data is read; the workdir is locked for the whole run (a
+  second run on it stops at once, naming this one's pid).
+  """
   t_start = time.time()
   task_cls = _check_config(config)
   workdir = os.path.abspath(workdir)
+  with workdir_lib.lock(workdir, is_lead=jax.process_index() == 0):
+    return _train_and_evaluate(config, workdir, task_cls, t_start)
+
+
+def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[str, float]:
   is_lead = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
 
   # --- data: prepared once (cached under data_dir), read through grain.
+  from bert_jax.datasets.base import check_enough_examples
   from bert_jax.tokenizer import Tokenizer
   data_info = task_cls.data_info(config)
   tokenizer = Tokenizer(data_info["vocab_file"])
   logging.info("Data: %s, examples %s", data_info["name"], data_info["num_examples"])
+  check_enough_examples(data_info, config.data.train_split, int(config.batch_size))
+  has_eval = data_info["num_examples"].get(config.data.eval_split, 0) > 0
+  if not has_eval:
+    logging.warning("No evaluation: %s has no examples in eval split %r (splits: %s); "
+                    "training without evaluation.", data_info["name"], config.data.eval_split,
+                    data_info["num_examples"])
 
   # --- task, model and optimizer.
   base_cfg, pretrained, pretrained_desc = (None, None, "")
   resume_dir = os.path.join(workdir, "checkpoints")
-  has_checkpoint = os.path.isdir(resume_dir) and any(
-      name.isdigit() for name in os.listdir(resume_dir))
+  has_checkpoint = workdir_lib.has_checkpoint(workdir)
   if config.init_from:
     base_cfg, pretrained, pretrained_desc = load_pretrained(config, task_cls)
   model_cfg = model_config(config, data_info["vocab_size"], base_cfg)
   task = task_cls.from_config(config, data_info)
   identity = _run_identity(config, model_cfg)
-  _check_workdir(workdir, identity)
-  if is_lead:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      json.dump({**config.to_dict(), "_run": identity}, f, indent=2, default=str)
+  workdir_lib.check_run(workdir, identity, has_checkpoint)
 
   pmap = config.parallelism == "pmap"
   axis_name = sharding.PMAP_AXIS if pmap else None
@@ -285,9 +299,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                  pretrained_desc, len(jax.tree_util.tree_leaves(params)) - len(loaded))
   else:
     logging.info("Restore: fresh initialization from seed %d", config.seed)
+  if is_lead:  # everything is validated: this workdir now holds this run
+    workdir_lib.record_run(workdir, config.to_dict(), identity)
   best = (ckpt_lib.Checkpointer(os.path.join(workdir, "best"), max_to_keep=1,
                                 best_metric=task.best_metric)
-          if task.best_metric else None)
+          if task.best_metric and has_eval else None)
 
   def evaluate() -> tuple[dict[str, float], dict, dict]:
     """(metrics, outputs, host rows) over the eval split; outputs/rows of real rows only."""
@@ -384,7 +400,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           flush(step)
         if step % config.log_every_steps == 0 or step == config.num_train_steps:
           flush(step)
-        if step % config.eval_every_steps == 0 and step < config.num_train_steps:
+        if (has_eval and step % config.eval_every_steps == 0
+            and step < config.num_train_steps):
           result, _, _ = evaluate()
           writer.write(step, result, split="eval")
           logging.info("eval at step %d: %s", step, _fmt(result))
@@ -395,14 +412,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           flush(step)  # never checkpoint a state whose loss went non-finite
           save(step, data_state, force=step == config.num_train_steps)
           window["t"] = time.time()
+      if not has_eval:
+        if is_lead:
+          _write_json(os.path.join(workdir, "eval_results.json"),
+                      {"step": step, "evaluated": False})
+        return {}
       result, outputs, rows = evaluate()
       writer.write(step, result, split="eval")
       logging.info("final eval at step %d: %s", step, _fmt(result))
       if best is not None:
         best.save(step, runner.host_state(state), data_state=None, meta=meta, metrics=result)
       if is_lead:
-        with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
-          json.dump({"step": step, **result}, f, indent=2)
+        _write_json(os.path.join(workdir, "eval_results.json"), {"step": step, **result})
         from bert_jax.model import count_params
         params = jax.device_get(runner.host_state(state).params)
         finished = tasks.FinishedRun(
@@ -422,6 +443,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       best.close()
     writer.close()
     signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _write_json(path: str, value) -> None:
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2)
+  os.replace(tmp, path)
 
 
 def _fmt(metrics: dict[str, float]) -> str:

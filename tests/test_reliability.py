@@ -401,10 +401,6 @@ def test_divergence_keeps_only_checkpoints_that_resume(tmp_path, data_dir):
       assert checkpoint.nonfinite_leaves(_restore_state(path, step)) == [], step
 
 
-NEEDS_WIRING = pytest.mark.xfail(reason="needs train.py wiring", strict=False)
-
-
-@NEEDS_WIRING
 def test_max_seq_length_beyond_positions_is_refused_before_data_prep(tmp_path):
   fresh_data = str(tmp_path / "data")
   path = tmp_path / "workdir"
@@ -417,7 +413,6 @@ def test_max_seq_length_beyond_positions_is_refused_before_data_prep(tmp_path):
   assert snapshot(str(path)) == {}
 
 
-@NEEDS_WIRING
 @pytest.mark.parametrize("parallelism", ["jit", "pmap"])
 def test_batch_not_divisible_by_devices_names_batch_size_and_mesh(parallelism, tmp_path,
                                                                   data_dir):
@@ -427,7 +422,6 @@ def test_batch_not_divisible_by_devices_names_batch_size_and_mesh(parallelism, t
   assert_one_line_error(proc, r"config.batch_size=6.*4")
 
 
-@NEEDS_WIRING
 def test_workdir_that_cannot_be_written_is_one_line(tmp_path, data_dir):
   if os.geteuid() == 0:  # root writes anywhere: a path under a regular file cannot be created
     (tmp_path / "a_file").write_text("")
@@ -439,7 +433,6 @@ def test_workdir_that_cannot_be_written_is_one_line(tmp_path, data_dir):
   assert_one_line_error(proc, r"workdir \S+ is not writable")
 
 
-@NEEDS_WIRING
 @pytest.mark.slow
 def test_second_run_on_a_busy_workdir_exits_at_once(tmp_path, data_dir):
   """Issue 13 bug 4: the same command twice trained twice into one workdir."""
@@ -469,7 +462,6 @@ def test_second_run_on_a_busy_workdir_exits_at_once(tmp_path, data_dir):
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@NEEDS_WIRING
 @pytest.mark.slow
 def test_a_failed_run_does_not_claim_its_workdir(tmp_path, data_dir):
   """Issue 13 bug 3: config.json was written before validation, so the corrected command was
@@ -488,7 +480,6 @@ def test_a_failed_run_does_not_claim_its_workdir(tmp_path, data_dir):
   assert again.returncode == 0, again.stderr[-3000:]
 
 
-@NEEDS_WIRING
 @pytest.mark.slow
 def test_one_document_corpus_is_decided_before_training(tmp_path, data_dir):
   """Issue 13 bug 5: one document has no held-out split; the run trained fully, then died at

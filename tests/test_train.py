@@ -164,7 +164,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir
   from bert_jax import checkpoint
   workdir = str(tmp_path / "nan")
   c = config_with("pretrain_tiny", tiny_overrides(
-      data_dir, **{"optimizer.learning_rate": 1e30, "optimizer.warmup_steps": 0,
+      data_dir, **{"optimizer.learning_rate": 1e30, "optimizer.warmup_steps": 2,
                    "optimizer.clip_norm": 0.0, "checkpoint_every_steps": 1,
                    "num_train_steps": 6}))
   with pytest.raises(train.NonFiniteLossError, match=r"at step \d"):

@@ -55,8 +55,6 @@ def pretraining_builder(data_config, data_dir: str | None = None):
   """The prepared corpus of `data_config` (packed token ids; prepared on first use)."""
   from bert_jax.datasets import base
 
-  if not sys.stderr.isatty():  # TFDS's tqdm bars are noise in a log file, a pipe or a test
-    tfds.disable_progress_bar()
   data_dir = data_dir or default_data_dir()
   name = data_config.name
   kwargs = dict(vocab_file=_field(data_config, "vocab_file", ""),
@@ -118,6 +116,8 @@ def classification_builder(data_config, data_dir: str | None = None):
 
 def _prepared(builder):
   import tensorflow_datasets as tfds
+  if not sys.stderr.isatty():  # TFDS's tqdm bars are noise in a log file, a pipe or a test
+    tfds.disable_progress_bar()
   builder.download_and_prepare(file_format="array_record",
                                download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder
