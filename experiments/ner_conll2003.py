@@ -6,6 +6,9 @@
 Online, the TFDS dataset works by name instead: --config.data.name=conll2003
 --config.data.eval_split=validation (not tested here: no network).
 
+Rows of 64 word pieces: CoNLL sentences average 18 pieces, and the 38 train / 25 dev sentences
+longer than 62 are split into overlapping windows (every word is still predicted, by the window
+where it has the most context), so 64 costs half of 128 and drops nothing.
 3 epochs of 14,041 sentences at batch 32 (1,317 steps), lr 5e-5 with 10% warmup. The run
 writes eval_results.json (entity-level f1 / precision / recall, word accuracy), a
 predictions.conll that conlleval re-scores, report.md (per-type table, entity-type confusion,
@@ -22,7 +25,7 @@ def get_config(arg: str = "full"):
   c = base.get_config()
   c.task = "token_classification"
   c.init_from = minilm_dir()
-  c.data.update(name="local_tagged", max_seq_length=128, train_split="train",
+  c.data.update(name="local_tagged", max_seq_length=64, train_split="train",
                 eval_split="validation")
   c.optimizer.update(learning_rate=5e-5, warmup_steps=130, weight_decay=0.01)
   c.batch_size = 32
