@@ -1,4 +1,5 @@
-"""GPU benchmark: BERT-base MLM pretraining step in bf16 (float32 parameters), cuDNN vs XLA attention.
+"""GPU benchmark: BERT-base MLM pretraining step in bf16 (float32 parameters), cuDNN vs XLA
+attention.
 
     bash benchmarks/gpu.sh                                   # GPU: results in $OUT
     .venv/bin/python benchmarks/gpu_bench.py --tiny --out /tmp/gpu_out   # CPU smoke test
@@ -14,8 +15,8 @@ busy the machine is (the tests run on a shared CPU):
               (bfloat16 / float32 gathers, whose gradients are scatter-adds, and the one-hot
               contraction bert_jax now uses for segments): XLA:GPU turns a contended scatter-add
               into a compare-and-swap loop, the suspect for ~200 ms per step in the first run.
-  variants    `steps.train_step` (pretraining task) (masking in-graph, AdamW, state donated) on synthetic full-
-              length batches, BERT-base: seq 128 x batch 256 with cuDNN attention, the same
+  variants    `steps.train_step` of the pretraining task (masking in-graph, AdamW, state
+              donated) on synthetic full-length batches, BERT-base: seq 128 x batch 256 with cuDNN attention, the same
               with XLA attention, seq 512 x batch 64 with cuDNN, and both lengths at twice the
               batch (32k and 64k tokens per step). Prints tokens/s, model
               TFLOP/s, MFU, compile time, XLA's memory analysis, the device's peak bytes in
@@ -74,12 +75,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # mlm_step (no t
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import mlm_step  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bert_jax import BertConfig, BertForMaskedLM, BertModel, ops, optim, steps  # noqa: E402
 from bert_jax.tasks import pretraining  # noqa: E402
-
-import mlm_step  # noqa: E402
 
 CLS_ID, SEP_ID, MASK_ID = 101, 102, 103
 SPEC_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM
@@ -500,7 +500,8 @@ def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default=os.environ.get("OUT") or "gpu_out")
   parser.add_argument("--tiny", action="store_true", help="tiny model and batches (CPU test)")
-  parser.add_argument("--prng", default="threefry2x32", choices=("threefry2x32", "rbg", "unsafe_rbg"),
+  parser.add_argument("--prng", default="threefry2x32",
+                      choices=("threefry2x32", "rbg", "unsafe_rbg"),
                       help="jax_default_prng_impl (dropout and masking randomness)")
   parser.add_argument("--variants", nargs="*", default=None,
                       help="subset of the variants to time (default: all)")

@@ -6,7 +6,8 @@
 One process, one config, one batch ([32, 128], every position attended), 20 masked
 predictions per row, dropout 0.1 (hidden and attention) everywhere, AdamW with clipping at 1.0:
 
-  bert_jax        `steps.train_step` (pretraining task) under `jax.jit`, masking in-graph, state donated.
+  bert_jax        `steps.train_step` (pretraining task) under `jax.jit`, masking in-graph,
+                  state donated.
   transformers    `BertForMaskedLM(..., labels=...)` as its users run it: logits at every
                   position, labels -100 except at the masked positions; torch.optim.AdamW.
   torch_gathered  the best PyTorch peer we know: `model.bert`, gather the hidden states at the
@@ -109,6 +110,7 @@ class JaxStep:
   def __init__(self, size: dict, batch: dict, prng: str = "threefry", dropout: float = DROPOUT):
     import flax.linen as nn
     import jax
+
     from bert_jax import BertConfig, BertForMaskedLM, ops, optim, steps
     from bert_jax.tasks import pretraining
     self.jax = jax
@@ -361,7 +363,8 @@ def main(argv=None) -> dict:
       "torch_threads": torch.get_num_threads(),
       "load_average": os.getloadavg(),
       "versions": {"python": platform.python_version(), "jax": jax.__version__,
-                   "torch": torch.__version__, "transformers": __import__("transformers").__version__},
+                   "torch": torch.__version__,
+                   "transformers": __import__("transformers").__version__},
   }
   if args.json:
     with open(args.json, "w", encoding="utf-8") as f:

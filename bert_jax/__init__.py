@@ -7,9 +7,17 @@ their extra dependencies lazily.
 
 from bert_jax.config import BertConfig
 from bert_jax.masking import MaskedBatch, mask_tokens
-from bert_jax.model import (BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
-                            BertForSequenceClassification, BertForTokenClassification,
-                            BertModel, BertOutput, ClassificationHead, MLMHead)
+from bert_jax.model import (
+  BertForMaskedLM,
+  BertForPreTraining,
+  BertForQuestionAnswering,
+  BertForSequenceClassification,
+  BertForTokenClassification,
+  BertModel,
+  BertOutput,
+  ClassificationHead,
+  MLMHead,
+)
 
 __all__ = [
     "BertConfig", "BertModel", "BertOutput", "BertForMaskedLM", "BertForPreTraining",

@@ -27,9 +27,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
-
 import orbax.checkpoint as ocp
+from absl import logging
 
 from bert_jax import errors
 

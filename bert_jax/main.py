@@ -12,7 +12,6 @@ traceback. Logs go to stderr as absl formats them (`I1130 12:00:00.000 ... file.
 from __future__ import annotations
 
 import difflib
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags

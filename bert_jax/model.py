@@ -239,7 +239,8 @@ def _check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids)
 
 
 class BertModel(nn.Module):
-  """The BERT encoder: `last_hidden_state` [batch, length, embed], `pooler_output` [batch, embed]."""
+  """The BERT encoder: `last_hidden_state` [batch, length, embed], `pooler_output`
+  [batch, embed]."""
 
   config: BertConfig
   add_pooling_layer: bool = True

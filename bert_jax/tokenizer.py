@@ -95,7 +95,7 @@ class Tokenizer:
 
   def __init__(self, vocab_file: str | None = "", *, lowercase: bool = True):
     import tokenizers
-    from tokenizers import models, normalizers, pre_tokenizers, processors, decoders
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
     self.vocab_file = resolve_vocab_file(vocab_file)
     self.vocab = load_vocab(self.vocab_file)

@@ -20,7 +20,7 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

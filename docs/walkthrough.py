@@ -25,8 +25,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bert_jax import (BertConfig, BertForMaskedLM, BertForSequenceClassification,  # noqa: E402
-                      BertModel, mask_tokens)
+from bert_jax import (  # noqa: E402
+  BertConfig,
+  BertForMaskedLM,
+  BertForSequenceClassification,
+  BertModel,
+  mask_tokens,
+)
 from bert_jax.tokenizer import Tokenizer  # noqa: E402
 
 

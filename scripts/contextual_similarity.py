@@ -58,6 +58,7 @@ SENTENCES = {
 def word_vectors(model_dir: str, max_length: int = 32):
   """{word: (senses [n], contextual [n, hidden], static [n, hidden])} for SENTENCES."""
   import jax.numpy as jnp
+
   from bert_jax import BertModel, load_hf_checkpoint
   from bert_jax.tokenizer import Tokenizer
 

@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from bert_jax import hf, model as M  # noqa: E402
+from bert_jax import hf  # noqa: E402
+from bert_jax import model as M
 from bert_jax.config import BertConfig  # noqa: E402
 
 torch = pytest.importorskip("torch")

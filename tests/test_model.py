@@ -6,9 +6,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import (BertConfig, BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
-                      BertForSequenceClassification, BertForTokenClassification, BertModel,
-                      ClassificationHead, axes)
+from bert_jax import (
+  BertConfig,
+  BertForMaskedLM,
+  BertForPreTraining,
+  BertForQuestionAnswering,
+  BertForSequenceClassification,
+  BertForTokenClassification,
+  BertModel,
+  ClassificationHead,
+  axes,
+)
 from bert_jax.model import count_params
 
 TINY = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -209,5 +217,6 @@ def test_remat_policies_change_nothing(scan_layers, policies):
     scale = max(float(np.max(np.abs(b))) for b in jax.tree.leaves(grads))
     diff = max(float(np.max(np.abs(a - b)))
                for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(grads)))
-    print(f"remat {policy} (scan_layers={scan_layers}): grad max diff {diff:.3g}, scale {scale:.3g}")
+    print(f"remat {policy} (scan_layers={scan_layers}): grad max diff {diff:.3g}, "
+          f"scale {scale:.3g}")
     assert diff <= 1e-6 * scale, policy

@@ -226,6 +226,7 @@ def test_windows_match_transformers_overflow(examples, tok, window):
   """doc_stride is transformers' `stride`: the same rows, ids and offsets, piece for piece."""
   transformers = pytest.importorskip("transformers")
   from transformers.models.bert.tokenization_bert import load_vocab as hf_load_vocab
+
   from bert_jax.tokenizer import default_vocab_file
   hf = transformers.BertTokenizerFast(vocab=hf_load_vocab(default_vocab_file()))
   s, stride = window

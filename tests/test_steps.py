@@ -9,8 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification
-from bert_jax import optim, steps
+from bert_jax import (
+  BertConfig,
+  BertForMaskedLM,
+  BertForPreTraining,
+  BertForSequenceClassification,
+  optim,
+  steps,
+)
 from bert_jax.tasks.classification import Classification
 from bert_jax.tasks.pretraining import MaskingConfig, Pretraining
 

