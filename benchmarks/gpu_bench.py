@@ -17,9 +17,9 @@ busy the machine is (the tests run on a shared CPU):
               into a compare-and-swap loop, the suspect for ~200 ms per step in the first run.
   variants    `steps.train_step` of the pretraining task (masking in-graph, AdamW, state
               donated) on synthetic full-length batches, BERT-base: seq 128 x batch 256 with
-              cuDNN attention, the same with XLA attention, seq 512 x batch 64 with cuDNN, and both lengths at twice the
-              batch (32k and 64k tokens per step). Prints tokens/s, model
-              TFLOP/s, MFU, compile time, XLA's memory analysis, the device's peak bytes in
+              cuDNN attention, the same with XLA attention, seq 512 x batch 64 with cuDNN, and
+              both lengths at twice the batch (32k and 64k tokens per step). Prints tokens/s,
+              model TFLOP/s, MFU, compile time, XLA's memory analysis, the device's peak bytes in
               use, and whether the compiled step holds a cuDNN fMHA call; then traces 3 steps
               of `--profile` (default seq128_cudnn) and prints the device time per model part
               and the 15 largest ops.
