@@ -78,10 +78,10 @@ def model_config(config, vocab_size: int, base: BertConfig | None = None) -> Ber
 
 def _check_config(config) -> type[tasks.Task]:
   """Config mistakes found before any data is read; returns the task class."""
-  try:
-    task_cls = tasks.get(config.task)
-  except ValueError as e:
-    raise ConfigError(f"config.task: {e}") from None
+  if config.task not in tasks.names():
+    raise ConfigError(f"config.task={config.task!r} is not a task; tasks: "
+                      f"{', '.join(tasks.names())}")
+  task_cls = tasks.get(config.task)
   for key in ("num_train_steps", "batch_size", "log_every_steps", "eval_every_steps",
               "checkpoint_every_steps"):
     if int(config[key]) <= 0:
