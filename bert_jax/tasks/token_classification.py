@@ -246,11 +246,12 @@ def failure_lines(analysis: dict) -> list[str]:
     lines.append(f"| {r} | " + " | ".join(str(row.get(c, 0)) for c in cols) + " |")
   errors = analysis["confident_errors"]
   lines += ["", f"The {len(errors)} most confident wrong entities:", "",
-            "| score | predicted | gold there | entity | sentence |", "|---|---|---|---|---|"]
+            "| score | entity | predicted | gold type of that span | gold tags there | sentence |",
+            "|---|---|---|---|---|---|"]
   for e in errors:
     sentence = e["text"].replace("|", "\\|")
-    lines.append(f"| {e['score']:.3f} | {e['predicted']} | {e.get('gold') or '-'} | "
-                 f"{e.get('entity', '')} | {sentence} |")
+    lines.append(f"| {e['score']:.3f} | {e['words']} | {e['predicted']} | "
+                 f"{e.get('gold') or '-'} | {' '.join(e['gold_tags'])} | {sentence} |")
   return lines
 
 
