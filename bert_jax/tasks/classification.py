@@ -13,6 +13,7 @@ example_mask [batch].
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -130,15 +131,23 @@ class Classification(Task):
               batch_size: int = 64) -> np.ndarray:
     """Texts -> probabilities [n, num_labels] (length buckets: see `inference.batches`)."""
     from bert_jax import inference
-    apply = jax.jit(lambda p, b: jax.nn.softmax(model.apply(
-        {"params": p}, b["input_ids"], b["attention_mask"], b["token_type_ids"]
-    ).astype(jnp.float32), -1))
     probs = np.zeros((len(texts), self.num_labels), np.float32)
     for rows, enc in inference.batches(tokenizer, texts, max_length=max_length,
                                        batch_size=batch_size):
-      probs[rows] = np.asarray(apply(params, {k: jnp.asarray(enc[k]) for k in FIELDS}))[
-          :len(rows)]
+      out = predict_batch(model, params, *(enc[k] for k in FIELDS))  # [batch, labels]
+      probs[rows] = np.asarray(out)[:len(rows)]
     return probs
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def predict_batch(model, params, input_ids, attention_mask, token_type_ids) -> jax.Array:
+  """[batch, length] -> probabilities [batch, labels] (float32).
+
+  Jitted at module level with the (hashable) model static, so each model and batch shape
+  compiles once per process; a `jax.jit` made inside `predict` compiled on every call.
+  """
+  logits = model.apply({"params": params}, input_ids, attention_mask, token_type_ids)
+  return jax.nn.softmax(logits.astype(jnp.float32), -1)
 
 
 TASK = Classification

@@ -202,20 +202,13 @@ class QuestionAnswering(Task):
     features = squad.encode(examples, tokenizer, max_seq_length=max_length,
                             max_query_length=self.max_query_length, doc_stride=self.doc_stride,
                             training=False)
-    apply = jax.jit(lambda p, i, m, t: model.apply({"params": p}, i, m, t))
-    n = len(features["input_ids"])
     start = np.full(features["input_ids"].shape, -1e9, np.float32)
     end = np.full(features["input_ids"].shape, -1e9, np.float32)
-    for s in range(0, n, batch_size):
-      rows = slice(s, s + batch_size)
-      count = len(features["input_ids"][rows])
-      length = inference.bucket_length(int(features["attention_mask"][rows].sum(1).max()),
-                                       max_length)
-      arrays = [np.pad(features[k][rows, :length], ((0, batch_size - count), (0, 0)))
-                for k in ("input_ids", "attention_mask", "token_type_ids")]
-      st, en = apply(params, *arrays)
-      start[rows, :length] = np.asarray(st)[:count]
-      end[rows, :length] = np.asarray(en)[:count]
+    for rows, batch in inference.feature_batches(features, batch_size=batch_size):
+      st, en = span_logits(model, params, *(batch[k] for k in inference.FIELDS))  # [batch, len]
+      length = st.shape[1]
+      start[rows, :length] = np.asarray(st)[:len(rows)]
+      end[rows, :length] = np.asarray(en)[:len(rows)]
     preds = squad.postprocess(examples, features, start, end, n_best_size=self.n_best_size,
                               max_answer_length=self.max_answer_length)
     out = []
@@ -226,6 +219,17 @@ class QuestionAnswering(Task):
                   "alternatives": [{"answer": t, "score": round(float(sc), 4)}
                                    for t, sc in p.alternatives[1:top_k + 1]]})
     return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def span_logits(model, params, input_ids, attention_mask, token_type_ids
+                ) -> tuple[jax.Array, jax.Array]:
+  """[batch, length] -> (start logits, end logits) [batch, length] each.
+
+  Jitted at module level with the (hashable) model static, so each model and batch shape
+  compiles once per process; a `jax.jit` made inside `answer` compiled on every call.
+  """
+  return model.apply({"params": params}, input_ids, attention_mask, token_type_ids)
 
 
 TASK = QuestionAnswering

@@ -197,22 +197,13 @@ class TokenClassification(Task):
     split = [ner.words_with_spans(t) for t in texts]
     features, _ = ner.encode([Sentence(tuple(w)) for w, _ in split], tokenizer, None,
                              max_seq_length=max_length)
-    apply = jax.jit(lambda p, i, m, t: jax.nn.softmax(
-        model.apply({"params": p}, i, m, t).astype(jnp.float32), -1))
-    n = len(features["input_ids"])
     pred = np.zeros(features["input_ids"].shape, np.int32)
     score = np.zeros(features["input_ids"].shape, np.float32)
-    for start in range(0, n, batch_size):
-      rows = slice(start, start + batch_size)
-      ids = features["input_ids"][rows]
-      length = inference.bucket_length(int(features["attention_mask"][rows].sum(1).max()),
-                                       max_length)
-      pad = batch_size - len(ids)  # static shapes: the last batch is padded
-      arrays = [np.pad(features[k][rows, :length], ((0, pad), (0, 0)))
-                for k in ("input_ids", "attention_mask", "token_type_ids")]
-      probs = np.asarray(apply(params, *arrays))[:len(ids)]  # [b, length, labels]
-      pred[rows, :length] = probs.argmax(-1)
-      score[rows, :length] = probs.max(-1)
+    for rows, batch in inference.feature_batches(features, batch_size=batch_size):
+      p, s = tag_batch(model, params, *(batch[k] for k in inference.FIELDS))  # [batch, len]
+      length = p.shape[1]
+      pred[rows, :length] = np.asarray(p)[:len(rows)]
+      score[rows, :length] = np.asarray(s)[:len(rows)]
     word_pred, word_scores = ner.merge(features, pred, score, len(texts))
     out = []
     for text, (words, spans), ids, sc in zip(texts, split, word_pred, word_scores):
@@ -221,6 +212,19 @@ class TokenClassification(Task):
       out.append([{"type": e["type"], "text": text[e["start"]:e["end"]], "start": e["start"],
                    "end": e["end"], "score": round(float(e["score"]), 4)} for e in ents])
     return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def tag_batch(model, params, input_ids, attention_mask, token_type_ids
+              ) -> tuple[jax.Array, jax.Array]:
+  """[batch, length] -> (label ids, their probabilities) [batch, length] each.
+
+  Jitted at module level with the (hashable) model static, so each model and batch shape
+  compiles once per process; a `jax.jit` made inside `tag` compiled on every call.
+  """
+  logits = model.apply({"params": params}, input_ids, attention_mask, token_type_ids)
+  probs = jax.nn.softmax(logits.astype(jnp.float32), -1)  # [batch, length, labels]
+  return jnp.argmax(probs, -1).astype(jnp.int32), jnp.max(probs, -1)
 
 
 TASK = TokenClassification
