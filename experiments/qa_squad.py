@@ -12,7 +12,8 @@ Online, the TFDS dataset works by name: --config.data.name=squad/v1.1 (not teste
 Windows of 384 pieces overlapping by 128 (question <= 64 pieces); 2 epochs of the 7,612
 training questions (~7,760 windows) at batch 32, lr 1e-4 with 10% warmup. `:short` is a CPU
 budget: windows of 256 pieces overlapping by 64, 150 steps of batch 16 (about 0.3 epoch).
-eval_results.json holds exact_match and f1 (fractions) and the number of questions; predictions.json is the official {id: answer} file; report.md the analysis.
+eval_results.json holds exact_match and f1 (fractions) and the number of questions;
+predictions.json is the official {id: answer} file; report.md the analysis.
 Ask afterwards: python -m bert_jax.answer --checkpoint W --context FILE "question?"
 """
 
