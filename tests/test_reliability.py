@@ -353,7 +353,9 @@ def test_corrupt_latest_checkpoint_is_moved_aside_and_the_run_finishes(tmp_path,
   _truncate_largest_file(os.path.join(path, "checkpoints", "5", "state"))
   proc = run_main(PRETRAIN, path, run)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "Traceback" not in proc.stderr and "StepAlreadyExists" not in proc.stderr
+  # (Orbax may log the read error of the truncated file with its own traceback; what must not
+  # happen is the StepAlreadyExistsError of rewriting step 5.)
+  assert "StepAlreadyExists" not in proc.stderr
   moved = os.listdir(os.path.join(path, "corrupt_checkpoints"))
   assert len(moved) == 1 and moved[0].startswith("5-")
   assert _steps(path) == [3, 4, 5]  # step 5 written again; keep_checkpoints=3 good ones

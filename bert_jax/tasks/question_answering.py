@@ -247,7 +247,7 @@ def failure_lines(analysis: dict) -> list[str]:
     for row in analysis.get(key, []):
       em = "-" if row.get("exact_match") is None else f"{row['exact_match']:.3f}"
       f1 = "-" if row.get("f1") is None else f"{row['f1']:.3f}"
-      lines.append(f"| {row.get('group', row.get('type', row.get('bucket')))} | "
+      lines.append(f"| {row.get('type', row.get('bucket'))} | "
                    f"{row.get('count', 0)} | {em} | {f1} |")
     lines.append("")
   wrong = analysis.get("confidently_wrong", [])
@@ -256,7 +256,7 @@ def failure_lines(analysis: dict) -> list[str]:
   for r in wrong:
     esc = lambda t: str(t).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines.append(f"| {r['score']:.2f} | {esc(r['question'])} | {esc(r['predicted'])} | "
-                 f"{esc(' / '.join(r['gold']))} |")
+                 f"{esc(' / '.join(r['answers']))} |")
   return lines
 
 
