@@ -34,7 +34,8 @@ def export(checkpoint: str, out: str, *, overwrite: bool = False) -> str:
   loaded = inference.load(checkpoint)
   task = loaded.task
   hf.save_hf_checkpoint(out, loaded.config, task.export_params(loaded.params),
-                        head=task.hf_head, label_names=loaded.label_names or None)
+                        head=task.hf_head, label_names=loaded.label_names or None,
+                        pooling=loaded.pooling)
   shutil.copyfile(loaded.vocab_file, os.path.join(out, "vocab.txt"))
   return hf.architecture(task.hf_head)
 

@@ -24,12 +24,17 @@ Layout of a torch weight against ours (E = hidden, H = heads, D = head_dim, I = 
   qa_outputs                                                [2, E]        qa_outputs
 A torch Linear weight is [out, in] and a Flax kernel [in, out]: kernels are transposed, then
 reshaped to split or merge the heads axis.
+
+A classifier that pools otherwise than with the [CLS] pooler (`model.POOLINGS`) is written with
+a `bert_jax_pooling` key in config.json, which bert_jax reads back; transformers ignores it and
+pools with the pooler, so its outputs then differ from ours (`save_hf_checkpoint` warns).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -71,6 +76,10 @@ _HEAD_KEYS = frozenset(
        "cls.seq_relationship.weight", "cls.seq_relationship.bias",
        "classifier.weight", "classifier.bias", "qa_outputs.weight", "qa_outputs.bias"])
 _POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
+# config.json key of a classifier's sentence vector when it is not the pooler (see module).
+POOLING_KEY = "bert_jax_pooling"
+
+log = logging.getLogger("bert_jax.hf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +199,13 @@ def read_label_names(path: str) -> list[str] | None:
   return [id2label[k] for k in sorted(id2label, key=int)]
 
 
+def read_pooling(path: str) -> str:
+  """The sentence vector a directory's classifier was trained with: config.json's
+  `bert_jax_pooling`, else "cls_pooler" (every transformers checkpoint)."""
+  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+    return json.load(f).get(POOLING_KEY, "cls_pooler")
+
+
 def _read_weights(path: str) -> dict[str, np.ndarray]:
   safetensors, index, torch_bin = (os.path.join(path, f) for f in _WEIGHT_FILES)
   if os.path.exists(safetensors):
@@ -269,7 +285,10 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
   config_file = os.path.join(path, "config.json")
   if not os.path.exists(config_file):
     raise FileNotFoundError(f"{config_file} not found: not a transformers checkpoint directory")
-  config = BertConfig.from_json_file(config_file, **(config_overrides or {}))
+  with open(config_file, encoding="utf-8") as f:
+    hf_config = json.load(f)
+  hf_config.pop(POOLING_KEY, None)  # the task's setting, not the encoder's (read_pooling)
+  config = BertConfig.from_dict(hf_config, **(config_overrides or {}))
   weights = _normalize_keys(_read_weights(path), path)
 
   if head in ("mlm", "pretraining") and not any(k.startswith("cls.predictions.") for k in weights):
@@ -329,7 +348,8 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
 
 def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
                        head: str | None = None,
-                       label_names: Sequence[str] | None = None) -> str:
+                       label_names: Sequence[str] | None = None,
+                       pooling: str = "cls_pooler") -> str:
   """Writes `params` as a transformers checkpoint directory; returns `path`.
 
   `head` names the tree as in `load_hf_checkpoint` (None: BertModel, "mlm", "pretraining",
@@ -342,10 +362,16 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
   `params` may be boxed (LogicallyPartitioned), wrapped in {"params": ...}, scanned or not, in
   any float dtype; weights are written as float32. config.json and model.safetensors are each
   written to a temp directory and renamed into `path`; other files there (a tokenizer's
-  vocab.txt) stay.
+  vocab.txt) stay. `pooling` other than "cls_pooler" (a classifier's `model.POOLINGS`) goes to
+  config.json as `bert_jax_pooling`, with a warning: transformers pools with the pooler.
   """
+  from bert_jax.model import POOLINGS
   if head not in HEADS:
     raise ValueError(f"head={head!r} is not one of {HEADS}")
+  if pooling not in POOLINGS:
+    raise ValueError(f"pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
+  if pooling != "cls_pooler" and head != "classification":
+    raise ValueError(f"pooling={pooling!r} is for the classification head, not head={head!r}")
   params = flax.core.unfreeze(nn.meta.unbox(params))
   if set(params) == {"params"}:
     params = params["params"]
@@ -390,6 +416,12 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
     names = label_names or [f"LABEL_{i}" for i in range(num_labels)]
     hf_config["id2label"] = {str(i): name for i, name in enumerate(names)}
     hf_config["label2id"] = {name: i for i, name in enumerate(names)}
+  if pooling != "cls_pooler":
+    hf_config[POOLING_KEY] = pooling
+    log.warning("%s: this classifier pools with %r; transformers' "
+                "BertForSequenceClassification ignores config.json's %s and pools with the "
+                "[CLS] pooler (cls_pooler), so its outputs differ from bert_jax's. "
+                "bert_jax.inference.load reads the key back.", path, pooling, POOLING_KEY)
   os.makedirs(path, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-save-", dir=path)
   try:

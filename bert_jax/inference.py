@@ -1,11 +1,13 @@
 """Loading a trained model for use: a bert_jax workdir or a transformers BERT directory.
 
 `load(path)` returns the model config, parameters, the task (from the checkpoint's metadata:
-every CLI asks the task instead of guessing from parameter names), the vocabulary and the
-sequence length it was trained with. `batches(...)` tokenizes texts into a few static
-lengths (buckets), so a stream of short inputs is neither padded to 512 nor recompiled per
-length; `feature_batches(...)` does the same for rows a task encoded itself (NER, QA
-windows). Static shapes: length in `LENGTH_BUCKETS`, rows a power of two up to batch_size.
+every CLI asks the task instead of guessing from parameter names), the vocabulary, the
+sequence length it was trained with and its sentence vector (`pooling`: a classifier's, or an
+exported directory's `bert_jax_pooling`; "cls_pooler" otherwise). `batches(...)` tokenizes
+texts into a few static lengths (buckets), so a stream of short inputs is neither padded to
+512 nor recompiled per length; `feature_batches(...)` does the same for rows a task encoded
+itself (NER, QA windows). Static shapes: length in `LENGTH_BUCKETS`, rows a power of two up to
+batch_size.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Loaded:
   task: Any                # the bert_jax.tasks.Task, or None for an encoder only
   vocab_file: str
   max_seq_length: int
+  pooling: str = "cls_pooler"  # the sentence vector it was trained with (model.POOLINGS)
 
   @property
   def label_names(self) -> list[str]:
@@ -70,7 +73,8 @@ def load(path: str, *, task: str | None = None) -> Loaded:
   config = ops.resolve(BertConfig(**meta["model"]))
   return Loaded(config, params, meta["task"], task_obj,
                 resolve_vocab_file(meta.get("vocab_file") or ""),
-                int(meta.get("max_seq_length", 128)))
+                int(meta.get("max_seq_length", 128)),
+                getattr(task_obj, "pooling", "cls_pooler"))
 
 
 def _load_transformers(path: str, task: str | None) -> Loaded:
@@ -94,7 +98,7 @@ def _load_transformers(path: str, task: str | None) -> Loaded:
   vocab = os.path.join(path, "vocab.txt")
   return Loaded(config, params, task or "", task_obj,
                 vocab if os.path.exists(vocab) else default_vocab_file(),
-                config.max_position_embeddings)
+                config.max_position_embeddings, hf.read_pooling(path))
 
 
 def bucket_length(n: int, max_length: int, buckets: Sequence[int] = LENGTH_BUCKETS) -> int:

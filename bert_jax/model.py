@@ -14,6 +14,9 @@ Parameter tree of `BertModel`:
   pooler/{kernel, bias}
 Heads: mlm_head/{transform, layer_norm, bias}, nsp_head, classifier, qa_outputs/{kernel, bias}.
 With `scan_layers=True` the layers live under encoder/layers with a leading 'layers' axis.
+
+Sentence vectors: `pool(hidden, mask, how)` reduces [batch, length, embed] to [batch, embed] by
+one of `POOLINGS` (the sequence classifier's `pooling` and `bert_jax.encode` both use it).
 """
 
 from __future__ import annotations
@@ -274,6 +277,42 @@ class BertModel(nn.Module):
     return self.embeddings.word_embeddings.embedding
 
 
+# Sentence vectors -------------------------------------------------------------------------------
+
+# "cls_pooler": BERT's tanh dense over [CLS] (what transformers' BertForSequenceClassification
+# uses); "cls": the raw [CLS] state; "mean" / "max": over the real tokens ([CLS] and [SEP]
+# included, padding excluded), as sentence-transformers pools.
+POOLINGS = ("cls_pooler", "cls", "mean", "max")
+
+
+def pool(hidden: Array, mask: Array, how: str, pooler_output: Array | None = None) -> Array:
+  """Sentence vectors: hidden [batch, length, embed], mask [batch, length] (1 = real token)
+  -> [batch, embed] in hidden's dtype. `how` is one of `POOLINGS`; "cls_pooler" returns
+  `pooler_output` (`BertOutput.pooler_output`), which must then be given.
+
+  Padding never reaches "mean" or "max", so a text gives the same vector at any padded
+  length; a row with no real token gives zeros.
+  """
+  if how == "cls_pooler":
+    if pooler_output is None:
+      raise ValueError("pooling='cls_pooler' needs the pooler output (a model with a pooling "
+                       "layer); use 'cls', 'mean' or 'max'")
+    return pooler_output
+  if how == "cls":
+    return hidden[:, 0]
+  real = mask.astype(bool)[..., None]  # [batch, length, 1]
+  if how == "mean":
+    # Summed in float32: a bfloat16 sum over hundreds of tokens loses the low bits.
+    total = jnp.sum(jnp.where(real, hidden.astype(jnp.float32), 0.0), axis=1)  # [batch, embed]
+    count = jnp.maximum(jnp.sum(real, axis=1), 1).astype(jnp.float32)  # [batch, 1]
+    return (total / count).astype(hidden.dtype)
+  if how == "max":
+    lowest = jnp.finfo(hidden.dtype).min
+    best = jnp.max(jnp.where(real, hidden, lowest), axis=1)  # [batch, embed]
+    return jnp.where(jnp.any(real, axis=1), best, jnp.zeros_like(best))
+  raise ValueError(f"pooling={how!r} is not one of {', '.join(POOLINGS)}")
+
+
 # Heads ------------------------------------------------------------------------------------------
 
 class MLMHead(nn.Module):
@@ -359,10 +398,16 @@ class BertForPreTraining(nn.Module):
 
 
 class BertForSequenceClassification(nn.Module):
-  """BERT + pooler + classifier: [batch, length] ids -> [batch, num_labels] logits."""
+  """BERT + a sentence vector (`pool`) + classifier: [batch, length] ids -> [batch, num_labels]
+  logits.
+
+  The encoder keeps its pooling layer whatever `pooling` is, so the parameter tree (and the
+  transformers export) is the same for every choice; only "cls_pooler" reads it.
+  """
 
   config: BertConfig
   num_labels: int = 2
+  pooling: str = "cls_pooler"  # one of POOLINGS
 
   def setup(self):
     self.bert = BertModel(self.config)
@@ -371,8 +416,11 @@ class BertForSequenceClassification(nn.Module):
 
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
                deterministic: bool = True) -> Array:
-    pooled = self.bert(input_ids, attention_mask, token_type_ids,
-                       deterministic=deterministic).pooler_output
+    out = self.bert(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    pooled = pool(out.last_hidden_state, attention_mask, self.pooling,
+                  out.pooler_output)  # [batch, embed]
     return self.classifier(pooled, deterministic=deterministic)
 
 

@@ -14,6 +14,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.task = "pretraining"  # a module of bert_jax/tasks (bert_jax.tasks.names())
   c.seed = 0
   c.init_from = ""  # a bert_jax workdir/checkpoint or a transformers BERT directory
+  # classification: the sentence vector the classifier reads (bert_jax.model.POOLINGS):
+  # cls_pooler (BERT's tanh dense over [CLS], as transformers), cls, mean or max.
+  c.pooling = "cls_pooler"
 
   # BertConfig fields (transformers' names); vocab_size 0 = the tokenizer's.
   c.model = ml_collections.ConfigDict(dict(

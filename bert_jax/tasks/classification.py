@@ -1,4 +1,8 @@
-"""Sentence (and sentence-pair) classification: BERT + pooler + linear over [CLS].
+"""Sentence (and sentence-pair) classification: BERT + a sentence vector + linear.
+
+The sentence vector is `config.pooling` (`model.POOLINGS`): "cls_pooler" (BERT's tanh dense
+over [CLS], the default and what transformers' BertForSequenceClassification computes), "cls",
+"mean" or "max" over the real tokens; it is saved with the checkpoint (`checkpoint_info`).
 
 Data: `datasets.classification_builder` (Rotten Tomatoes, your CSV / JSON Lines, any prepared
 TFDS dataset with a ClassLabel), tokenized per batch (longest-first truncation for pairs).
@@ -34,33 +38,44 @@ class Classification(Task):
 
   num_labels: int
   label_names: tuple[str, ...] = ()
+  pooling: str = "cls_pooler"  # the sentence vector the classifier reads (model.POOLINGS)
 
   name = "classification"
   best_metric = "accuracy"
   host_keys = ("input_ids", "label")
 
+  def __post_init__(self):
+    from bert_jax.model import POOLINGS
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"pooling={self.pooling!r} is not one of {', '.join(POOLINGS)} "
+                       "(config.pooling)")
+
   # --- building ----------------------------------------------------------------------------
 
   @classmethod
   def from_config(cls, config, info: dict) -> Classification:
-    return cls(num_labels=len(info["label_names"]), label_names=tuple(info["label_names"]))
+    return cls(num_labels=len(info["label_names"]), label_names=tuple(info["label_names"]),
+               pooling=str(config.get("pooling", "cls_pooler")))
 
   @classmethod
   def from_checkpoint_info(cls, info: dict) -> Classification:
-    return cls(num_labels=len(info["label_names"]), label_names=tuple(info["label_names"]))
+    # Checkpoints written before the pooling choice pooled with cls_pooler.
+    return cls(num_labels=len(info["label_names"]), label_names=tuple(info["label_names"]),
+               pooling=info.get("pooling", "cls_pooler"))
 
   @classmethod
   def from_transformers_config(cls, path: str, hf_config: dict) -> Classification:
-    return cls(*_labels_of(path, hf_config))
+    from bert_jax.hf import POOLING_KEY
+    return cls(*_labels_of(path, hf_config), pooling=hf_config.get(POOLING_KEY, "cls_pooler"))
 
   def checkpoint_info(self) -> dict:
-    return {"label_names": list(self.label_names)}
+    return {"label_names": list(self.label_names), "pooling": self.pooling}
 
   hf_head = "classification"
 
   def model(self, cfg: BertConfig):
     from bert_jax.model import BertForSequenceClassification
-    return BertForSequenceClassification(cfg, self.num_labels)
+    return BertForSequenceClassification(cfg, self.num_labels, pooling=self.pooling)
 
   # --- data --------------------------------------------------------------------------------
 
