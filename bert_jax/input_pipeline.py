@@ -159,6 +159,26 @@ class ArraySource:
     return [{k: v[i] for k, v in self.features.items()} for i in indices]
 
 
+def array_iterator(features: dict[str, np.ndarray], *, dataset: str, split: str,
+                   global_batch_size: int, seed: int, shuffle: bool, num_epochs: int | None,
+                   process_index: int = 0, process_count: int = 1) -> DataIterator:
+  """Batches of features held in memory ({key: [N, ...]}, e.g. NER or QA windows); the saved
+  iterator state is tied to their content (a hash), so it never resumes on other features."""
+  import functools
+  import hashlib
+  source = ArraySource(features)
+  digest = hashlib.sha256()
+  for k in sorted(features):
+    digest.update(k.encode())
+    digest.update(np.ascontiguousarray(features[k]).tobytes())
+  fingerprint = {"dataset": dataset, "split": split, "num_records": len(source),
+                 "content": digest.hexdigest()[:16]}
+  return make_iterator(source, functools.partial(stack_rows, source),
+                       global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
+                       num_epochs=num_epochs, fingerprint=fingerprint,
+                       process_index=process_index, process_count=process_count)
+
+
 def stack_rows(source: ArraySource, indices: np.ndarray) -> dict[str, np.ndarray]:
   """[B] record indices (-1: padding row, all zeros) -> {key: [B, ...]} plus `example_mask`."""
   real = indices >= 0

@@ -165,3 +165,33 @@ class Task:
 
 def rngs(deterministic: bool, dropout_rng):
   return None if deterministic else {"dropout": dropout_rng}
+
+
+def complete_groups(rows: dict, outputs: dict, index_key: str, count_key: str
+                    ) -> tuple[dict, dict]:
+  """Keeps the rows of groups (a sentence's or a question's windows, `rows[index_key]`) whose
+  `rows[count_key]` windows are all present: `num_eval_batches` may cut the last group."""
+  index = rows[index_key]
+  present = np.bincount(index, minlength=index.max() + 1)[index] if len(index) else index
+  keep = present == rows[count_key]
+  if keep.all():
+    return rows, outputs
+  return ({k: v[keep] for k, v in rows.items()}, {k: v[keep] for k, v in outputs.items()})
+
+
+def split_file(data, split: str, local_name: str) -> str:
+  """The file of a split (`data.train_file` / `data.eval_file`) for `data.name == local_name`,
+  else "<TFDS name>:<split>" (a dataset read by name)."""
+  import os
+  if data.name == local_name:
+    path = data.train_file if split == data.train_split else data.eval_file
+    if not path:
+      raise ValueError(f"data.name={local_name!r} needs data.train_file and data.eval_file "
+                       f"(split {split!r} has none)")
+    return os.path.abspath(path)
+  return f"{data.name}:{split}"
+
+
+def group_sizes(index: np.ndarray) -> np.ndarray:
+  """[N] group index of each row -> [N] number of rows of that row's group."""
+  return np.bincount(index)[index].astype(np.int32)

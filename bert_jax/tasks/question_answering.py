@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 
 import jax
@@ -36,7 +35,16 @@ import numpy as np
 
 from bert_jax import losses
 from bert_jax.config import BertConfig
-from bert_jax.tasks.base import FinishedRun, Task, is_sum, mean, rngs
+from bert_jax.tasks.base import (
+  FinishedRun,
+  Task,
+  complete_groups,
+  group_sizes,
+  is_sum,
+  mean,
+  rngs,
+  split_file,
+)
 
 HOST_ONLY = ("example_index", "example_windows", "offsets", "max_context")
 
@@ -104,16 +112,10 @@ class QuestionAnswering(Task):
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                num_epochs: int | None, process_index: int = 0, process_count: int = 1):
     from bert_jax import input_pipeline
-    features = self.features(config, split)
-    source = input_pipeline.ArraySource(features)
-    fingerprint = {"dataset": _source(config.data, split), "split": split,
-                   "num_records": len(source), "settings": self.checkpoint_info(),
-                   "max_seq_length": int(config.data.max_seq_length),
-                   "content": _content_hash(features)}
-    return input_pipeline.make_iterator(
-        source, functools.partial(input_pipeline.stack_rows, source),
+    return input_pipeline.array_iterator(
+        self.features(config, split), dataset=_source(config.data, split), split=split,
         global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
-        fingerprint=fingerprint, process_index=process_index, process_count=process_count)
+        process_index=process_index, process_count=process_count)
 
   # --- device ------------------------------------------------------------------------------
 
@@ -152,7 +154,7 @@ class QuestionAnswering(Task):
 
   def _predict(self, examples, outputs, rows):
     from bert_jax import squad
-    rows, outputs = _complete_examples(rows, outputs)
+    rows, outputs = complete_groups(rows, outputs, "example_index", "example_windows")
     done = sorted(set(rows["example_index"].tolist()))
     # postprocess indexes examples by example_index: keep the list whole, score `done` only.
     preds = squad.postprocess(examples, rows, outputs["start_logits"], outputs["end_logits"],
@@ -260,24 +262,8 @@ def failure_lines(analysis: dict) -> list[str]:
   return lines
 
 
-def _complete_examples(rows: dict, outputs: dict) -> tuple[dict, dict]:
-  """Keeps the questions whose windows are all there (`num_eval_batches` may cut the last)."""
-  index = rows["example_index"]
-  present = np.bincount(index, minlength=index.max() + 1)[index] if len(index) else index
-  keep = present == rows["example_windows"]
-  if keep.all():
-    return rows, outputs
-  return ({k: v[keep] for k, v in rows.items()}, {k: v[keep] for k, v in outputs.items()})
-
-
 def _source(data, split: str) -> str:
-  if data.name == "local_squad":
-    path = data.train_file if split == data.train_split else data.eval_file
-    if not path:
-      raise ValueError(f"data.name='local_squad' needs data.train_file and data.eval_file "
-                       f"(split {split!r} has none); scripts/split_squad.py makes both")
-    return os.path.abspath(path)
-  return f"{data.name}:{split}"
+  return split_file(data, split, "local_squad")
 
 
 def read_split(data, split: str, training: bool = False):
@@ -303,14 +289,6 @@ def _features(source: str, split: str, training: bool, data_dir: str, vocab_file
   features = squad.encode(examples, Tokenizer(vocab_file), max_seq_length=max_seq_length,
                           max_query_length=max_query_length, doc_stride=doc_stride,
                           training=training)
-  index = features["example_index"]
   # [N] windows of each row's question: tells a complete question in a truncated evaluation.
-  features["example_windows"] = np.bincount(index)[index].astype(np.int32)
+  features["example_windows"] = group_sizes(features["example_index"])
   return features
-
-
-def _content_hash(features: dict) -> str:
-  h = hashlib.sha256()
-  for k in sorted(features):
-    h.update(np.ascontiguousarray(features[k]).tobytes())
-  return h.hexdigest()[:12]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 
 import jax
@@ -34,7 +33,16 @@ import numpy as np
 
 from bert_jax import losses
 from bert_jax.config import BertConfig
-from bert_jax.tasks.base import FinishedRun, Task, is_sum, mean, rngs
+from bert_jax.tasks.base import (
+  FinishedRun,
+  Task,
+  complete_groups,
+  group_sizes,
+  is_sum,
+  mean,
+  rngs,
+  split_file,
+)
 
 HOST_KEYS = ("word_ids", "predict_mask", "sentence_index", "sentence_windows", "labels")
 
@@ -104,18 +112,11 @@ class TokenClassification(Task):
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                num_epochs: int | None, process_index: int = 0, process_count: int = 1):
     from bert_jax import input_pipeline
-    from bert_jax.tokenizer import Tokenizer
     features, _ = self.features(config, split)
-    source = input_pipeline.ArraySource(features)
-    fingerprint = {"dataset": _source(config.data, split), "split": split,
-                   "num_records": len(source), "labels": list(self.label_names),
-                   "vocab": Tokenizer(config.data.get("vocab_file") or "").vocab_hash,
-                   "max_seq_length": int(config.data.max_seq_length),
-                   "content": _content_hash(features)}
-    return input_pipeline.make_iterator(
-        source, functools.partial(input_pipeline.stack_rows, source),
+    return input_pipeline.array_iterator(
+        features, dataset=_source(config.data, split), split=split,
         global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
-        fingerprint=fingerprint, process_index=process_index, process_count=process_count)
+        process_index=process_index, process_count=process_count)
 
   # --- device ------------------------------------------------------------------------------
 
@@ -154,7 +155,7 @@ class TokenClassification(Task):
   def word_tags(self, outputs: dict, rows: dict) -> tuple[list, list, list]:
     """(gold tags, predicted tags, predicted scores) per word of each evaluated sentence."""
     from bert_jax import ner
-    rows, outputs = _complete_sentences(rows, outputs)
+    rows, outputs = complete_groups(rows, outputs, "sentence_index", "sentence_windows")
     n = int(rows["sentence_index"].max()) + 1 if len(rows["sentence_index"]) else 0
     pred, scores = ner.merge(rows, outputs["pred"], outputs["score"], n)
     gold, _ = ner.merge(rows, rows["labels"], outputs["score"], n)
@@ -264,25 +265,8 @@ def _label_weights(batch) -> jax.Array:
   return batch["label_mask"].astype(jnp.float32) * losses.example_mask(batch)[:, None]
 
 
-def _complete_sentences(rows: dict, outputs: dict) -> tuple[dict, dict]:
-  """Keeps the sentences whose windows are all there (`num_eval_batches` may cut the last)."""
-  index = rows["sentence_index"]
-  present = np.bincount(index, minlength=index.max() + 1)[index] if len(index) else index
-  keep = present == rows["sentence_windows"]
-  if keep.all():
-    return rows, outputs
-  return ({k: v[keep] for k, v in rows.items()}, {k: v[keep] for k, v in outputs.items()})
-
-
 def _source(data, split: str) -> str:
-  """The file (or TFDS name) of a split."""
-  if data.name == "local_tagged":
-    path = data.train_file if split == data.train_split else data.eval_file
-    if not path:
-      raise ValueError(f"data.name='local_tagged' needs data.train_file and data.eval_file "
-                       f"(split {split!r} has none)")
-    return os.path.abspath(path)
-  return f"{data.name}:{split}"
+  return split_file(data, split, "local_tagged")
 
 
 def _reader_args(data) -> tuple:
@@ -317,14 +301,6 @@ def _features(source: str, split: str, reader_args: tuple, vocab_file: str,
   label_to_id = {name: i for i, name in enumerate(label_names)}
   features, stats = ner.encode(sentences, Tokenizer(vocab_file), label_to_id,
                                max_seq_length=max_seq_length, label_all_pieces=label_all_pieces)
-  index = features["sentence_index"]
   # [N] windows of each row's sentence: tells a complete sentence in a truncated evaluation.
-  features["sentence_windows"] = np.bincount(index)[index].astype(np.int32)
+  features["sentence_windows"] = group_sizes(features["sentence_index"])
   return features, stats
-
-
-def _content_hash(features: dict) -> str:
-  h = hashlib.sha256()
-  for k in sorted(features):
-    h.update(np.ascontiguousarray(features[k]).tobytes())
-  return h.hexdigest()[:12]
