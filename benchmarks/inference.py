@@ -1,7 +1,8 @@
 """Inference cost: bert_jax's prediction path against transformers' PyTorch model on CPU.
 
-    .venv/bin/python benchmarks/inference.py [--threads 1] [--tasks cls ner qa] [--batch 32]
-        [--examples 256] [--qa_examples 96] [--requests 64] [--rounds 3] [--json PATH] [--tiny]
+    .venv/bin/python benchmarks/inference.py [--threads 1] [--malloc default|retain]
+        [--tasks cls ner qa] [--batch 32] [--examples 256] [--qa_examples 96] [--requests 64]
+        [--rounds 3] [--json PATH] [--tiny]
 
 One process, same weights, same inputs, same threads. For each task a transformers directory
 is written once with `hf.save_hf_checkpoint`: the MiniLM encoder (all-MiniLM-L6-v2: 6 layers,
@@ -16,7 +17,8 @@ ids.
   ner  CoNLL-2003 dev sentences (shared data), BertForTokenClassification, 9 labels,
        max_length 128; skipped with a message when the data is absent.
   qa   SQuAD v1.1 dev questions with their contexts (shared data), BertForQuestionAnswering,
-       windows of 384 overlapping by 128; skipped when absent.
+       windows of 384 overlapping by 128 (bert_jax also keeps a question's first 64 pieces
+       only; the longest question here has 38); skipped when absent.
 Inputs are a fixed random sample (seed 0), the same for both sides.
 
 Timed, per request of 1 or `--batch` examples (consecutive examples of the sample):
@@ -44,6 +46,7 @@ Under load from other processes `--threads 1` is the comparison to quote (see RE
 bert_jax's prediction function sorts all inputs by length before batching, transformers runs
 the requests in order (as its pipeline does); examples/s only.
 `--tiny`: a random 2-layer encoder (hidden 64), batch 4, a few examples, one round (the test).
+Figures and the profile of what limits bert_jax: benchmarks/RESULTS.md, "CPU: Inference".
 """
 
 from __future__ import annotations
@@ -71,7 +74,6 @@ TINY_MODEL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=128)
 MAX_LOGIT_DIFF = 1e-3
 MODES = ("end-to-end", "model", "tokenize")
-SIDES = ("bert_jax", "transformers")
 
 
 def shared_data(*parts: str) -> str:
