@@ -1,7 +1,8 @@
 """Inference cost: bert_jax's prediction path against transformers' PyTorch model on CPU.
 
-    .venv/bin/python benchmarks/inference.py [--threads 1] [--tasks cls ner qa] [--batch 32]
-        [--examples 256] [--qa_examples 96] [--requests 64] [--rounds 3] [--json PATH] [--tiny]
+    .venv/bin/python benchmarks/inference.py [--threads 1] [--malloc default|retain]
+        [--tasks cls ner qa] [--batch 32] [--examples 256] [--qa_examples 96] [--requests 64]
+        [--rounds 3] [--json PATH] [--tiny]
 
 One process, same weights, same inputs, same threads. For each task a transformers directory
 is written once with `hf.save_hf_checkpoint`: the MiniLM encoder (all-MiniLM-L6-v2: 6 layers,
@@ -16,7 +17,8 @@ ids.
   ner  CoNLL-2003 dev sentences (shared data), BertForTokenClassification, 9 labels,
        max_length 128; skipped with a message when the data is absent.
   qa   SQuAD v1.1 dev questions with their contexts (shared data), BertForQuestionAnswering,
-       windows of 384 overlapping by 128; skipped when absent.
+       windows of 384 overlapping by 128 (bert_jax also keeps a question's first 64 pieces
+       only; the longest question here has 38); skipped when absent.
 Inputs are a fixed random sample (seed 0), the same for both sides.
 
 Timed, per request of 1 or `--batch` examples (consecutive examples of the sample):
@@ -25,7 +27,8 @@ Timed, per request of 1 or `--batch` examples (consecutive examples of the sampl
               and QA the word merge / span search). transformers: its fast tokenizer (padding
               to the longest row, truncation; QA with overflowing windows) + the model under
               `torch.inference_mode()` + softmax (no entity merge or span search: those are
-              extra work on the bert_jax side only).
+              extra work on the bert_jax side only). The tokenizers are built once; for cls
+              the CLI's `bert_jax.predict.predict`, which builds one per call, is timed apart.
   model       the same requests tokenized beforehand by each side as its end-to-end path does
               (bert_jax: rows sorted by length, padded to a length bucket and to a power-of-two
               row count; transformers: padded to the longest row); only the forward and the
@@ -43,6 +46,7 @@ Under load from other processes `--threads 1` is the comparison to quote (see RE
 bert_jax's prediction function sorts all inputs by length before batching, transformers runs
 the requests in order (as its pipeline does); examples/s only.
 `--tiny`: a random 2-layer encoder (hidden 64), batch 4, a few examples, one round (the test).
+Figures and the profile of what limits bert_jax: benchmarks/RESULTS.md, "CPU: Inference".
 """
 
 from __future__ import annotations
@@ -70,7 +74,6 @@ TINY_MODEL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=128)
 MAX_LOGIT_DIFF = 1e-3
 MODES = ("end-to-end", "model", "tokenize")
-SIDES = ("bert_jax", "transformers")
 
 
 def shared_data(*parts: str) -> str:
@@ -153,11 +156,10 @@ class JaxSide:
   def __init__(self, path: str, task: str):
     from bert_jax import inference
     from bert_jax.tasks import classification, question_answering, token_classification
-    from bert_jax.tokenizer import Tokenizer
     self.task = task
     loaded = inference.load(path, task=TASKS[task])
     self.loaded = dataclasses.replace(loaded, max_seq_length=MAX_LENGTH[task])
-    self.tokenizer = Tokenizer(loaded.vocab_file)  # once, as transformers' tokenizer below
+    self.tokenizer = self.loaded.tokenizer  # built once, as transformers' tokenizer below
     self.model, self.params = self.loaded.model(), self.loaded.params
     self.forward_fn = {"cls": classification.predict_batch,
                        "ner": token_classification.tag_batch,
@@ -392,6 +394,14 @@ def bench_task(task: str, examples: list, requests: int, batch: int, rounds: int
                                "bert_jax_shapes": shapes}
   result["compile_s"] = compile_timer.seconds - compile_before
   result["compiled_shapes"] = sides["bert_jax"].compiled_shapes()
+  if task == "cls":  # the CLI's function, which builds a Tokenizer on every call
+    from bert_jax import predict
+    loaded = sides["bert_jax"].loaded
+    single = [examples[i:i + 1] for i in range(requests)]
+    t = np.array(timed(lambda r: predict.predict(loaded, r), single)) * 1e3
+    result["predict_predict_p50_ms"] = float(np.percentile(t, 50))
+    print(f"  bert_jax.predict.predict(loaded, [text]) per request (a new Tokenizer each call): "
+          f"p50 {result['predict_predict_p50_ms']:.1f} ms")
   return result
 
 
