@@ -32,11 +32,10 @@ def define_flags():
 def answer(loaded: inference.Loaded, questions: list[str], contexts: list[str], *,
            top_k: int = 5, batch_size: int = 32) -> list[dict]:
   """Per question {question, answer, start, end, score, alternatives}."""
-  from bert_jax.tokenizer import Tokenizer
   if loaded.task_name != "question_answering":
     raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not "
                      "an extractive QA model; fine-tune one (experiments/qa_squad.py)")
-  return loaded.task.answer(loaded.model(), loaded.params, Tokenizer(loaded.vocab_file),
+  return loaded.task.answer(loaded.model(), loaded.params, loaded.tokenizer,
                             questions, contexts, max_length=loaded.max_seq_length,
                             batch_size=batch_size, top_k=top_k)
 

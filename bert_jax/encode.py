@@ -115,7 +115,6 @@ def main(argv):
                          "[--pooling mean] [--input FILE] (lines on stdin)")
   if not FLAGS.out.endswith((".npy", ".jsonl")):
     raise errors.ConfigError(f"--out {FLAGS.out}: expected a .npy or .jsonl file name")
-  from bert_jax.tokenizer import Tokenizer
   stream = open(FLAGS.input, encoding="utf-8") if FLAGS.input else sys.stdin
   with stream:
     texts = [line.rstrip("\n") for line in stream if line.strip()]
@@ -125,7 +124,7 @@ def main(argv):
   model, params = encoder(loaded)
   pooling = FLAGS.pooling or loaded.pooling
   check_pooling(model, pooling)
-  vectors = encode(model, params, Tokenizer(loaded.vocab_file), texts, pooling,
+  vectors = encode(model, params, loaded.tokenizer, texts, pooling,
                    max_length=FLAGS.max_length or loaded.max_seq_length,
                    batch_size=FLAGS.batch_size)
   write_vectors(FLAGS.out, texts, vectors)

@@ -24,11 +24,10 @@ def define_flags():
 def fill_mask(loaded: inference.Loaded, texts: list[str], top_k: int = 5):
   """Returns, per text, per [MASK], a list of (token, probability), best first."""
   from bert_jax.model import BertForMaskedLM
-  from bert_jax.tokenizer import Tokenizer
   if loaded.task_name != "pretraining":
     raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model; "
                      "fill-mask needs a pretraining checkpoint or a transformers BertForMaskedLM")
-  tok = Tokenizer(loaded.vocab_file)
+  tok = loaded.tokenizer
   window = min(loaded.max_seq_length, loaded.config.max_position_embeddings)
   for text, pieces in zip(texts, tok.tokenize_to_ids(texts)):
     masks = np.flatnonzero(pieces == tok.mask_id)

@@ -26,11 +26,10 @@ def define_flags():
 
 def predict(loaded: inference.Loaded, texts: list[str], batch_size: int = 32):
   """Returns (label ids [n], probabilities [n, num_labels])."""
-  from bert_jax.tokenizer import Tokenizer
   if not hasattr(loaded.task, "predict") or loaded.task_name != "classification":
     raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not a "
                      "classifier; fine-tune one first (experiments/finetune_csv.py)")
-  probs = loaded.task.predict(loaded.model(), loaded.params, Tokenizer(loaded.vocab_file), texts,
+  probs = loaded.task.predict(loaded.model(), loaded.params, loaded.tokenizer, texts,
                               max_length=loaded.max_seq_length, batch_size=batch_size)
   return probs.argmax(-1), probs
 
