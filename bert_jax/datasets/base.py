@@ -204,7 +204,7 @@ def _chunks(documents: Iterator[str]) -> Iterator[list[str]]:
 
 def check_enough_examples(data_info: dict, split: str, batch_size: int,
                           batch_key: str = "config.batch_size") -> None:
-  """DataError unless `split` of a prepared dataset (`input_pipeline.dataset_info(...)`) holds
+  """DataError unless `split` of a prepared dataset (a task's `data_info(...)`) holds
   at least one batch: a corpus too small to train on, said before any step runs."""
   found = data_info.get("num_examples", {})
   if split not in found:

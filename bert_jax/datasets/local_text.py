@@ -19,7 +19,7 @@ written; errors are DataError, one line naming the file):
 - Below that, invalid UTF-8 is *skipped and counted*: the offending line (a `.txt` line or a
   `.jsonl` record) is dropped, one warning per file gives the count and the first byte
   offset, and the counts land in the prepared dataset's metadata
-  (`dataset_info(...)["metadata"]["read"]["invalid_utf8_lines"]`).
+  (`pretraining.data_info(...)["metadata"]["read"]["invalid_utf8_lines"]`).
 - Empty files and files with only blank lines are skipped with a warning naming them; a
   corpus left with no document at all is an error that says why (empty, not UTF-8, ...).
 - A glob matching nothing, an unsupported file type, a `.jsonl` line that is not a JSON
