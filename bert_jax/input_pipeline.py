@@ -16,6 +16,10 @@ or from features held in memory (`ArraySource`); how records become a batch is t
 (`bert_jax/tasks/`), this module names no task. Batches are prefetched by a couple of threads
 in this process; no worker processes.
 
+Packed training batches (`data.packing`, `make_packed_iterator`) hold several short examples in
+each row; which share a row is planned per epoch from the shuffled order (`row_packing`), so
+their state is still one integer.
+
 Finite runs (`num_epochs` set, e.g. evaluation) pad the last batch with rows whose
 `example_mask` is 0 and every other field 0, and every process yields the same number of
 batches, so each example is counted exactly once and multi-host evaluation stays in step.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -142,6 +147,40 @@ def make_iterator(source, to_batch, *, global_batch_size: int, seed: int, shuffl
                       num_threads=num_threads, prefetch_batches=prefetch_batches)
 
 
+def make_packed_iterator(lengths: np.ndarray, to_batch, *, row_length: int, max_per_row: int,
+                         global_batch_size: int, seed: int, shuffle: bool,
+                         num_epochs: int | None, fingerprint: dict, process_index: int = 0,
+                         process_count: int = 1, num_threads: int = 2,
+                         prefetch_batches: int = 4) -> DataIterator:
+  """This process's batches of packed rows (`row_packing`): `global_batch_size` rows, each
+  holding up to `max_per_row` examples of `lengths[i]` tokens.
+
+  `to_batch([B, max_per_row] example indices, -1 = empty slot) -> dict of numpy arrays` builds
+  one batch (tasks own it, usually through `row_packing.pack`). Which examples share a row is a
+  function of (seed, epoch) only, so the state is still the next batch's index.
+  """
+  import grain
+
+  from bert_jax.row_packing import PackedPlan
+  batch_size = _check_batch_size(global_batch_size, process_count)
+  plan = PackedPlan(lengths, row_length=row_length, max_per_row=max_per_row,
+                    rows_per_batch=global_batch_size, seed=seed, shuffle=shuffle,
+                    num_epochs=num_epochs)
+  if num_epochs is not None and num_epochs < 1:
+    raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
+  batches = grain.MapDataset.range(len(plan) if num_epochs is not None else 2**62)
+  start = process_index * batch_size
+  slots = batches.map(lambda k: plan.batch(int(k))[start:start + batch_size])
+  fingerprint = {**fingerprint, "batch_size": batch_size, "seed": seed, "shuffle": shuffle,
+                 "num_epochs": num_epochs, "process": [process_index, process_count],
+                 "packing": {"row_length": row_length, "max_per_row": max_per_row}}
+  iterator = DataIterator(slots.map(to_batch), batch_size=batch_size,
+                          endless=num_epochs is None, fingerprint=fingerprint,
+                          num_threads=num_threads, prefetch_batches=prefetch_batches)
+  iterator.plan = plan
+  return iterator
+
+
 class ArraySource:
   """Fixed-shape features held in memory ({key: [N, ...]}) as a record source."""
 
@@ -165,18 +204,58 @@ def array_iterator(features: dict[str, np.ndarray], *, dataset: str, split: str,
   """Batches of features held in memory ({key: [N, ...]}, e.g. NER or QA windows); the saved
   iterator state is tied to their content (a hash), so it never resumes on other features."""
   import functools
-  import hashlib
   source = ArraySource(features)
-  digest = hashlib.sha256()
-  for k in sorted(features):
-    digest.update(k.encode())
-    digest.update(np.ascontiguousarray(features[k]).tobytes())
   fingerprint = {"dataset": dataset, "split": split, "num_records": len(source),
-                 "content": digest.hexdigest()[:16]}
+                 "content": _content_hash(features)}
   return make_iterator(source, functools.partial(stack_rows, source),
                        global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
                        num_epochs=num_epochs, fingerprint=fingerprint,
                        process_index=process_index, process_count=process_count)
+
+
+def packed_array_iterator(features: dict[str, np.ndarray], *, token_keys: Sequence[str],
+                          example_keys: Sequence[str] = (), offset_keys: Sequence[str] = (),
+                          max_per_row: int, dataset: str, split: str, global_batch_size: int,
+                          seed: int, shuffle: bool, num_epochs: int | None,
+                          process_index: int = 0, process_count: int = 1) -> DataIterator:
+  """`array_iterator` with several examples packed in each row (`row_packing.pack`): the
+  features' rows are right-padded examples ([N, S] token keys, `attention_mask` marks the
+  real tokens); rows of the packed batches have the same length S."""
+  import functools
+  lengths = features["attention_mask"].sum(axis=1)
+  row_length = features["attention_mask"].shape[1]
+  fingerprint = {"dataset": dataset, "split": split, "num_records": len(lengths),
+                 "content": _content_hash(features)}
+  to_batch = functools.partial(_pack_rows, features, lengths, row_length, tuple(token_keys),
+                               tuple(example_keys), tuple(offset_keys))
+  return make_packed_iterator(
+      lengths, to_batch, row_length=row_length, max_per_row=max_per_row,
+      global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+      fingerprint=fingerprint, process_index=process_index, process_count=process_count)
+
+
+def _pack_rows(features, lengths, row_length, token_keys, example_keys, offset_keys,
+               slots: np.ndarray) -> dict[str, np.ndarray]:
+  from bert_jax.row_packing import pack
+  used = np.unique(slots[slots >= 0])
+  where = {int(i): j for j, i in enumerate(used)}
+  examples = []
+  for i in used:
+    example = {k: features[k][i, :lengths[i]] for k in token_keys}
+    example.update({k: features[k][i] for k in (*example_keys, *offset_keys)})
+    examples.append(example)
+  local = np.vectorize(lambda i: where.get(int(i), -1), otypes=[np.int64])(slots)
+  return pack(examples, local, row_length=row_length, token_keys=token_keys,
+              example_keys=example_keys, offset_keys=offset_keys)
+
+
+def _content_hash(features: dict[str, np.ndarray]) -> str:
+  import hashlib
+  digest = hashlib.sha256()
+  for k in sorted(features):
+    digest.update(k.encode())
+    digest.update(np.ascontiguousarray(features[k]).tobytes())
+  return digest.hexdigest()[:16]
 
 
 def stack_rows(source: ArraySource, indices: np.ndarray) -> dict[str, np.ndarray]:

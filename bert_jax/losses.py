@@ -29,11 +29,28 @@ def top1_correct(logits: Array, labels: Array) -> Array:
 
 
 def example_mask(batch: dict[str, Array]) -> Array:
-  """[batch] float32: 1 for real examples, 0 for the padding rows of a finite eval split."""
+  """[batch] float32: 1 for real examples, 0 for the padding rows of a finite eval split
+  ([batch, examples] for packed rows: 1 on the filled slots)."""
   mask = batch.get("example_mask")
   if mask is None:
     return jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
   return mask.astype(jnp.float32)
+
+
+def token_mask(batch: dict[str, Array]) -> Array:
+  """[batch, length] float32: 1 on the tokens of real examples (every token of a real row,
+  padding included, for unpacked batches; the tokens of some example for packed ones)."""
+  if "segment_ids" in batch:
+    return (batch["segment_ids"] > 0).astype(jnp.float32)
+  return jnp.broadcast_to(example_mask(batch)[:, None], batch["input_ids"].shape)
+
+
+def per_example_positions(logits: Array, segment_ids: Array, num_examples: int) -> Array:
+  """Position logits of packed rows [batch, length] -> [batch, examples, length], each example
+  seeing only its own positions (the rest at the float32 minimum)."""
+  numbers = jnp.arange(1, num_examples + 1, dtype=segment_ids.dtype)
+  own = segment_ids[:, None, :] == numbers[None, :, None]  # [batch, examples, length]
+  return jnp.where(own, logits.astype(jnp.float32)[:, None, :], jnp.finfo(jnp.float32).min)
 
 
 def psum(x, axis_name: str | None):

@@ -15,6 +15,9 @@ Parameter tree of `BertModel`:
 Heads: mlm_head/{transform, layer_norm, bias}, nsp_head, classifier, qa_outputs/{kernel, bias}.
 With `scan_layers=True` the layers live under encoder/layers with a leading 'layers' axis.
 
+Packed rows (several short examples in one row, `segment_ids`): attention stays inside each
+example and positions restart per example, so each computes what it would alone.
+
 Sentence vectors: `pool(hidden, mask, how)` reduces [batch, length, embed] to [batch, embed] by
 one of `POOLINGS` (the sequence classifier's `pooling` and `bert_jax.encode` both use it).
 """
@@ -92,7 +95,8 @@ class BertEmbeddings(nn.Module):
     self.layer_norm = _layer_norm(c, "layer_norm")
     self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
-  def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool) -> Array:
+  def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool,
+               position_ids: Array | None = None) -> Array:
     c = self.config
     length = input_ids.shape[1]
     # Words are gathered from the float32 table, so their gradient is a float32 scatter-add
@@ -100,9 +104,12 @@ class BertEmbeddings(nn.Module):
     # are a slice, so their gradient is a sum over the batch.
     table = self.word_embeddings.embedding.astype(jnp.float32)  # [vocab, embed]
     words = jnp.take(table, input_ids, axis=0)  # [batch, length, embed]
-    positions = self.position_embeddings.embedding[:length]  # [length, embed]
+    if position_ids is None:
+      positions = self.position_embeddings.embedding[:length][None]  # [1, length, embed]
+    else:  # packed rows: positions restart at every example
+      positions = ops.lookup(c, self.position_embeddings.embedding, position_ids)  # [b, l, e]
     segments = ops.lookup(c, self.token_type_embeddings.embedding, token_type_ids)
-    x = (words + positions[None] + segments).astype(c.compute_dtype)
+    x = (words + positions + segments).astype(c.compute_dtype)
     x = self.layer_norm(x)
     return self.dropout(x, deterministic=deterministic)
 
@@ -138,6 +145,8 @@ class SelfAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+    """x [batch, length, embed]; mask [batch, keys] or, for packed rows, [batch, queries, keys]
+    (True = attend)."""
     c = self.config
     heads, head_dim = c.num_attention_heads, c.head_dim
     # b: batch, l: length, e: embed, h: heads, d: head_dim (kv)
@@ -152,7 +161,7 @@ class SelfAttention(nn.Module):
     if c.attention_impl == "einsum" or use_dropout:
       # Explicit softmax: the only path with dropout on the attention probabilities.
       scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
-      scores = jnp.where(mask[:, None, None, :], scores.astype(jnp.float32),
+      scores = jnp.where(ops.attention_mask_4d(mask), scores.astype(jnp.float32),
                          jnp.finfo(jnp.float32).min)
       probs = jax.nn.softmax(scores, axis=-1).astype(c.compute_dtype)  # [batch, heads, q, k]
       probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
@@ -222,14 +231,16 @@ class BertEncoder(nn.Module):
     return x
 
 
-def _check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids):
+def _check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids,
+                  segment_ids=None):
   """Shape errors at trace time; id-range errors when the ids are concrete."""
   if input_ids.ndim != 2:
     raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
   if input_ids.shape[1] > config.max_position_embeddings:
     raise ValueError(f"input length {input_ids.shape[1]} exceeds max_position_embeddings="
                      f"{config.max_position_embeddings}")
-  for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+  for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                  ("segment_ids", segment_ids)):
     if t is not None and tuple(t.shape) != tuple(input_ids.shape):
       raise ValueError(f"{name} has shape {tuple(t.shape)}, input_ids has "
                        f"{tuple(input_ids.shape)}")
@@ -258,23 +269,56 @@ class BertModel(nn.Module):
           kernel_init=_dense_init(c, (axes.EMBED, axes.MLP)), bias_init=_zeros((axes.MLP,)))
 
   def __call__(self, input_ids: Array, attention_mask: Array | None = None,
-               token_type_ids: Array | None = None, *, deterministic: bool = True) -> BertOutput:
-    _check_inputs(self.config, input_ids, attention_mask, token_type_ids)
+               token_type_ids: Array | None = None, *, segment_ids: Array | None = None,
+               deterministic: bool = True) -> BertOutput:
+    """input_ids, attention_mask, token_type_ids [batch, length]. Packed rows (several examples
+    a row) also give `segment_ids` [batch, length] (1, 2, ... per example, 0 on padding): each
+    example then attends only to itself and its positions restart at 0, so it computes what it
+    would alone (`segment_attention_mask`, `segment_positions`)."""
+    _check_inputs(self.config, input_ids, attention_mask, token_type_ids, segment_ids)
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
-    x = self.embeddings(input_ids, token_type_ids, deterministic)  # [batch, length, embed]
+    mask, positions = attention_mask.astype(bool), None  # mask [batch, keys]
+    if segment_ids is not None:
+      mask = segment_attention_mask(segment_ids)  # [batch, queries, keys]
+      positions = segment_positions(segment_ids)  # [batch, length]
+    x = self.embeddings(input_ids, token_type_ids, deterministic, positions)  # [b, l, embed]
     x = nn.with_logical_constraint(x, (axes.BATCH, axes.LENGTH, axes.EMBED))
-    x = self.encoder(x, attention_mask.astype(bool), deterministic)
+    x = self.encoder(x, mask, deterministic)
     pooled = None
     if self.add_pooling_layer:
-      pooled = jnp.tanh(self.pooler(x[:, 0]))  # [batch, embed] from [CLS]
+      pooled = self.pool_cls(x[:, 0])  # [batch, embed] from [CLS]
     return BertOutput(last_hidden_state=x, pooler_output=pooled)
+
+  def pool_cls(self, cls: Array) -> Array:
+    """The pooling layer, tanh(dense([CLS] state)): [..., embed] -> [..., embed]."""
+    return jnp.tanh(self.pooler(cls))
 
   def word_embedding_table(self) -> Array:
     """The [vocab, embed] word-embedding table (the tied MLM decoder's weight)."""
     return self.embeddings.word_embeddings.embedding
+
+
+# Packed rows ------------------------------------------------------------------------------------
+
+def segment_attention_mask(segment_ids: Array) -> Array:
+  """[batch, length] example numbers (0 = padding) -> [batch, queries, keys] bool: a token
+  attends to the real tokens of its own example; a padding query to every real token of its
+  row (its output is never read; this keeps a one-example row equal to the unpacked one)."""
+  q, k = segment_ids[:, :, None], segment_ids[:, None, :]
+  return (k > 0) & ((q == k) | (q == 0))
+
+
+def segment_positions(segment_ids: Array) -> Array:
+  """[batch, length] example numbers of contiguous examples -> position ids restarting at 0
+  where each example starts (padding continues the last count; its embedding is never read)."""
+  length = segment_ids.shape[1]
+  index = jnp.arange(length, dtype=jnp.int32)[None]  # [1, length]
+  previous = jnp.pad(segment_ids[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+  starts = jnp.where(segment_ids != previous, index, 0)  # index where an example starts
+  return index - jax.lax.cummax(starts, axis=1)
 
 
 # Sentence vectors -------------------------------------------------------------------------------
@@ -311,6 +355,14 @@ def pool(hidden: Array, mask: Array, how: str, pooler_output: Array | None = Non
     best = jnp.max(jnp.where(real, hidden, lowest), axis=1)  # [batch, embed]
     return jnp.where(jnp.any(real, axis=1), best, jnp.zeros_like(best))
   raise ValueError(f"pooling={how!r} is not one of {', '.join(POOLINGS)}")
+
+
+def pool_segments(hidden: Array, segment_ids: Array, num_segments: int, how: str) -> Array:
+  """`pool` per example of packed rows: hidden [batch, length, embed], segment_ids [batch,
+  length] -> [batch, num_segments, embed] ("mean" / "max"; an absent example gives zeros)."""
+  numbers = jnp.arange(1, num_segments + 1, dtype=segment_ids.dtype)
+  masks = segment_ids[:, None, :] == numbers[None, :, None]  # [batch, segments, length]
+  return jax.vmap(lambda m: pool(hidden, m, how), in_axes=1, out_axes=1)(masks)
 
 
 # Heads ------------------------------------------------------------------------------------------
@@ -369,8 +421,8 @@ class BertForMaskedLM(nn.Module):
     self.mlm_head = MLMHead(self.config)
 
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None,
-               *, deterministic: bool = True) -> Array:
-    x = self.bert(input_ids, attention_mask, token_type_ids,
+               *, segment_ids=None, deterministic: bool = True) -> Array:
+    x = self.bert(input_ids, attention_mask, token_type_ids, segment_ids=segment_ids,
                   deterministic=deterministic).last_hidden_state
     if masked_positions is not None:
       x = gather_positions(self.config, x, masked_positions)  # gather first: [batch, P, embed]
@@ -389,8 +441,9 @@ class BertForPreTraining(nn.Module):
     self.nsp_head = ClassificationHead(2, dropout_rate=0.0, config=c)
 
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None,
-               *, deterministic: bool = True) -> tuple[Array, Array]:
-    out = self.bert(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+               *, segment_ids=None, deterministic: bool = True) -> tuple[Array, Array]:
+    out = self.bert(input_ids, attention_mask, token_type_ids, segment_ids=segment_ids,
+                    deterministic=deterministic)
     x = out.last_hidden_state
     if masked_positions is not None:
       x = gather_positions(self.config, x, masked_positions)
@@ -415,12 +468,23 @@ class BertForSequenceClassification(nn.Module):
         self.num_labels, dropout_rate=self.config.hidden_dropout_prob, config=self.config)
 
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
-               deterministic: bool = True) -> Array:
-    out = self.bert(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+               segment_ids=None, cls_positions=None, deterministic: bool = True) -> Array:
+    """-> [batch, num_labels]; packed rows (`segment_ids` and each example's [CLS] position
+    `cls_positions` [batch, examples]) -> [batch, examples, num_labels]."""
+    out = self.bert(input_ids, attention_mask, token_type_ids, segment_ids=segment_ids,
+                    deterministic=deterministic)
+    x = out.last_hidden_state  # [batch, length, embed]
+    if cls_positions is not None:
+      if self.pooling in ("cls", "cls_pooler"):
+        pooled = gather_positions(self.config, x, cls_positions)  # [batch, examples, embed]
+        if self.pooling == "cls_pooler":
+          pooled = self.bert.pool_cls(pooled)
+      else:
+        pooled = pool_segments(x, segment_ids, cls_positions.shape[1], self.pooling)
+      return self.classifier(pooled, deterministic=deterministic)
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
-    pooled = pool(out.last_hidden_state, attention_mask, self.pooling,
-                  out.pooler_output)  # [batch, embed]
+    pooled = pool(x, attention_mask, self.pooling, out.pooler_output)  # [batch, embed]
     return self.classifier(pooled, deterministic=deterministic)
 
 
@@ -436,8 +500,8 @@ class BertForTokenClassification(nn.Module):
         self.num_labels, dropout_rate=self.config.hidden_dropout_prob, config=self.config)
 
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
-               deterministic: bool = True) -> Array:
-    x = self.bert(input_ids, attention_mask, token_type_ids,
+               segment_ids=None, deterministic: bool = True) -> Array:
+    x = self.bert(input_ids, attention_mask, token_type_ids, segment_ids=segment_ids,
                   deterministic=deterministic).last_hidden_state
     logits = self.classifier(x, deterministic=deterministic)  # [batch, length, num_labels]
     return nn.with_logical_constraint(logits, (axes.BATCH, axes.LENGTH, axes.LABELS))
@@ -454,8 +518,8 @@ class BertForQuestionAnswering(nn.Module):
     self.qa_outputs = ClassificationHead(2, dropout_rate=0.0, config=self.config)
 
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
-               deterministic: bool = True) -> tuple[Array, Array]:
-    x = self.bert(input_ids, attention_mask, token_type_ids,
+               segment_ids=None, deterministic: bool = True) -> tuple[Array, Array]:
+    x = self.bert(input_ids, attention_mask, token_type_ids, segment_ids=segment_ids,
                   deterministic=deterministic).last_hidden_state
     logits = self.qa_outputs(x)  # [batch, length, 2]
     return logits[..., 0], logits[..., 1]

@@ -100,10 +100,20 @@ def decoder(config: BertConfig, x: Array, table: Array, bias: Array) -> Array:
   return tied_decoder(x, table, bias, name == "cpu")
 
 
+def attention_mask_4d(mask: Array) -> Array:
+  """[batch, keys] or [batch, queries, keys] -> [batch, 1 (heads), queries or 1, keys]."""
+  return mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
+
+
 def attention(config: BertConfig, q: Array, k: Array, v: Array, mask: Array) -> Array:
   """Softmax attention without dropout: q, k, v [batch, length, heads, kv], mask [batch, keys]
-  (True = attend) -> [batch, length, heads, kv], by `attention_implementation(config)`."""
+  or, for packed rows, [batch, queries, keys] (True = attend) -> [batch, length, heads, kv], by
+  `attention_implementation(config)`."""
   impl = attention_implementation(config)
+  if impl == "cudnn" and mask.ndim == 3:
+    # Packed rows: cuDNN's flash kernel takes the block-diagonal mask as a bias operand.
+    return jax.nn.dot_product_attention(q, k, v, mask=attention_mask_4d(mask),
+                                        implementation="cudnn")
   if impl == "cudnn":
     # cuDNN's flash kernel takes key lengths, not a [batch, 1, 1, k] mask: BERT inputs (our
     # tokenizer and packing) are right-padded, so the mask is a length per row.
@@ -112,7 +122,7 @@ def attention(config: BertConfig, q: Array, k: Array, v: Array, mask: Array) -> 
         implementation="cudnn")
   if impl != "xla":
     raise ValueError(f"ops.attention computes attention_impl 'xla' or 'cudnn', got {impl!r}")
-  return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :], implementation="xla")
+  return jax.nn.dot_product_attention(q, k, v, mask=attention_mask_4d(mask), implementation="xla")
 
 
 # The kernels ------------------------------------------------------------------------------------

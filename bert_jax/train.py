@@ -279,7 +279,8 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
                     process_count=jax.process_count())
   train_iter = task.iterator(config, split=config.data.train_split,
                              global_batch_size=config.batch_size, shuffle=True,
-                             num_epochs=None, **split_args)
+                             num_epochs=None, packed=bool(config.data.get("packing", False)),
+                             **split_args)
   start_step = 0
   if has_checkpoint and checkpointer.latest_step() is not None:
     try:

@@ -32,6 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
       short_seq_prob=0.1, text_files="", train_file="", eval_file="", text_key="text",
       text_pair_key="", label_key="label", label_names="", max_documents=0,
       train_split="train", eval_split="validation",
+      # Several whole examples per training row (segment ids; row_packing.py); pretraining:
+      # per-document attention in full-sentence rows.
+      packing=False, max_examples_per_row=16,
       # token_classification: CoNLL tag column, label every piece of a word (not the first).
       tag_column=-1, label_all_pieces=False,
       # question_answering: question pieces kept, window overlap, answer search.

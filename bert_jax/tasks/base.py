@@ -4,8 +4,10 @@ A task is a frozen dataclass (its settings, e.g. masking or the label names) wit
 of methods, used by `steps.py` (device side) and `train.py` / the CLIs (host side):
 
   building    `model(cfg)`, `hf_head`, `checkpoint_info()`, `from_config(config, info)`
-  data        `data_info(config)`, `iterator(config, split, ...)`: host examples -> fixed-shape
-              numpy batches, with `example_mask` [batch] (0 on padding rows)
+  data        `data_info(config)`, `iterator(config, split, ..., packed)`: host examples ->
+              fixed-shape numpy batches, with `example_mask` [batch] (0 on padding rows);
+              `packed=True` (training with `data.packing`) puts several examples in a row
+              (`row_packing`: segment_ids, cls_positions, example_mask [batch, examples])
   device      `prepare(rng, batch, axis_name)`: in-step preparation (MLM masking);
               `denominators(batch)`: local counts the loss divides by (summed over devices and
               micro-batches before any loss is taken); `forward(...) -> (sums, outputs)`;
@@ -109,8 +111,10 @@ class Task:
     raise NotImplementedError
 
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
-               num_epochs: int | None, process_index: int = 0, process_count: int = 1):
-    """A resumable `input_pipeline.DataIterator` over this process's rows of each batch."""
+               num_epochs: int | None, process_index: int = 0, process_count: int = 1,
+               packed: bool = False):
+    """A resumable `input_pipeline.DataIterator` over this process's rows of each batch;
+    `packed`: several examples a row (`row_packing`)."""
     raise NotImplementedError
 
   def dummy_batch(self, seq_len: int) -> dict[str, np.ndarray]:
@@ -161,6 +165,17 @@ class Task:
     """Writes the report and prediction files of a finished run; returns their paths."""
     del run
     return []
+
+
+def packed_inputs(batch: dict[str, Array], cls: bool = False) -> dict[str, Array]:
+  """The model's packed-row keyword arguments present in `batch` ({} for unpacked batches):
+  segment_ids, and with `cls` each example's [CLS] position (sentence-level heads)."""
+  if "segment_ids" not in batch:
+    return {}
+  out = {"segment_ids": batch["segment_ids"]}
+  if cls:
+    out["cls_positions"] = batch["cls_positions"]
+  return out
 
 
 def rngs(deterministic: bool, dropout_rng):

@@ -11,7 +11,8 @@ final evaluation writes report.md (confusion matrix, accuracy by length, the mos
 wrong examples) and predictions.jsonl.
 
 Batch keys: input_ids, attention_mask, token_type_ids [batch, length], label [batch],
-example_mask [batch].
+example_mask [batch]. Packed (`data.packing`, training only): also segment_ids [batch, length]
+and cls_positions [batch, examples]; label and example_mask become [batch, examples].
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from bert_jax import losses
 from bert_jax.config import BertConfig
-from bert_jax.tasks.base import FinishedRun, Task, is_sum, mean, rngs
+from bert_jax.tasks.base import FinishedRun, Task, is_sum, mean, packed_inputs, rngs
 
 FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -85,7 +86,12 @@ class Classification(Task):
 
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                num_epochs: int | None, process_index: int = 0, process_count: int = 1,
-               **kwargs):
+               packed: bool = False, **kwargs):
+    if packed:
+      return make_packed_iterator(
+          config.data, split=split, global_batch_size=global_batch_size, seed=seed,
+          shuffle=shuffle, num_epochs=num_epochs, process_index=process_index,
+          process_count=process_count, data_dir=config.data.get("data_dir") or None)
     return make_iterator(config.data, split=split, global_batch_size=global_batch_size,
                          seed=seed, shuffle=shuffle, num_epochs=num_epochs,
                          process_index=process_index, process_count=process_count,
@@ -100,9 +106,10 @@ class Classification(Task):
 
   def forward(self, model, params, batch, *, deterministic, dropout_rng):
     logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                         batch["token_type_ids"], deterministic=deterministic,
-                         rngs=rngs(deterministic, dropout_rng))  # [batch, labels]
-    ex = losses.example_mask(batch)  # [batch]
+                         batch["token_type_ids"], **packed_inputs(batch, cls=True),
+                         deterministic=deterministic,
+                         rngs=rngs(deterministic, dropout_rng))  # [batch, (examples,) labels]
+    ex = losses.example_mask(batch)  # [batch] ([batch, examples] packed)
     sums = {
         "loss_sum": jnp.sum(losses.cross_entropy(logits, batch["label"]) * ex),
         "correct_sum": jnp.sum(losses.top1_correct(logits, batch["label"]) * ex),
@@ -235,6 +242,30 @@ def data_info(data_config, data_dir: str | None = None) -> dict:
           "label_names": list(label.names),
           "max_seq_length": int(input_pipeline.field(data_config, "max_seq_length", 128)),
           "vocab_size": tokenizer.vocab_size, "vocab_file": tokenizer.vocab_file}
+
+
+def make_packed_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
+                         shuffle: bool, num_epochs: int | None, process_index: int = 0,
+                         process_count: int = 1, data_dir: str | None = None):
+  """Packed batches (`row_packing`): rows of max_seq_length holding up to
+  `data.max_examples_per_row` whole examples; `label`, `cls_positions`, `example_mask`
+  [B, max_examples_per_row]. The split is tokenized once, up front, to plan the rows."""
+  from bert_jax import datasets, input_pipeline
+  from bert_jax.tokenizer import Tokenizer
+  builder = datasets.classification_builder(data_config, data_dir)
+  source = input_pipeline.data_source(builder, split)
+  tokenizer = Tokenizer(input_pipeline.field(data_config, "vocab_file", ""))
+  max_seq_length = int(input_pipeline.field(data_config, "max_seq_length", 128))
+  to_batch = _ClassificationBatch(source, tokenizer, max_seq_length,
+                                  *_keys(data_config, builder))
+  features = to_batch(np.arange(len(source)))
+  features.pop("example_mask")
+  return input_pipeline.packed_array_iterator(
+      features, token_keys=("input_ids", "token_type_ids"), example_keys=("label",),
+      max_per_row=int(input_pipeline.field(data_config, "max_examples_per_row", 16)),
+      dataset=f"{builder.name}:{tokenizer.vocab_hash}:{max_seq_length}", split=split,
+      global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+      process_index=process_index, process_count=process_count)
 
 
 def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,

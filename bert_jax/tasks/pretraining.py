@@ -6,7 +6,8 @@ row's global index so the masks do not depend on the device layout. The loss is 
 cross-entropy over masked tokens (+ the mean NSP cross-entropy), with global denominators.
 
 Batch keys: input_ids, attention_mask, token_type_ids, special_tokens_mask, word_starts
-[batch, length] int32; next_sentence_label [batch] (NSP); example_mask [batch].
+[batch, length] int32; next_sentence_label [batch] (NSP); example_mask [batch]; segment_ids
+[batch, length] with `data.packing` (per-document attention).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from bert_jax import losses
 from bert_jax.config import BertConfig
 from bert_jax.masking import MaskedBatch, mask_tokens
-from bert_jax.tasks.base import Task, is_sum, mean, rngs
+from bert_jax.tasks.base import Task, is_sum, mean, packed_inputs, rngs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,10 +108,15 @@ class Pretraining(Task):
 
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                num_epochs: int | None, process_index: int = 0, process_count: int = 1,
-               **kwargs):
+               packed: bool = False, **kwargs):
     """Batches of packed pretraining examples (int32): `input_ids`, `attention_mask`,
     `token_type_ids`, `special_tokens_mask`, `word_starts` [B, S], `next_sentence_label`
-    [B] (when data.nsp), `example_mask` [B]; B = global_batch_size // process_count."""
+    [B] (when data.nsp), `example_mask` [B]; B = global_batch_size // process_count.
+
+    Rows are always full; `data.packing=True` gives them `segment_ids` (one per document), so
+    documents sharing a row do not attend to each other, in training and evaluation alike
+    (`packed`, the training-only flag, is therefore not read)."""
+    del packed
     return make_iterator(config.data, split=split, global_batch_size=global_batch_size,
                          seed=seed, shuffle=shuffle, num_epochs=num_epochs,
                          process_index=process_index, process_count=process_count,
@@ -136,7 +142,8 @@ class Pretraining(Task):
     masked = batch["masked"]
     out = model.apply({"params": params}, masked.input_ids, batch["attention_mask"],
                       batch["token_type_ids"], masked.masked_positions,
-                      deterministic=deterministic, rngs=rngs(deterministic, dropout_rng))
+                      **packed_inputs(batch), deterministic=deterministic,
+                      rngs=rngs(deterministic, dropout_rng))
     mlm_logits, nsp_logits = out if self.nsp else (out, None)  # [batch, P, vocab], [batch, 2]
     w = masked.masked_weights
     sums = {
@@ -183,9 +190,10 @@ FIELDS = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask"
 class _PretrainingBatch:
   """[B] record indices -> the pretraining batch (records hold packed token ids)."""
 
-  def __init__(self, source, tokenizer, max_seq_length: int, nsp: bool):
+  def __init__(self, source, tokenizer, max_seq_length: int, nsp: bool,
+               documents: bool = False):
     self.source, self.tokenizer = source, tokenizer
-    self.max_seq_length, self.nsp = max_seq_length, nsp
+    self.max_seq_length, self.nsp, self.documents = max_seq_length, nsp, documents
 
   def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     real = indices >= 0
@@ -212,8 +220,20 @@ class _PretrainingBatch:
     }
     if self.nsp:
       batch["next_sentence_label"] = next_sentence_label  # [B]
+    if self.documents:
+      batch["segment_ids"] = document_segments(input_ids, attention_mask,
+                                               self.tokenizer.sep_id)  # [B, S]
     batch["example_mask"] = real.astype(np.int32)  # [B]
     return batch
+
+
+def document_segments(input_ids: np.ndarray, attention_mask: np.ndarray, sep_id: int
+                      ) -> np.ndarray:
+  """Full-sentence rows `[CLS] doc1 [SEP] doc2 ... [SEP]` -> segment ids [B, S]: 1 up to and
+  including the first [SEP], 2 after it, ..., 0 on padding (per-document attention)."""
+  sep = (input_ids == sep_id) & (attention_mask > 0)
+  after_sep = np.pad(np.cumsum(sep, axis=1)[:, :-1], ((0, 0), (1, 0)))  # [SEP]s strictly before
+  return ((1 + after_sep) * (attention_mask > 0)).astype(np.int32)
 
 
 def data_info(data_config, data_dir: str | None = None) -> dict:
@@ -240,9 +260,15 @@ def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
   builder = datasets.pretraining_builder(data_config, data_dir)
   bc = builder.builder_config
   source = input_pipeline.data_source(builder, split)
-  to_batch = _PretrainingBatch(source, Tokenizer(bc.vocab_file), bc.max_seq_length, bc.nsp)
+  documents = bool(input_pipeline.field(data_config, "packing", False))
+  if documents and bc.nsp:
+    raise ValueError("data.packing=True (per-document attention) needs full-sentence rows; "
+                     "this corpus has NSP pairs (data.nsp=True)")
+  to_batch = _PretrainingBatch(source, Tokenizer(bc.vocab_file), bc.max_seq_length, bc.nsp,
+                               documents)
   return input_pipeline.make_iterator(
       source, to_batch, global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
-      num_epochs=num_epochs, fingerprint=input_pipeline.fingerprint(builder, split),
+      num_epochs=num_epochs,
+      fingerprint={**input_pipeline.fingerprint(builder, split), "documents": documents},
       process_index=process_index, process_count=process_count, num_threads=num_threads,
       prefetch_batches=prefetch_batches)

@@ -20,7 +20,10 @@ SQuAD v2 (unanswerable questions) is not supported.
 
 Batch keys: input_ids, attention_mask, token_type_ids [batch, length], start_positions,
 end_positions [batch]; example_index, example_windows [batch], offsets [batch, length, 2] and
-max_context [batch, length] stay on the host.
+max_context [batch, length] stay on the host. Packed training rows (`data.packing`) add
+segment_ids; start/end_positions (row positions) and example_mask become [batch, windows].
+A packed window's start/end softmax runs over its own tokens; a padded row's over the whole
+row, padding included (as transformers computes it), so the two losses differ slightly.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from bert_jax.tasks.base import (
   group_sizes,
   is_sum,
   mean,
+  packed_inputs,
   rngs,
   split_file,
 )
@@ -110,8 +114,20 @@ class QuestionAnswering(Task):
                      int(data.max_seq_length), self.max_query_length, self.doc_stride)
 
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
-               num_epochs: int | None, process_index: int = 0, process_count: int = 1):
+               num_epochs: int | None, process_index: int = 0, process_count: int = 1,
+               packed: bool = False):
     from bert_jax import input_pipeline
+    if packed:  # training windows; answer positions shift with the window's start in the row
+      features = self.features(config, split)
+      return input_pipeline.packed_array_iterator(
+          {k: features[k] for k in ("input_ids", "token_type_ids", "attention_mask",
+                                    "start_positions", "end_positions")},
+          token_keys=("input_ids", "token_type_ids"),
+          offset_keys=("start_positions", "end_positions"),
+          max_per_row=int(config.data.get("max_examples_per_row", 16)),
+          dataset=_source(config.data, split), split=split,
+          global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
+          num_epochs=num_epochs, process_index=process_index, process_count=process_count)
     return input_pipeline.array_iterator(
         self.features(config, split), dataset=_source(config.data, split), split=split,
         global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
@@ -124,10 +140,14 @@ class QuestionAnswering(Task):
 
   def forward(self, model, params, batch, *, deterministic, dropout_rng):
     start, end = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                             batch["token_type_ids"], deterministic=deterministic,
+                             batch["token_type_ids"], **packed_inputs(batch),
+                             deterministic=deterministic,
                              rngs=rngs(deterministic, dropout_rng))  # [batch, length] each
-    ex = losses.example_mask(batch)  # [batch]
+    ex = losses.example_mask(batch)  # [batch] ([batch, windows] packed)
     s_pos, e_pos = batch["start_positions"], batch["end_positions"]
+    if "segment_ids" in batch:  # each window's softmax over its own positions
+      start, end = (losses.per_example_positions(x, batch["segment_ids"], ex.shape[1])
+                    for x in (start, end))  # [batch, windows, length]
     both = losses.top1_correct(start, s_pos) & losses.top1_correct(end, e_pos)
     sums = {
         "loss_sum": jnp.sum(0.5 * (losses.cross_entropy(start, s_pos)

@@ -18,7 +18,7 @@ conventions), word accuracy; the final evaluation writes predictions.conll
 
 Batch keys: input_ids, attention_mask, token_type_ids, labels, label_mask [batch, length];
 word_ids, predict_mask [batch, length], sentence_index and sentence_windows [batch] stay on
-the host.
+the host. Packed training rows (`data.packing`) add segment_ids and drop the host keys.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from bert_jax.tasks.base import (
   group_sizes,
   is_sum,
   mean,
+  packed_inputs,
   rngs,
   split_file,
 )
@@ -110,9 +111,17 @@ class TokenClassification(Task):
                      self.label_all_pieces)
 
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
-               num_epochs: int | None, process_index: int = 0, process_count: int = 1):
+               num_epochs: int | None, process_index: int = 0, process_count: int = 1,
+               packed: bool = False):
     from bert_jax import input_pipeline
     features, _ = self.features(config, split)
+    if packed:  # training rows: the host-only keys (word ids, sentence index) are not needed
+      return input_pipeline.packed_array_iterator(
+          features, token_keys=("input_ids", "token_type_ids", "labels", "label_mask"),
+          max_per_row=int(config.data.get("max_examples_per_row", 16)),
+          dataset=_source(config.data, split), split=split,
+          global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
+          num_epochs=num_epochs, process_index=process_index, process_count=process_count)
     return input_pipeline.array_iterator(
         features, dataset=_source(config.data, split), split=split,
         global_batch_size=global_batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
@@ -125,7 +134,8 @@ class TokenClassification(Task):
 
   def forward(self, model, params, batch, *, deterministic, dropout_rng):
     logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                         batch["token_type_ids"], deterministic=deterministic,
+                         batch["token_type_ids"], **packed_inputs(batch),
+                         deterministic=deterministic,
                          rngs=rngs(deterministic, dropout_rng))  # [batch, length, labels]
     w = _label_weights(batch)  # [batch, length]
     sums = {
@@ -262,7 +272,7 @@ def failure_lines(analysis: dict) -> list[str]:
 
 def _label_weights(batch) -> jax.Array:
   """[batch, length] float32: labelled pieces of real rows."""
-  return batch["label_mask"].astype(jnp.float32) * losses.example_mask(batch)[:, None]
+  return batch["label_mask"].astype(jnp.float32) * losses.token_mask(batch)
 
 
 def _source(data, split: str) -> str:
