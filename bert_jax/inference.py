@@ -169,3 +169,30 @@ def feature_batches(features: dict[str, np.ndarray], *, batch_size: int = 32,
     length = bucket_length(int(lengths[rows].max()), width)
     pad = batch_rows(len(rows), batch_size) - len(rows)
     yield rows, {k: np.pad(features[k][rows, :length], ((0, pad), (0, 0))) for k in keys}
+
+
+def measure_cost(model, params, batch: dict[str, np.ndarray], *, repeats: int = 3,
+                 latency_calls: int = 20) -> dict[str, float]:
+  """What a trained model costs to run here: the model forward (tokenization excluded) on a
+  real `batch` ([B, L] `FIELDS`): examples/s at batch B, and the p50 / p95 latency of one
+  example at length L (the prediction CLIs bucket lengths, so short inputs cost less).
+  Compilation is timed apart (`compile_s`)."""
+  import time
+  forward = jax.jit(lambda p, *inputs: model.apply({"params": p}, *inputs))
+  params = jax.device_put(params)
+  inputs = [np.asarray(batch[k]) for k in FIELDS]
+  size, length = inputs[0].shape
+
+  def timed(args) -> float:
+    t = time.perf_counter()
+    jax.block_until_ready(forward(params, *args))
+    return time.perf_counter() - t
+
+  compile_s = timed(inputs)
+  full = float(np.median([timed(inputs) for _ in range(repeats)]))
+  one = [x[:1] for x in inputs]
+  compile_s += timed(one)
+  latencies = np.array([timed(one) for _ in range(latency_calls)]) * 1e3
+  return {"batch": int(size), "length": int(length), "examples_per_s": size / full,
+          "p50_ms": float(np.percentile(latencies, 50)),
+          "p95_ms": float(np.percentile(latencies, 95)), "compile_s": compile_s}

@@ -273,6 +273,12 @@ def write_report(run, *, analysis: dict, failure_lines: Sequence[str],
   lines += ["## Cost", "", f"- Wall time: {wall_time_s:.1f} s ({wall_time_s / 60:.1f} min), "
             "data preparation, compilation and evaluation included",
             f"- Training throughput: {tps} tokens/s (non-padding tokens)"]
+  cost = getattr(run, "inference_cost", None)
+  if cost:
+    lines.append(f"- Inference (model forward on this device, tokenization excluded): "
+                 f"{cost['examples_per_s']:,.1f} examples/s at batch {cost['batch']} x "
+                 f"{cost['length']} tokens; one example at length {cost['length']}: p50 "
+                 f"{cost['p50_ms']:.1f} ms, p95 {cost['p95_ms']:.1f} ms")
   if device:
     lines.append(f"- Device: {device}")
   lines += ["", "## Command", "", "```bash", command, "```", ""]
@@ -283,6 +289,7 @@ def write_report(run, *, analysis: dict, failure_lines: Sequence[str],
            "seed": config_dict.get("seed"), "model": mc, "num_params": int(num_params),
            "eval_results": eval_results, "analysis": analysis, "wall_time_s": float(wall_time_s),
            "tokens_per_sec": tokens_per_sec, "command": command, "device": device,
+           "inference_cost": cost,
            **(extra or {})}
   write_lines(os.path.join(run.workdir, "report.json"),
               [json.dumps(facts, indent=2, default=str)])

@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 
 from bert_jax import checkpoint as ckpt_lib
-from bert_jax import ops, optim, sharding, steps, tasks
+from bert_jax import inference, ops, optim, sharding, steps, tasks
 from bert_jax import workdir as workdir_lib
 from bert_jax.config import BertConfig
 from bert_jax.errors import ConfigError, NonFiniteLossError
@@ -306,15 +306,20 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
                                 best_metric=task.best_metric)
           if task.best_metric and has_eval else None)
 
+  first_batch: dict[str, np.ndarray] = {}  # of the last evaluation (inference cost)
+
   def evaluate() -> tuple[dict[str, float], dict, dict]:
     """(metrics, outputs, host rows) over the eval split; outputs/rows of real rows only."""
     sums, outputs, rows = [], [], []
+    first_batch.clear()
     it = task.iterator(config, split=config.data.eval_split,
                        global_batch_size=config.eval_batch_size, shuffle=False, num_epochs=1,
                        **split_args)
     for i, batch in enumerate(it):
       if 0 <= config.num_eval_batches <= i:
         break
+      if not first_batch:
+        first_batch.update({k: batch[k] for k in inference.FIELDS})
       s, o = runner.eval_step(runner.params(state), runner.put_batch(task.device_keys(batch)),
                               runner.put_rng(jax.random.fold_in(eval_rng, i)))
       sums.append(s)
@@ -427,12 +432,18 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
         _write_json(os.path.join(workdir, "eval_results.json"), {"step": step, **result})
         from bert_jax.model import count_params
         params = jax.device_get(runner.host_state(state).params)
+        cost = None
+        if task.measures_inference and first_batch:
+          cost = inference.measure_cost(model, params, first_batch)
+          logging.info("Inference cost: %.1f examples/s at batch %d x %d; batch-1 p50 %.1f ms",
+                       cost["examples_per_s"], cost["batch"], cost["length"], cost["p50_ms"])
         finished = tasks.FinishedRun(
             workdir=workdir, config=config, model_config=model_cfg, params=params,
             num_params=count_params(params), tokenizer=tokenizer,
             eval_results={"step": step, **result}, outputs=outputs, rows=rows,
             wall_time_s=time.time() - t_start,
-            device=f"{jax.device_count()} x {jax.devices()[0].device_kind}")
+            device=f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+            inference_cost=cost)
         for path in task.finish(finished):
           logging.info("Wrote %s", path)
       return result

@@ -132,6 +132,9 @@ def test_finetune_from_pretrained_workdir(pretrained, tmp_path, data_dir):
   report = open(os.path.join(workdir, "report.md")).read()
   for section in ("Tokenizer", "Confusion", "confidently wrong", "length"):
     assert section.lower() in report.lower(), section
+  assert "examples/s at batch 64 x 32 tokens; one example at length 32: p50" in report
+  cost = json.load(open(os.path.join(workdir, "report.json")))["inference_cost"]
+  assert cost["examples_per_s"] > 0 and cost["p95_ms"] >= cost["p50_ms"] > 0
   # The encoder started from the pretrained one (architecture from its checkpoint).
   pre, _ = checkpoint.restore_params(src)
   loaded = inference.load(workdir)

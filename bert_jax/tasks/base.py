@@ -60,6 +60,7 @@ class FinishedRun:
   rows: dict[str, np.ndarray]  # the host batch keys of those rows (`host_keys`)
   wall_time_s: float
   device: str
+  inference_cost: dict | None = None  # `inference.measure_cost` on an eval batch
 
 
 class Task:
@@ -68,6 +69,7 @@ class Task:
   name: ClassVar[str] = ""
   best_metric: ClassVar[str | None] = None  # eval metric (higher is better) kept in best/
   host_keys: ClassVar[tuple[str, ...]] = ()  # eval batch keys `finish`/`host_metrics` read
+  measures_inference: ClassVar[bool] = True  # time the trained model's forward for the report
 
   # --- building ----------------------------------------------------------------------------
 

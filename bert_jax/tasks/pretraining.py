@@ -57,6 +57,7 @@ class Pretraining(Task):
   nsp: bool = False
 
   name = "pretraining"
+  measures_inference = False  # no report; its forward is the MLM head over every position
 
   # --- building ----------------------------------------------------------------------------
 
