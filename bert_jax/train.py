@@ -86,6 +86,9 @@ def _check_config(config) -> type[tasks.Task]:
               "checkpoint_every_steps"):
     if int(config[key]) <= 0:
       raise ConfigError(f"config.{key} must be positive, got {config[key]!r}")
+  if config.data.get("packing", False) and int(config.data.get("max_examples_per_row", 1)) < 1:
+    raise ConfigError("config.data.max_examples_per_row must be >= 1 with data.packing, got "
+                      f"{config.data.max_examples_per_row!r}")
   if config.parallelism not in ("jit", "pmap"):
     raise ConfigError(f"config.parallelism={config.parallelism!r} is not 'jit' or 'pmap'")
   seq, positions = int(config.data.max_seq_length), int(config.model.max_position_embeddings)
