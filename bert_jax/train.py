@@ -243,7 +243,7 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
     base_cfg, pretrained, pretrained_desc = load_pretrained(config, task_cls)
   model_cfg = model_config(config, data_info["vocab_size"], base_cfg)
   task = task_cls.from_config(config, data_info)
-  identity = _run_identity(config, model_cfg)
+  identity = {**_run_identity(config, model_cfg), "task_info": task.checkpoint_info()}
   workdir_lib.check_run(workdir, identity, has_checkpoint)
 
   pmap = config.parallelism == "pmap"

@@ -213,6 +213,15 @@ def test_run_identity_comes_from_checkpoints_not_from_a_failed_run(tmp_path):
   assert json.load(open(written)) == {"seed": 0, "_run": identity}
   assert sorted(os.listdir(path)) == ["checkpoints", "config.json"]  # no temporary file left
   workdir.check_run(path, identity, has_checkpoint=True)
+  # The task's settings are part of it: a classifier resumed with another sentence vector.
+  head = {**identity, "task_info": {"label_names": ["neg", "pos"], "pooling": "cls_pooler"}}
+  workdir.record_run(path, {"seed": 0}, head)
+  with pytest.raises(errors.ConfigError, match=r"another run \(was -> now: task_info.pooling: "
+                                               r"'cls_pooler' -> 'mean'\)"):
+    workdir.check_run(path, {**head, "task_info": {**head["task_info"], "pooling": "mean"}},
+                      has_checkpoint=True)
+  workdir.record_run(path, {"seed": 0}, identity)  # a workdir written before task_info existed
+  workdir.check_run(path, head, has_checkpoint=True)  # resumes
 
 
 # ------------------------------------------------- one line per user mistake (real entry point)
