@@ -32,7 +32,10 @@ DOCS=${DOCS:-docs}  # where the curve and the table land
 PRETRAIN_MINUTES=${PRETRAIN_MINUTES:-30}
 SEEDS=${SEEDS:-"0 1 2"}
 # Extra overrides for every fine-tuning run, e.g. one epoch on a busy machine:
-#   FT_ARGS="--config.num_train_steps=233 --config.eval_every_steps=233"
+#   FT_ARGS="--config.num_train_steps=216 --config.eval_every_steps=216"   (packed rows)
+# The tables in docs/RESULTS.md were measured before packing, with padded rows:
+#   FT_ARGS="--config.data.packing=false --config.batch_size=32 --config.num_train_steps=233
+#            --config.eval_every_steps=233 --config.optimizer.warmup_steps=23"
 read -r -a FT_EXTRA <<< "${FT_ARGS:-}"
 FT_MODELS=${FT_MODELS:-"minilm ours random"}
 MODEL=${MODEL:-tiny}
