@@ -163,11 +163,11 @@ def make_packed_iterator(lengths: np.ndarray, to_batch, *, row_length: int, max_
 
   from bert_jax.row_packing import PackedPlan
   batch_size = _check_batch_size(global_batch_size, process_count)
+  if num_epochs is not None and num_epochs < 1:
+    raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
   plan = PackedPlan(lengths, row_length=row_length, max_per_row=max_per_row,
                     rows_per_batch=global_batch_size, seed=seed, shuffle=shuffle,
                     num_epochs=num_epochs)
-  if num_epochs is not None and num_epochs < 1:
-    raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
   batches = grain.MapDataset.range(len(plan) if num_epochs is not None else 2**62)
   start = process_index * batch_size
   slots = batches.map(lambda k: plan.batch(int(k))[start:start + batch_size])
@@ -237,14 +237,13 @@ def packed_array_iterator(features: dict[str, np.ndarray], *, token_keys: Sequen
 def _pack_rows(features, lengths, row_length, token_keys, example_keys, offset_keys,
                slots: np.ndarray) -> dict[str, np.ndarray]:
   from bert_jax.row_packing import pack
-  used = np.unique(slots[slots >= 0])
-  where = {int(i): j for j, i in enumerate(used)}
+  used = np.unique(slots[slots >= 0])  # sorted: slot -> position in `examples` by search
   examples = []
   for i in used:
     example = {k: features[k][i, :lengths[i]] for k in token_keys}
     example.update({k: features[k][i] for k in (*example_keys, *offset_keys)})
     examples.append(example)
-  local = np.vectorize(lambda i: where.get(int(i), -1), otypes=[np.int64])(slots)
+  local = np.where(slots >= 0, np.searchsorted(used, slots), -1)
   return pack(examples, local, row_length=row_length, token_keys=token_keys,
               example_keys=example_keys, offset_keys=offset_keys)
 

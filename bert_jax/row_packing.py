@@ -127,8 +127,7 @@ class PackedPlan:
 
   def fill(self) -> float:
     """Fraction of the first epoch's row tokens that are real (1 - padding)."""
-    rows = self.rows(0, 1)  # computes epoch 0
-    del rows
+    self._extend_to(0)
     epoch = self._epochs[0]
     real = self.lengths[epoch[epoch >= 0]].sum()
     return float(real) / (len(epoch) * self.row_length)

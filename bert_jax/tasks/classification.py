@@ -244,12 +244,8 @@ def data_info(data_config, data_dir: str | None = None) -> dict:
           "vocab_size": tokenizer.vocab_size, "vocab_file": tokenizer.vocab_file}
 
 
-def make_packed_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
-                         shuffle: bool, num_epochs: int | None, process_index: int = 0,
-                         process_count: int = 1, data_dir: str | None = None):
-  """Packed batches (`row_packing`): rows of max_seq_length holding up to
-  `data.max_examples_per_row` whole examples; `label`, `cls_positions`, `example_mask`
-  [B, max_examples_per_row]. The split is tokenized once, up front, to plan the rows."""
+def _batcher(data_config, split: str, data_dir: str | None):
+  """(builder, source, tokenizer, max_seq_length, record indices -> batch) of a split."""
   from bert_jax import datasets, input_pipeline
   from bert_jax.tokenizer import Tokenizer
   builder = datasets.classification_builder(data_config, data_dir)
@@ -258,6 +254,17 @@ def make_packed_iterator(data_config, *, split: str, global_batch_size: int, see
   max_seq_length = int(input_pipeline.field(data_config, "max_seq_length", 128))
   to_batch = _ClassificationBatch(source, tokenizer, max_seq_length,
                                   *_keys(data_config, builder))
+  return builder, source, tokenizer, max_seq_length, to_batch
+
+
+def make_packed_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
+                         shuffle: bool, num_epochs: int | None, process_index: int = 0,
+                         process_count: int = 1, data_dir: str | None = None):
+  """Packed batches (`row_packing`): rows of max_seq_length holding up to
+  `data.max_examples_per_row` whole examples; `label`, `cls_positions`, `example_mask`
+  [B, max_examples_per_row]. The split is tokenized once, up front, to plan the rows."""
+  from bert_jax import input_pipeline
+  builder, source, tokenizer, max_seq_length, to_batch = _batcher(data_config, split, data_dir)
   features = to_batch(np.arange(len(source)))
   features.pop("example_mask")
   return input_pipeline.packed_array_iterator(
@@ -275,14 +282,8 @@ def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
   [B, S] (S = data_config.max_seq_length), `label` [B], `example_mask` [B].
 
   Labels are passed through as stored (e.g. GLUE test splits store -1)."""
-  from bert_jax import datasets, input_pipeline
-  from bert_jax.tokenizer import Tokenizer
-  builder = datasets.classification_builder(data_config, data_dir)
-  source = input_pipeline.data_source(builder, split)
-  tokenizer = Tokenizer(input_pipeline.field(data_config, "vocab_file", ""))
-  max_seq_length = int(input_pipeline.field(data_config, "max_seq_length", 128))
-  to_batch = _ClassificationBatch(source, tokenizer, max_seq_length,
-                                  *_keys(data_config, builder))
+  from bert_jax import input_pipeline
+  builder, source, tokenizer, max_seq_length, to_batch = _batcher(data_config, split, data_dir)
   fingerprint = input_pipeline.fingerprint(builder, split, vocab=tokenizer.vocab_hash,
                                            max_seq_length=max_seq_length)
   return input_pipeline.make_iterator(
