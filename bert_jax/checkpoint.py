@@ -199,22 +199,38 @@ def check_meta(found: dict, expected: dict, where: str):
           f"checkpoint {where} has {key}={found[key]!r}, this run has {expected[key]!r}")
 
 
-def restore_params(directory: str) -> tuple[Any, dict]:
-  """Reads the parameters (and meta) of the newest checkpoint under `directory`.
-
-  `directory` may be a workdir (with checkpoints/) or the checkpoints folder itself. Arrays
-  come back on the first local device, in the saved tree layout, whatever mesh wrote them.
-  """
+def _newest(directory: str) -> tuple[ocp.CheckpointManager, int]:
+  """A read-only manager of the checkpoints under `directory` and its newest step; a step
+  folder (`<workdir>/checkpoints/<step>`) names that step."""
   directory = os.path.abspath(directory)  # orbax needs absolute paths
   options = ocp.CheckpointManagerOptions(read_only=True)
+  step = os.path.basename(directory)
+  if step.isdigit() and os.path.isdir(os.path.join(directory, "state")):
+    return ocp.CheckpointManager(os.path.dirname(directory), options=options,
+                                 item_names=ITEMS), int(step)
   for candidate in (os.path.join(directory, "checkpoints"), directory):
     if os.path.isdir(candidate):
       manager = ocp.CheckpointManager(candidate, options=options, item_names=ITEMS)
       if manager.latest_step() is not None:
-        break
-  else:
-    raise FileNotFoundError(f"no bert_jax checkpoint under {directory}")
-  step = manager.latest_step()
+        return manager, manager.latest_step()
+  raise FileNotFoundError(f"no bert_jax checkpoint under {directory}")
+
+
+def read_newest_meta(directory: str) -> dict:
+  """The run metadata (model config, task, vocab_file, ...) of the newest checkpoint (or of
+  the step folder `directory` names)."""
+  manager, step = _newest(directory)
+  return dict(manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+
+
+def restore_params(directory: str) -> tuple[Any, dict]:
+  """Reads the parameters (and meta) of the newest checkpoint under `directory`.
+
+  `directory` may be a workdir (with checkpoints/), the checkpoints folder itself or one step
+  folder of it (`<workdir>/checkpoints/<step>`: that step). Arrays
+  come back on the first local device, in the saved tree layout, whatever mesh wrote them.
+  """
+  manager, step = _newest(directory)
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
   path = os.path.join(manager.directory, str(step), "state")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -105,9 +105,18 @@ def _check_batch_size(global_batch_size: int, process_count: int) -> int:
   return global_batch_size // process_count
 
 
+def split_size(builder, split: str) -> int:
+  """Examples in `split`, which may be a TFDS slice ("train[:90%]", "train[6718:]")."""
+  try:
+    return int(builder.info.splits[split].num_examples)
+  except (KeyError, ValueError, AssertionError):
+    raise ValueError(f"{builder.name}: no split {split!r}; it has "
+                     f"{sorted(builder.info.splits)} (or slices of them: 'train[:90%]')"
+                     ) from None
+
+
 def data_source(builder, split: str):
-  if split not in builder.info.splits:
-    raise ValueError(f"{builder.name}: no split {split!r}; it has {sorted(builder.info.splits)}")
+  split_size(builder, split)  # a clear error for an unknown split
   return builder.as_data_source(split)
 
 
@@ -269,13 +278,16 @@ def stack_rows(source: ArraySource, indices: np.ndarray) -> dict[str, np.ndarray
   return batch
 
 
-def builder_info(builder, name: str) -> dict:
-  """What every prepared TFDS dataset tells: name, data_dir, examples per split, metadata."""
+def builder_info(builder, name: str, slices: Sequence[str] = ()) -> dict:
+  """What every prepared TFDS dataset tells: name, data_dir, examples per split (and per
+  slice of `slices`, e.g. a validation slice "train[90%:]"), metadata."""
   config = getattr(builder, "builder_config", None)
+  counts = {s: int(v.num_examples) for s, v in builder.info.splits.items()}
+  counts.update({s: split_size(builder, s) for s in slices if s and s not in counts})
   return {
       "name": name,
       "config_name": config.name if config else "",
       "data_dir": str(builder.data_dir),
-      "num_examples": {s: int(v.num_examples) for s, v in builder.info.splits.items()},
+      "num_examples": counts,
       "metadata": json.loads(json.dumps(dict(builder.info.metadata or {}))),
   }

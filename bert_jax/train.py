@@ -182,6 +182,27 @@ def load_pretrained(config, task_cls: type[tasks.Task]
   return loaded.config, params, f"bert_jax checkpoint {path} ({loaded.task_name})"
 
 
+def pretrained_vocab_file(config) -> str:
+  """The vocabulary a bert_jax `init_from` checkpoint was trained with, when it is not the
+  default one ("" otherwise, or for a transformers directory, which uses the default)."""
+  from bert_jax import hf
+  from bert_jax.tokenizer import default_vocab_file, resolve_vocab_file
+  path = config.init_from
+  if not path or not os.path.exists(path) or hf.is_transformers_dir(path):
+    return ""
+  try:
+    vocab = ckpt_lib.read_newest_meta(path).get("vocab_file") or ""
+  except FileNotFoundError:
+    return ""  # load_pretrained says what is wrong with init_from
+  vocab = resolve_vocab_file(vocab) if vocab else ""
+  if not vocab or vocab == default_vocab_file():
+    return ""
+  if not os.path.isfile(vocab):
+    raise ConfigError(f"config.init_from={path!r} was trained with vocabulary {vocab}, which "
+                      "no longer exists; pass it as --config.data.vocab_file")
+  return vocab
+
+
 def _hf_head_of(config, task_cls) -> str | None:
   """The transformers head a task would load, without preparing its data."""
   if task_cls.name == "pretraining":
@@ -221,6 +242,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
 def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[str, float]:
   is_lead = jax.process_index() == 0
+  if config.init_from and not config.data.vocab_file:
+    vocab = pretrained_vocab_file(config)  # fine-tune with the vocabulary it was trained on
+    if vocab:
+      logging.info("data.vocab_file: %s (the vocabulary of init_from)", vocab)
+      config.data.vocab_file = vocab
 
   # --- data: prepared once (cached under data_dir), read through grain.
   from bert_jax.datasets.base import check_enough_examples

@@ -13,7 +13,9 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "pretraining"  # a module of bert_jax/tasks (bert_jax.tasks.names())
   c.seed = 0
-  c.init_from = ""  # a bert_jax workdir/checkpoint or a transformers BERT directory
+  # a bert_jax workdir (its newest checkpoint; <workdir>/checkpoints/<step> for another step;
+  # its vocabulary unless data.vocab_file is set) or a transformers BERT directory
+  c.init_from = ""
   # classification: the sentence vector the classifier reads (bert_jax.model.POOLINGS):
   # cls_pooler (BERT's tanh dense over [CLS], as transformers), cls, mean or max.
   c.pooling = "cls_pooler"

@@ -7,7 +7,8 @@ Reads every run's `eval_results.json` (test accuracy), and `report.json` (fine-t
 by bert_jax.report) or `error_analysis.json` (the bag-of-words baseline) for accuracy by
 sentence length and cost. Mean +- sample standard deviation (ddof=1) over seeds. A model
 with no finished run is listed as "(not yet run)". The pretraining run, when present, gets its
-own line (final held-out MLM loss and accuracy).
+own line (final held-out MLM loss and accuracy); runs fine-tuned from its earlier
+checkpoints (`rt_trend_<step>`) a table of accuracy against pretraining minutes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import glob
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -67,6 +69,38 @@ def pretraining_line(results_dir: str) -> list[str]:
           "(curve: figures/mlm_curve.png).", ""]
 
 
+def pretraining_minutes(results_dir: str) -> dict[int, float]:
+  """{step: training minutes up to it} of `pretrain/` (each logged window's steps over its
+  steps/s: evaluation and checkpointing excluded)."""
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from recipe_study import train_minutes
+  return train_minutes(os.path.join(results_dir, "pretrain"))
+
+
+def trend_lines(results_dir: str) -> list[str]:
+  """Rotten Tomatoes accuracy fine-tuned from earlier pretraining checkpoints (`rt_trend_<step>`
+  runs, seed 0) and from the final one (`rt_ours_s0`): accuracy against pretraining minutes."""
+  runs = []
+  for d in glob.glob(os.path.join(results_dir, "rt_trend_*")):
+    result = _load(os.path.join(d, "eval_results.json"))
+    if result is not None:
+      runs.append((int(d.rsplit("_", 1)[1]), float(result["accuracy"])))
+  final = _load(os.path.join(results_dir, "rt_ours_s0", "eval_results.json"))
+  pre = _load(os.path.join(results_dir, "pretrain", "eval_results.json"))
+  if final is not None and pre is not None:
+    runs.append((int(pre["step"]), float(final["accuracy"])))
+  if not runs:
+    return []
+  minutes = pretraining_minutes(results_dir)
+  lines = ["", "Accuracy against pretraining time (fine-tuned from the checkpoint at that step, "
+           "seed 0):", "", "| pretraining step | training minutes | test accuracy |",
+           "|---|---|---|"]
+  for step, acc in sorted(runs):
+    m = minutes.get(step)
+    lines.append(f"| {step} | {'-' if m is None else f'{m:.1f}'} | {100 * acc:.1f} |")
+  return lines
+
+
 def table(results_dir: str) -> str:
   rows = [(label, read_runs(results_dir, pattern)) for label, pattern in ROWS]
   lines = pretraining_line(results_dir)
@@ -108,6 +142,7 @@ def table(results_dir: str) -> str:
     tps_s = f"{np.mean(tps):,.0f}" if tps else "-"
     devices = ", ".join(sorted({r.get("device") or "-" for r in reps}))
     lines.append(f"| {label} | {wall / 60:.1f} min | {tps_s} | {devices} |")
+  lines += trend_lines(results_dir)
   return "\n".join(lines) + "\n"
 
 

@@ -116,6 +116,16 @@ def test_fill_mask_and_export_from_workdir(pretrained, tmp_path):
   np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-4)
 
 
+def test_a_step_folder_names_that_checkpoint(pretrained):
+  from bert_jax import checkpoint
+  workdir, _ = pretrained
+  newest, _ = checkpoint.restore_params(workdir)
+  at4, meta = checkpoint.restore_params(os.path.join(workdir, "checkpoints", "4"))
+  assert meta["task"] == "pretraining"
+  a, b = (p["bert"]["embeddings"]["word_embeddings"]["embedding"] for p in (newest, at4))
+  assert a.shape == b.shape and not np.allclose(a, b)
+
+
 def test_finetune_from_pretrained_workdir(pretrained, tmp_path, data_dir):
   from bert_jax import checkpoint, inference, predict
   src, _ = pretrained
@@ -143,6 +153,46 @@ def test_finetune_from_pretrained_workdir(pretrained, tmp_path, data_dir):
       pre["bert"]["embeddings"]["word_embeddings"]["embedding"].shape
   labels, probs = predict.predict(loaded, ["a gorgeous film", "dull and lifeless"])
   assert labels.shape == (2,) and np.allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_finetune_takes_the_vocabulary_of_its_init_from(tmp_path, data_dir):
+  """A model pretrained with a corpus vocabulary fine-tunes with it, without restating it."""
+  sys.path.insert(0, os.path.join(ROOT, "scripts"))
+  try:
+    import train_vocab
+  finally:
+    sys.path.pop(0)
+  from bert_jax import inference
+  from bert_jax.datasets.movie_reviews_text import movie_review_rows
+  vocab = str(tmp_path / "vocab.txt")
+  docs = [text for text, _ in movie_review_rows("imdb")][:300]
+  tok = train_vocab.train_vocab(docs, vocab, vocab_size=600)
+  pre = str(tmp_path / "pre")
+  train.train_and_evaluate(config_with("pretrain_tiny", tiny_overrides(
+      data_dir, num_train_steps=2, eval_every_steps=2, checkpoint_every_steps=2,
+      **{"data.vocab_file": vocab})), pre)
+  ft = str(tmp_path / "ft")
+  config = config_with("finetune_rotten_tomatoes", {
+      "data.data_dir": data_dir, "data.max_seq_length": 32, "init_from": pre,
+      "batch_size": 8, "num_train_steps": 2, "eval_every_steps": 2,
+      "checkpoint_every_steps": 2, "num_eval_batches": 1, "optimizer.warmup_steps": 1}, "scratch")
+  train.train_and_evaluate(config, ft)
+  loaded = inference.load(ft)
+  assert loaded.vocab_file == vocab and loaded.config.vocab_size == tok.vocab_size < 1000
+  assert json.load(open(os.path.join(ft, "config.json")))["data"]["vocab_file"] == vocab
+
+
+def test_a_slice_of_train_is_a_validation_split(data_dir):
+  """Hyperparameters are chosen on a slice of train ("train[90%:]"), never on test."""
+  from bert_jax import tasks
+  config = config_with("finetune_rotten_tomatoes", {"data.data_dir": data_dir}, "scratch")
+  config.data.update(train_split="train[:90%]", eval_split="train[90%:]")
+  info = tasks.get("classification").data_info(config)
+  assert info["num_examples"]["train[:90%]"] == 6718
+  assert info["num_examples"]["train[90%:]"] == 746
+  config.data.eval_split = "validation"
+  with pytest.raises(ValueError, match="no split 'validation'.*slices of them"):
+    tasks.get("classification").data_info(config)
 
 
 def test_finetune_from_minilm_transformers_dir(tmp_path, data_dir):

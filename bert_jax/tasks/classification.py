@@ -238,7 +238,9 @@ def data_info(data_config, data_dir: str | None = None) -> dict:
     raise ValueError(f"{builder.name}: feature {label_key!r} is not a ClassLabel, so the "
                      "label names are unknown")
   tokenizer = Tokenizer(input_pipeline.field(data_config, "vocab_file", ""))
-  return {**input_pipeline.builder_info(builder, data_config.name),
+  slices = (input_pipeline.field(data_config, "train_split", "train"),
+            input_pipeline.field(data_config, "eval_split", ""))
+  return {**input_pipeline.builder_info(builder, data_config.name, slices),
           "label_names": list(label.names),
           "max_seq_length": int(input_pipeline.field(data_config, "max_seq_length", 128)),
           "vocab_size": tokenizer.vocab_size, "vocab_file": tokenizer.vocab_file}
