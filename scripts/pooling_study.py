@@ -13,7 +13,8 @@ drawn with the seed, refit on all 7,464 train sentences, scored once on the 1,06
 (`experiments.finetune_rotten_tomatoes.minilm_dir()`); any bert_jax workdir or transformers
 directory works (poolings it cannot compute, e.g. cls_pooler without a pooler, are skipped).
 
---finetune_root adds a second table from fine-tuning runs `<root>/<pooling>/eval_results.json`
+--finetune_root adds a second table from fine-tuning runs (one a seed)
+`<root>/<pooling>[_s<seed>]/eval_results.json`
 (e.g. `python -m bert_jax.main --config=experiments/finetune_rotten_tomatoes.py
 --workdir=workdirs/pool_ft/mean --config.pooling=mean`). Prints markdown tables; writes
 --workdir/results.json.
@@ -89,16 +90,23 @@ def _hash(texts: list[str]) -> str:
   return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
 
 
-def finetune_rows(root: str) -> list[tuple[str, float, str]]:
-  """(pooling, accuracy, workdir) of `<root>/<pooling>/eval_results.json` that exist."""
+def finetune_rows(root: str) -> list[tuple[str, list[float]]]:
+  """(pooling, test accuracies) of the runs `<root>/<pooling>` or `<root>/<pooling>_s<seed>`
+  (one per seed) that have finished."""
+  import glob
+
   from bert_jax.model import POOLINGS
   rows = []
   for how in POOLINGS:
-    path = os.path.join(root, how, "eval_results.json")
-    if os.path.exists(path):
-      with open(path, encoding="utf-8") as f:
-        r = json.load(f)
-      rows.append((how, float(r["accuracy"]), f"step {r.get('step', '?')}"))
+    accs = []
+    dirs = glob.glob(os.path.join(root, how)) + glob.glob(os.path.join(root, f"{how}_s*"))
+    for d in sorted(dirs):
+      path = os.path.join(d, "eval_results.json")
+      if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+          accs.append(float(json.load(f)["accuracy"]))
+    if accs:
+      rows.append((how, accs))
   return rows
 
 
@@ -149,14 +157,16 @@ def main(argv=None):
 
   finetuned = finetune_rows(args.finetune_root) if args.finetune_root else []
   if finetuned:
-    print("\nFine-tuned with each pooling (one run each), test accuracy (%):\n")
-    print("| pooling | test accuracy (%) | run |")
+    print("\nFine-tuned with each pooling, test accuracy (%):\n")
+    print("| pooling | test accuracy (%) | per seed |")
     print("|---|---|---|")
-    for how, acc, where in finetuned:
-      print(f"| {how} | {100 * acc:.1f} | {where} |")
+    for how, accs in finetuned:
+      a = 100 * np.asarray(accs)
+      spread = f" ± {a.std(ddof=1):.1f}" if len(a) > 1 else ""
+      print(f"| {how} | {a.mean():.1f}{spread} | {', '.join(f'{x:.1f}' for x in a)} |")
   summary = {"checkpoint": checkpoint, "encode_seconds": encode_s, "C_grid": list(C_GRID),
              "frozen": results,
-             "finetuned": {how: acc for how, acc, _ in finetuned},
+             "finetuned": {how: accs for how, accs in finetuned},
              "command": " ".join([os.path.basename(sys.executable)] + sys.argv)}
   with open(os.path.join(args.workdir, "results.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=2)

@@ -38,6 +38,11 @@ SEEDS=${SEEDS:-"0 1 2"}
 #   FT_ARGS="--config.data.packing=false --config.batch_size=32 --config.num_train_steps=233
 #            --config.eval_every_steps=233 --config.optimizer.warmup_steps=23"
 read -r -a FT_EXTRA <<< "${FT_ARGS:-}"
+# ... and for one model only, e.g. the learning rate each model chose on a validation slice
+# of train (docs/RESULTS.md section 2): FT_ARGS_OURS="--config.optimizer.learning_rate=1e-3"
+read -r -a OURS_EXTRA <<< "${FT_ARGS_OURS:-}"
+read -r -a RANDOM_EXTRA <<< "${FT_ARGS_RANDOM:-}"
+read -r -a MINILM_EXTRA <<< "${FT_ARGS_MINILM:-}"
 FT_MODELS=${FT_MODELS:-"minilm ours random"}
 MODEL=${MODEL:-tiny}
 STAGES=${STAGES:-"pretrain finetune trend bow similarity fillmask aggregate"}
@@ -100,14 +105,14 @@ if has_stage finetune; then
   for s in $SEEDS; do
     [[ " $FT_MODELS " == *" minilm "* ]] && { done_in "$W/rt_minilm_s$s" || run "$PY" \
       -m bert_jax.main --config=$FT --workdir="$W/rt_minilm_s$s" --config.seed="$s" \
-      "${FT_EXTRA[@]}"; }
+      "${FT_EXTRA[@]}" "${MINILM_EXTRA[@]}"; }
     [[ " $FT_MODELS " == *" ours "* ]] && { done_in "$W/rt_ours_s$s" || run "$PY" \
       -m bert_jax.main --config=$FT:scratch --workdir="$W/rt_ours_s$s" --config.seed="$s" \
-      --config.init_from="$W/pretrain" "${FT_EXTRA[@]}"; }
+      --config.init_from="$W/pretrain" "${FT_EXTRA[@]}" "${OURS_EXTRA[@]}"; }
     # The architecture of (b) comes from its checkpoint; (c) states the same one.
     [[ " $FT_MODELS " == *" random "* ]] && { done_in "$W/rt_random_s$s" || run "$PY" \
       -m bert_jax.main --config=$FT:scratch --workdir="$W/rt_random_s$s" --config.seed="$s" \
-      "${ARCH[@]}" "${FT_EXTRA[@]}"; }
+      "${ARCH[@]}" "${FT_EXTRA[@]}" "${RANDOM_EXTRA[@]}"; }
   done
 fi
 # ------------------------------------------------------- 3. accuracy against pretraining time
@@ -121,7 +126,7 @@ if has_stage trend && [[ -d "$W/pretrain/checkpoints" ]]; then
     step=$(echo "$STEPS_DONE" | sed -n "${i}p")
     done_in "$W/rt_trend_$step" || run "$PY" -m bert_jax.main --config=$FT:scratch \
       --workdir="$W/rt_trend_$step" --config.seed=0 \
-      --config.init_from="$W/pretrain/checkpoints/$step" "${FT_EXTRA[@]}"
+      --config.init_from="$W/pretrain/checkpoints/$step" "${FT_EXTRA[@]}" "${OURS_EXTRA[@]}"
   done
 fi
 if has_stage bow; then
