@@ -144,6 +144,7 @@ if has_stage fillmask; then
   echo "+ $PY -m bert_jax.fill_mask --checkpoint $W/pretrain ... > $W/fill_mask.txt"
   if [[ -z "${DRY_RUN:-}" ]]; then
     "$PY" -m bert_jax.fill_mask --checkpoint "$W/pretrain" --top_k 5 \
+      "I love [MASK] language processing." \
       "This movie was [MASK]." \
       "The [MASK] was great, but the plot made no sense." \
       "I have never seen a worse [MASK] in my life." \
