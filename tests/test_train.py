@@ -183,7 +183,8 @@ def test_finetune_takes_the_vocabulary_of_its_init_from(tmp_path, data_dir):
 
 
 def test_a_slice_of_train_is_a_validation_split(data_dir):
-  """Hyperparameters are chosen on a slice of train ("train[90%:]"), never on test."""
+  """TFDS slices work as splits (for datasets stored in random order; rotten_tomatoes is
+  stored grouped by label, so scripts/rt_validation_split.py cuts its validation set)."""
   from bert_jax import tasks
   config = config_with("finetune_rotten_tomatoes", {"data.data_dir": data_dir}, "scratch")
   config.data.update(train_split="train[:90%]", eval_split="train[90%:]")

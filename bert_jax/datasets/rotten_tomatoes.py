@@ -4,6 +4,8 @@ Binary sentiment (0 = negative, 1 = positive; 4,265 each), the default fine-tuni
 The package has no split, so this builder fixes one: for each label, that label's rows
 (in CSV order) are permuted by `np.random.default_rng(0)` and the first 533 go to `test`,
 giving a balanced 1,066-sentence test split (the official test size) and 7,464 `train`.
+Rows are stored grouped by label (positive first), so a TFDS slice such as "train[90%:]" holds
+one label only: choose hyperparameters on `scripts/rt_validation_split.py`'s random cut.
 """
 
 from __future__ import annotations
