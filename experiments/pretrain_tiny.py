@@ -11,7 +11,7 @@ embedding table is 1.0 M of 1.5 M parameters instead of 3.9 M of 4.3 M with bert
 5% warmup and linear decay, batches of 32 x 128 pieces, 15% masking (80/10/10).
 
 The default run prepares `movie_reviews_text` once for this vocabulary (tokenized, about a
-minute), then trains 1,000 steps (about 3.5 minutes on 2 cores); `:long` is the 60-minute
+minute), then trains 1,000 steps (about 4 minutes on 2 cores); `:long` is the 60-minute
 recipe (18,000 steps at this machine's 5.0 steps/s). The run prints step, loss, tokens/s
 and ETA; metrics.jsonl and TensorBoard events land in the workdir. Fine-tuning from it takes
 its vocabulary along (init_from).

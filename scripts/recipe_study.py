@@ -31,6 +31,10 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from plot_curves import read_metrics  # noqa: E402
+
 VOCAB_8K = "experiments/vocab/imdb_8k.txt"  # scripts/train_vocab.py --vocab_size 8192
 
 SMALL = ["--config.model.hidden_size=256", "--config.model.num_hidden_layers=4",
@@ -97,16 +101,9 @@ def _run(cmd: list[str], out: str):
 
 
 def _rows(workdir: str, split: str) -> list[dict]:
+  """Rows of one split of `workdir/metrics.jsonl`, one a step (the last written), by step."""
   path = os.path.join(workdir, "metrics.jsonl")
-  by_step: dict[int, dict] = {}
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        if line.strip():
-          row = json.loads(line)
-          if row.get("split", "train") == split:
-            by_step[int(row["step"])] = row
-  return [by_step[s] for s in sorted(by_step)]
+  return read_metrics(path).get(split, []) if os.path.exists(path) else []
 
 
 def train_minutes(workdir: str) -> dict[int, float]:
