@@ -9,9 +9,11 @@ transformers BERT directory (the encoder only). --pooling is one of `model.POOLI
 cls_pooler (BERT's tanh dense over [CLS]; needs a pooling layer, which MLM-only, token
 classification and QA models lack), cls (the raw [CLS] state), mean or max over the real
 tokens; by default the checkpoint's own (a classifier's `pooling`, else cls_pooler). Blank lines
-are skipped, as in `bert_jax.predict`; .npy holds float32 [n, hidden] in input order, .jsonl one
+are skipped, as in `bert_jax.predict`, and no text at all is `error: no input: ...` and exit
+code 1 (every prediction CLI); .npy holds float32 [n, hidden] in input order, .jsonl one
 {"text", "vector"} object per line. Texts go through in a few static lengths
-(`inference.batches`), so the model compiles once per length bucket.
+(`inference.batches`), so the model compiles once per length bucket; a text longer than
+--max_length pieces is cut to it and counted in a `warning:` line on stderr.
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ def check_pooling(model: BertModel, pooling: str) -> None:
 
 def sentence_vectors(model: BertModel, params: dict, tokenizer, texts: Sequence[str],
                      poolings: Sequence[str], *, max_length: int = 128,
-                     batch_size: int = 32) -> dict[str, np.ndarray]:
+                     batch_size: int = 32, truncated: list[int] | None = None
+                     ) -> dict[str, np.ndarray]:
   """{pooling: float32 [len(texts), hidden]} for each of `poolings`, from one forward pass per
-  batch (length buckets: `inference.batches`)."""
+  batch (length buckets and `truncated`: `inference.batches`)."""
   poolings = tuple(poolings)
   for how in poolings:
     check_pooling(model, how)
@@ -79,7 +82,7 @@ def sentence_vectors(model: BertModel, params: dict, tokenizer, texts: Sequence[
   hidden = model.config.hidden_size
   vectors = {how: np.zeros((len(texts), hidden), np.float32) for how in poolings}
   for rows, enc in inference.batches(tokenizer, texts, max_length=max_length,
-                                     batch_size=batch_size):
+                                     batch_size=batch_size, truncated=truncated):
     pooled = forward(params, {k: jnp.asarray(enc[k]) for k in FIELDS})
     for how in poolings:
       vectors[how][rows] = np.asarray(pooled[how])[:len(rows)]
@@ -88,13 +91,13 @@ def sentence_vectors(model: BertModel, params: dict, tokenizer, texts: Sequence[
 
 def encode(model: BertModel, params: dict, tokenizer, texts: Sequence[str],
            pooling: str = "cls_pooler", *, max_length: int = 128,
-           batch_size: int = 32) -> np.ndarray:
+           batch_size: int = 32, truncated: list[int] | None = None) -> np.ndarray:
   """Texts -> float32 [len(texts), hidden] sentence vectors (`model.pool`'s `pooling`).
 
   `model` is a `BertModel` with `params` its tree (`encoder(inference.load(path))` gives both).
   """
   return sentence_vectors(model, params, tokenizer, texts, (pooling,), max_length=max_length,
-                          batch_size=batch_size)[pooling]
+                          batch_size=batch_size, truncated=truncated)[pooling]
 
 
 def write_vectors(path: str, texts: Sequence[str], vectors: np.ndarray) -> None:
@@ -115,20 +118,20 @@ def main(argv):
                          "[--pooling mean] [--input FILE] (lines on stdin)")
   if not FLAGS.out.endswith((".npy", ".jsonl")):
     raise errors.ConfigError(f"--out {FLAGS.out}: expected a .npy or .jsonl file name")
-  stream = open(FLAGS.input, encoding="utf-8") if FLAGS.input else sys.stdin
-  with stream:
-    texts = [line.rstrip("\n") for line in stream if line.strip()]
-  if not texts:
-    raise errors.DataError(f"{FLAGS.input or 'stdin'}: no text to encode (every line is blank)")
+  texts, line_numbers = inference.read_lines(FLAGS.input)
   loaded = inference.load(FLAGS.checkpoint)
   model, params = encoder(loaded)
   pooling = FLAGS.pooling or loaded.pooling
   check_pooling(model, pooling)
-  vectors = encode(model, params, loaded.tokenizer, texts, pooling,
-                   max_length=FLAGS.max_length or loaded.max_seq_length,
-                   batch_size=FLAGS.batch_size)
+  max_length, cut = FLAGS.max_length or loaded.max_seq_length, []
+  vectors = encode(model, params, loaded.tokenizer, texts, pooling, max_length=max_length,
+                   batch_size=FLAGS.batch_size, truncated=cut)
   write_vectors(FLAGS.out, texts, vectors)
   print(f"wrote {FLAGS.out}: {vectors.shape[0]} vectors of {vectors.shape[1]} ({pooling})")
+  note = inference.cut_note(cut, len(texts), max_length - 2,  # [CLS] and [SEP]
+                            [f"line {line_numbers[i]}" for i in range(len(texts))], "lines")
+  if note:
+    print(note, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
   python -m bert_jax.fill_mask --checkpoint workdirs/pretrain_tiny \
       "I love [MASK] language processing."
+  echo "Paris is the [MASK] of France." | python -m bert_jax.fill_mask --checkpoint DIR
+Texts are the arguments, else the non-blank lines of stdin; no text at all is
+`error: no input: ...` and exit code 1, as in every prediction CLI.
 """
 
 from __future__ import annotations
@@ -59,9 +62,10 @@ def fill_mask(loaded: inference.Loaded, texts: list[str], top_k: int = 5):
 
 
 def main(argv):
-  texts = argv[1:]
-  if not FLAGS.checkpoint or not texts:
-    raise app.UsageError('usage: fill_mask --checkpoint DIR "text with [MASK]" ...')
+  if not FLAGS.checkpoint:
+    raise app.UsageError('usage: fill_mask --checkpoint DIR "text with [MASK]" ... '
+                         "(or lines on stdin)")
+  texts = argv[1:] or inference.read_lines(None)[0]
   loaded = inference.load(FLAGS.checkpoint, task="pretraining")
   for text, masks in zip(texts, fill_mask(loaded, texts, FLAGS.top_k)):
     print(text)

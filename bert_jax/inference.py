@@ -12,8 +12,10 @@ batch_size.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -72,7 +74,8 @@ def load(path: str, *, task: str | None = None) -> Loaded:
   if hf.is_transformers_dir(path):
     return _load_transformers(path, task)
   from bert_jax import checkpoint
-  params, meta = checkpoint.restore_params(path)
+  with _quiet_read_only_restore():
+    params, meta = checkpoint.restore_params(path)
   if meta.get("format") != 2:
     raise ValueError(f"{path}: checkpoint written by a bert_jax before task modules (no "
                      "format 2 metadata); retrain it, or export it with that older version")
@@ -83,6 +86,28 @@ def load(path: str, *, task: str | None = None) -> Loaded:
                 resolve_vocab_file(meta.get("vocab_file") or ""),
                 int(meta.get("max_seq_length", 128)),
                 getattr(task_obj, "pooling", "cls_pooler"))
+
+
+class _ReadOnlyRestoreNotes:
+  """Drops Orbax's warnings that merely describe a read-only restore (`read_only=True,
+  setting ...`, `Given directory is read only`, `Metadata file does not exist`)."""
+
+  NOTES = ("read_only=True", "directory is read only", "Metadata file does not exist")
+
+  def filter(self, record) -> bool:
+    return not ("/orbax/" in record.pathname.replace(os.sep, "/")
+                and any(n in record.getMessage() for n in self.NOTES))
+
+
+@contextlib.contextmanager
+def _quiet_read_only_restore():
+  """Without `_ReadOnlyRestoreNotes` on absl's logger: 4 such lines before every output."""
+  logger, note_filter = logging.getLogger("absl"), _ReadOnlyRestoreNotes()
+  logger.addFilter(note_filter)
+  try:
+    yield
+  finally:
+    logger.removeFilter(note_filter)
 
 
 def _load_transformers(path: str, task: str | None) -> Loaded:
@@ -97,6 +122,11 @@ def _load_transformers(path: str, task: str | None) -> Loaded:
       task_obj = tasks.get(task).from_transformers_config(path, json.load(f))
     head = task_obj.hf_head
   config, params = hf.load_hf_checkpoint(path, head=head)
+  if head is not None and set(params) <= {"bert"}:  # the weights hold an encoder only
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+      found = ", ".join(json.load(f).get("architectures") or ()) or "BertModel"
+    raise ValueError(f"{path}: a {found} checkpoint, without the {task} head of a "
+                     f"transformers {hf.architecture(head)}; fine-tune one first")
   config = ops.resolve(config)
   if head is None:
     params = {"bert": params}
@@ -107,6 +137,35 @@ def _load_transformers(path: str, task: str | None) -> Loaded:
   return Loaded(config, params, task or "", task_obj,
                 vocab if os.path.exists(vocab) else default_vocab_file(),
                 config.max_position_embeddings, hf.read_pooling(path))
+
+
+def read_lines(path: str | None, what: str = "text") -> tuple[list[str], list[int]]:
+  """The non-blank lines of `path` (stdin when None) and their 1-based line numbers.
+
+  No such line is `errors.DataError("no input: ...")`: every prediction CLI exits 1 on an
+  empty input instead of printing nothing.
+  """
+  import sys
+
+  from bert_jax import errors
+  where = path or "stdin"
+  with (open(path, encoding="utf-8") if path else sys.stdin) as stream:
+    numbered = [(n, line.rstrip("\n")) for n, line in enumerate(stream, 1) if line.strip()]
+  if not numbered:
+    raise errors.DataError(f"no input: {where} has no {what} (every line is blank)")
+  return [line for _, line in numbered], [n for n, _ in numbered]
+
+
+def cut_note(cut: Sequence[int], total: int, limit: int, names: Sequence[str] | None = None,
+             what: str = "inputs", unit: str = "pieces") -> str:
+  """One line saying how many of `total` inputs were cut to `limit` `unit`, naming the first
+  few (`names[i]` for input i, default "input i+1"); "" when none was."""
+  if not cut:
+    return ""
+  label = [names[i] if names else f"input {i + 1}" for i in list(cut)[:3]]
+  more = f" and {len(cut) - 3} more" if len(cut) > 3 else ""
+  return (f"warning: {len(cut)} of {total} {what} longer than {limit} {unit} were cut to "
+          f"their first {limit} ({', '.join(label)}{more}); the model never saw the rest")
 
 
 def bucket_length(n: int, max_length: int, buckets: Sequence[int] = LENGTH_BUCKETS) -> int:
@@ -130,16 +189,20 @@ def batch_rows(n: int, batch_size: int) -> int:
 
 
 def batches(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
-            max_length: int, batch_size: int = 32
+            max_length: int, batch_size: int = 32, truncated: list[int] | None = None
             ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
   """(row indices, encoded batch [rows, bucket]) over `texts`.
 
   Texts are sorted by length so a batch shares its bucket; the row indices say where each
   result goes. A short last batch is padded with empty rows to `batch_rows` (static shapes).
+  Inputs longer than `max_length` pieces ([CLS] and [SEP] included) are cut to it; their
+  indices are appended to `truncated` when given (`cut_note` words the report).
   """
   lengths = [len(ids) for ids in tokenizer.tokenize_to_ids(list(texts))]
   if pairs is not None:
     lengths = [a + len(b) + 1 for a, b in zip(lengths, tokenizer.tokenize_to_ids(list(pairs)))]
+  if truncated is not None:
+    truncated.extend(i for i, n in enumerate(lengths) if n + 2 > max_length)
   order = np.argsort(lengths, kind="stable")
   for start in range(0, len(order), batch_size):
     rows = order[start:start + batch_size]

@@ -16,6 +16,22 @@ def linear_schedule(learning_rate: float, warmup_steps: int, total_steps: int) -
   return optax.join_schedules([warmup, decay], [warmup_steps])
 
 
+def warmup_steps(total_steps: int, warmup_ratio: float = 0.0,
+                 warmup_steps: int | None = -1) -> int:
+  """Warmup length: `warmup_steps` when >= 0 (an absolute override), else
+  round(warmup_ratio * total_steps), at least 1 for a positive ratio (None or -1: the ratio).
+
+  Rounding (not transformers' ceil) keeps ratios like 0.1 of 493 at the published 49 steps.
+  """
+  if warmup_steps is not None and int(warmup_steps) >= 0:
+    return int(warmup_steps)
+  if not 0.0 <= float(warmup_ratio) <= 1.0:
+    raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio!r}")
+  if float(warmup_ratio) == 0.0:
+    return 0
+  return max(1, int(round(float(warmup_ratio) * total_steps)))
+
+
 def decay_mask(params):
   """True for weight matrices and embeddings; False for biases and LayerNorm scales (as BERT)."""
   def is_decayed(path, _):

@@ -2,8 +2,12 @@
 
   echo "a gorgeous, witty film" | python -m bert_jax.predict --checkpoint workdirs/rt_minilm
   python -m bert_jax.predict --checkpoint workdirs/rt_minilm --input reviews.txt
-Prints one line per input: label, probability, text (tab-separated). Inputs are batched in a
-few static lengths (`inference.LENGTH_BUCKETS`), so short lines are not padded to 512.
+Prints one line per input: label, probability, text (tab-separated; a text longer than
+`ECHO_CHARS` characters is shown by its first ones and "..."). Inputs are batched in a few
+static lengths (`inference.LENGTH_BUCKETS`), so short lines are not padded to 512; a line longer
+than the checkpoint's max_seq_length pieces is cut to it and counted in a `warning:` line on
+stderr. Blank lines are skipped; no text at all is `error: no input: ...` and exit code 1, as
+in every prediction CLI.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from absl import app, flags
 from bert_jax import errors, inference
 
 FLAGS = flags.FLAGS
+ECHO_CHARS = 200  # characters of each input printed back
 
 
 def define_flags():
@@ -24,26 +29,34 @@ def define_flags():
   flags.DEFINE_integer("batch_size", 32, "Lines per forward pass.")
 
 
-def predict(loaded: inference.Loaded, texts: list[str], batch_size: int = 32):
-  """Returns (label ids [n], probabilities [n, num_labels])."""
+def predict(loaded: inference.Loaded, texts: list[str], batch_size: int = 32, *,
+            truncated: list[int] | None = None):
+  """Returns (label ids [n], probabilities [n, num_labels]); the indices of texts cut to the
+  checkpoint's max_seq_length are appended to `truncated` when given."""
   if not hasattr(loaded.task, "predict") or loaded.task_name != "classification":
     raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not a "
                      "classifier; fine-tune one first (experiments/finetune_csv.py)")
   probs = loaded.task.predict(loaded.model(), loaded.params, loaded.tokenizer, texts,
-                              max_length=loaded.max_seq_length, batch_size=batch_size)
+                              max_length=loaded.max_seq_length, batch_size=batch_size,
+                              truncated=truncated)
   return probs.argmax(-1), probs
 
 
 def main(argv):
   if len(argv) > 1 or not FLAGS.checkpoint:
     raise app.UsageError("usage: predict --checkpoint DIR [--input FILE] (lines on stdin)")
-  stream = open(FLAGS.input, encoding="utf-8") if FLAGS.input else sys.stdin
-  texts = [line.rstrip("\n") for line in stream if line.strip()]
+  texts, line_numbers = inference.read_lines(FLAGS.input)
   loaded = inference.load(FLAGS.checkpoint, task="classification")
-  labels, probs = predict(loaded, texts, FLAGS.batch_size)
+  cut = []
+  labels, probs = predict(loaded, texts, FLAGS.batch_size, truncated=cut)
   names = loaded.label_names or [str(i) for i in range(probs.shape[-1])]
   for text, label, p in zip(texts, labels, probs):
-    print(f"{names[label]}\t{p[label]:.4f}\t{text}")
+    shown = text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "..."
+    print(f"{names[label]}\t{p[label]:.4f}\t{shown}")
+  note = inference.cut_note(cut, len(texts), loaded.max_seq_length - 2,  # [CLS], [SEP]
+                            [f"line {line_numbers[i]}" for i in range(len(texts))], "lines")
+  if note:
+    print(note, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -188,6 +188,7 @@ def _make_examples(rows, source: str, training: bool) -> list[Example]:
   """Checks (title, context, id, question, [(text, answer_start)]) rows into Examples."""
   examples, seen = [], set()
   dropped_answers = dropped_questions = 0
+  first_dropped = None  # (id, context, (text, answer_start)) of the first question dropped
   for title, context, qid, question, answers in rows:
     if not isinstance(qid, str) or not qid:
       raise ValueError(f"{source}: a question of article {title!r} has no id")
@@ -213,9 +214,17 @@ def _make_examples(rows, source: str, training: bool) -> list[Example]:
       kept.append((text, start))
     if not kept:
       dropped_questions += 1
+      first_dropped = first_dropped or (qid, context, answers[0])
       continue
     examples.append(Example(id=qid, title=title or "", question=question, context=context,
                             answers=tuple(kept)))
+  if training and not examples and first_dropped:
+    qid, context, (text, start) = first_dropped
+    raise ValueError(
+        f"{source}: every training question was dropped: all {dropped_answers} answers do not "
+        f"match their context at answer_start (the first, question {qid}: {text!r} at "
+        f"{start}, where the context has {context[max(start, 0):max(start, 0) + len(text)]!r}); "
+        "fix answer_start (0-based character offsets into the context)")
   if dropped_answers:
     warnings.warn(f"{source}: dropped {dropped_answers} training answers whose answer_start "
                   f"does not point at their text ({dropped_questions} questions left without "
@@ -321,8 +330,8 @@ def answer_pieces(offsets: np.ndarray, start_char: int, end_char: int) -> tuple[
 
 
 def encode(examples: Sequence[Example], tokenizer, *, max_seq_length: int = 384,
-           max_query_length: int = 64, doc_stride: int = 128, training: bool
-           ) -> dict[str, np.ndarray]:
+           max_query_length: int = 64, doc_stride: int = 128, training: bool,
+           truncated: list[int] | None = None) -> dict[str, np.ndarray]:
   """Questions and contexts -> model inputs, one row per window (see the module docstring).
 
   Returns, with N windows in all and S = max_seq_length:
@@ -337,7 +346,9 @@ def encode(examples: Sequence[Example], tokenizer, *, max_seq_length: int = 384,
       context (each context piece has exactly one such row).
 
   With `training=True` every example must have an answer that covers at least one piece; for
-  evaluation the labels are filled the same way where possible (for an eval loss).
+  evaluation the labels are filled the same way where possible (for an eval loss). The indices
+  of questions longer than `max_query_length` pieces (cut to it) are appended to `truncated`
+  when given.
   Raises ValueError naming the question id when the (truncated) question leaves a window no
   more than `doc_stride` context pieces.
   """
@@ -355,6 +366,8 @@ def encode(examples: Sequence[Example], tokenizer, *, max_seq_length: int = 384,
   plans = []  # per example: (question pieces, context pieces, offsets, spans, best, answer)
   for index, example in enumerate(examples):
     question = question_pieces[index][0][:max_query_length]
+    if truncated is not None and len(question_pieces[index][0]) > max_query_length:
+      truncated.append(index)
     ids, offsets = context_pieces[context_ids[example.context]]
     window = max_seq_length - len(question) - 3
     if window <= doc_stride:

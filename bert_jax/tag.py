@@ -5,13 +5,13 @@
   python -m bert_jax.tag --checkpoint workdirs/ner "Peter Blackburn visited Brussels."
 Prints one JSON object per input line: {"text", "entities": [{"type", "text", "start", "end",
 "score"}]}, character offsets into the line (end exclusive), score the mean probability of the
-entity's words.
+entity's words. Long lines are split into windows, never cut. Blank stdin lines are skipped; no
+text at all is `error: no input: ...` and exit code 1, as in every prediction CLI.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app, flags
 
@@ -38,7 +38,7 @@ def tag(loaded: inference.Loaded, texts: list[str], batch_size: int = 32) -> lis
 def main(argv):
   if not FLAGS.checkpoint:
     raise app.UsageError('usage: tag --checkpoint DIR ["text" ...] (or lines on stdin)')
-  texts = argv[1:] or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+  texts = argv[1:] or inference.read_lines(None)[0]
   loaded = inference.load(FLAGS.checkpoint, task="token_classification")
   for text, entities in zip(texts, tag(loaded, texts, FLAGS.batch_size)):
     print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))

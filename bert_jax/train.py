@@ -110,6 +110,21 @@ def _check_config(config) -> type[tasks.Task]:
   return task_cls
 
 
+def _warmup_steps(config) -> int:
+  """`optim.warmup_steps` of the config (ratio, or the absolute override); warns when warmup
+  takes more than half of the run."""
+  opt, total = config.optimizer, int(config.num_train_steps)
+  try:
+    warmup = optim.warmup_steps(total, opt.get("warmup_ratio", 0.0), opt.get("warmup_steps", -1))
+  except ValueError as e:
+    raise ConfigError(f"config.optimizer: {e}") from None
+  if warmup > total / 2:
+    logging.warning("Warmup takes %d of the %d steps (more than half of the run): set "
+                    "config.optimizer.warmup_ratio, or warmup_steps=-1 to use it.", warmup, total)
+  logging.info("Warmup: %d of %d steps", warmup, total)
+  return warmup
+
+
 def _run_identity(config, model_cfg: BertConfig) -> dict:
   """What a workdir's checkpoints must agree with to be resumed."""
   model = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k not in COMPUTE_FIELDS}
@@ -275,9 +290,10 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
   pmap = config.parallelism == "pmap"
   axis_name = sharding.PMAP_AXIS if pmap else None
   model = task.model(model_cfg)
+  warmup = _warmup_steps(config)
   tx, schedule = optim.make_optimizer(
       learning_rate=config.optimizer.learning_rate, total_steps=config.num_train_steps,
-      warmup_steps=config.optimizer.warmup_steps, name=config.optimizer.name,
+      warmup_steps=warmup, name=config.optimizer.name,
       weight_decay=config.optimizer.weight_decay, b1=config.optimizer.b1,
       b2=config.optimizer.b2, eps=config.optimizer.eps,
       clip_norm=config.optimizer.clip_norm)

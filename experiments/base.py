@@ -44,8 +44,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.masking = ml_collections.ConfigDict(dict(
       mask_prob=0.15, max_predictions_per_seq=20, whole_word=False))
   c.optimizer = ml_collections.ConfigDict(dict(
-      name="adamw", learning_rate=1e-4, warmup_steps=1000, weight_decay=0.01, b1=0.9,
-      b2=0.999, eps=1e-6, clip_norm=1.0))
+      name="adamw", learning_rate=1e-4, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6,
+      clip_norm=1.0,
+      # Warmup as a fraction of num_train_steps (round(ratio * steps), at least 1 for ratio > 0);
+      # warmup_steps >= 0 overrides it with an absolute count, -1 uses the ratio.
+      warmup_ratio=0.01, warmup_steps=-1))
 
   c.batch_size = 256  # global, over all processes and devices
   c.eval_batch_size = 256

@@ -39,7 +39,8 @@ def get_config(arg: str = "minilm"):
   c.model.update(hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                  intermediate_size=512, max_position_embeddings=128)
   c.init_from = minilm_dir() if arg == "minilm" else ""
-  c.optimizer.update(learning_rate=5e-5 if arg == "minilm" else 2e-4, warmup_steps=65)
+  c.optimizer.update(learning_rate=5e-5 if arg == "minilm" else 2e-4,
+                     warmup_ratio=0.1)  # 65 of 648 steps
   c.data.packing = True
   c.batch_size = 16  # packed rows: ~35 sentences a step
   c.eval_batch_size = 128

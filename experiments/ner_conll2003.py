@@ -32,7 +32,8 @@ def get_config(arg: str = "full"):
   c.init_from = minilm_dir()
   c.data.update(name="local_tagged", max_seq_length=64, train_split="train",
                 eval_split="validation")
-  c.optimizer.update(learning_rate=5e-5, warmup_steps=170, weight_decay=0.01)
+  c.optimizer.update(learning_rate=5e-5, weight_decay=0.01,
+                     warmup_ratio=170 / 1710)  # ~10%: the published run's 170 steps
   c.data.packing = True
   c.batch_size = 8  # packed rows: ~25 sentences a step
   c.eval_batch_size = 128

@@ -37,7 +37,7 @@ def get_config(arg: str = "minilm"):
   c.data.packing = False
   c.batch_size = 32
   c.num_train_steps = 300 if arg == "short" else 500
-  c.optimizer.warmup_steps = c.num_train_steps // 10
+  c.optimizer.warmup_ratio = 0.1
   c.eval_every_steps = c.num_train_steps
   c.checkpoint_every_steps = 100
   return c

@@ -23,7 +23,7 @@ def get_config(arg: str = "128"):
   c.data.nsp = True
   c.masking.max_predictions_per_seq = 20 if seq <= 128 else 80
   c.model.update(dtype="bfloat16", param_dtype="float32")
-  c.optimizer.update(learning_rate=1e-4, warmup_steps=10_000)
+  c.optimizer.update(learning_rate=1e-4, warmup_ratio=0.1 if seq > 128 else 1 / 90)  # 10k
   c.batch_size = 256
   c.num_train_steps = 900_000 if seq <= 128 else 100_000
   c.log_every_steps = 100

@@ -47,5 +47,5 @@ def get_config(arg: str = ""):
     c.eval_every_steps = 250
     c.num_eval_batches = 10
     c.checkpoint_every_steps = 250
-  c.optimizer.update(learning_rate=1e-3, warmup_steps=c.num_train_steps // 20)
+  c.optimizer.update(learning_rate=1e-3, warmup_ratio=0.05)
   return c

@@ -17,7 +17,7 @@ min (docs/RESULTS_tasks.md). `:short` is a CPU budget, unpacked as measured: win
 pieces overlapping by 64, 150 steps of 16 windows (about 0.3 epoch).
 eval_results.json holds exact_match and f1 (fractions) and the number of questions;
 predictions.json is the official {id: answer} file; report.md the analysis.
-Ask afterwards: python -m bert_jax.answer --checkpoint W --context FILE "question?"
+Ask afterwards: python -m bert_jax.answer --checkpoint W --context_file FILE "question?"
 """
 
 from experiments import base
@@ -32,8 +32,7 @@ def get_config(arg: str = "full"):
                 n_best_size=20, max_answer_length=30, train_split="train",
                 eval_split="validation")
   c.model.max_position_embeddings = 512
-  c.optimizer.update(learning_rate=1e-4, warmup_steps=15 if arg == "short" else 49,
-                     weight_decay=0.01)
+  c.optimizer.update(learning_rate=1e-4, warmup_ratio=0.1, weight_decay=0.01)  # 49 of 493
   if arg == "short":
     c.data.update(max_seq_length=256, doc_stride=64)
   c.data.packing = arg != "short"

@@ -150,12 +150,13 @@ class Classification(Task):
   # --- prediction --------------------------------------------------------------------------
 
   def predict(self, model, params, tokenizer, texts: list[str], *, max_length: int,
-              batch_size: int = 64) -> np.ndarray:
-    """Texts -> probabilities [n, num_labels] (length buckets: see `inference.batches`)."""
+              batch_size: int = 64, truncated: list[int] | None = None) -> np.ndarray:
+    """Texts -> probabilities [n, num_labels] (length buckets and `truncated`: see
+    `inference.batches`)."""
     from bert_jax import inference
     probs = np.zeros((len(texts), self.num_labels), np.float32)
     for rows, enc in inference.batches(tokenizer, texts, max_length=max_length,
-                                       batch_size=batch_size):
+                                       batch_size=batch_size, truncated=truncated):
       out = predict_batch(model, params, *(enc[k] for k in FIELDS))  # [batch, labels]
       probs[rows] = np.asarray(out)[:len(rows)]
     return probs

@@ -202,6 +202,12 @@ class QuestionAnswering(Task):
     analysis["windows"] = {"questions": int(len(windows)), "windows": int(windows.sum()),
                            "windowed_questions": int((windows > 1).sum()),
                            "max_windows": int(windows.max())}
+    analysis["questions_cut"] = {
+        "max_query_length": self.max_query_length,
+        **{name: _questions_cut(_source(data, split), split, split == data.train_split,
+                                data.get("data_dir") or "", data.get("vocab_file") or "",
+                                self.max_query_length)
+           for name, split in (("train", data.train_split), ("eval", data.eval_split))}}
     first = examples[0] if examples else None
     md = report.write_report(
         run, analysis=analysis, failure_lines=failure_lines(analysis),
@@ -211,8 +217,10 @@ class QuestionAnswering(Task):
   # --- prediction --------------------------------------------------------------------------
 
   def answer(self, model, params, tokenizer, questions: list[str], contexts: list[str], *,
-             max_length: int, batch_size: int = 32, top_k: int = 5) -> list[dict]:
-    """Questions on contexts -> per question {answer, start, end, score, alternatives}."""
+             max_length: int, batch_size: int = 32, top_k: int = 5,
+             truncated: list[int] | None = None) -> list[dict]:
+    """Questions on contexts -> per question {answer, start, end, score, alternatives}; the
+    indices of questions cut to `max_query_length` are appended to `truncated` when given."""
     from bert_jax import inference, squad
     examples = [squad.Example(id=str(i), title="", question=q, context=c, answers=())
                 for i, (q, c) in enumerate(zip(questions, contexts, strict=True))]
@@ -223,7 +231,7 @@ class QuestionAnswering(Task):
         raise ValueError(f"the context of question {int(e.id) + 1} has no text")
     features = squad.encode(examples, tokenizer, max_seq_length=max_length,
                             max_query_length=self.max_query_length, doc_stride=self.doc_stride,
-                            training=False)
+                            training=False, truncated=truncated)
     start = np.full(features["input_ids"].shape, -1e9, np.float32)
     end = np.full(features["input_ids"].shape, -1e9, np.float32)
     for rows, batch in inference.feature_batches(features, batch_size=batch_size):
@@ -263,6 +271,12 @@ def failure_lines(analysis: dict) -> list[str]:
   lines = [f"Questions whose context needed several windows: {w['windowed_questions']} of "
            f"{w['questions']} ({w['windows']} windows, at most {w['max_windows']} for one "
            "question).", ""]
+  cut = analysis.get("questions_cut")
+  if cut:
+    sides = [f"{cut[s]['cut']} of {cut[s]['questions']} {s}" + (
+        f" (first: {cut[s]['first']})" if cut[s]["first"] else "") for s in ("train", "eval")]
+    lines += [f"Questions longer than max_query_length={cut['max_query_length']} pieces, cut "
+              f"to their first {cut['max_query_length']}: {', '.join(sides)}.", ""]
   for key, title in (("by_question_type", "question type"),
                      ("by_answer_length", "gold answer length (words)")):
     lines += [f"By {title}:", "", "| group | questions | exact match | F1 |", "|---|---|---|---|"]
@@ -306,9 +320,27 @@ def _features(source: str, split: str, training: bool, data_dir: str, vocab_file
   from bert_jax import squad
   from bert_jax.tokenizer import Tokenizer
   examples = _read(source, split, training, data_dir)
+  cut = []  # questions longer than max_query_length
   features = squad.encode(examples, Tokenizer(vocab_file), max_seq_length=max_seq_length,
                           max_query_length=max_query_length, doc_stride=doc_stride,
-                          training=training)
+                          training=training, truncated=cut)
+  if cut:
+    from absl import logging
+    logging.warning("%s [%s]: %d of %d questions are longer than max_query_length=%d pieces "
+                    "and were cut to it (first: %s)", source, split, len(cut), len(examples),
+                    max_query_length, examples[cut[0]].id)
   # [N] windows of each row's question: tells a complete question in a truncated evaluation.
   features["example_windows"] = group_sizes(features["example_index"])
   return features
+
+
+@functools.lru_cache(maxsize=4)
+def _questions_cut(source: str, split: str, training: bool, data_dir: str, vocab_file: str,
+                   max_query_length: int) -> dict:
+  """{"cut", "questions", "first" (id)}: the questions of a split that `squad.encode` cuts to
+  `max_query_length` pieces (for report.md)."""
+  from bert_jax.tokenizer import Tokenizer
+  examples = _read(source, split, training, data_dir)
+  pieces = Tokenizer(vocab_file).tokenize_to_ids([e.question for e in examples])
+  cut = [e.id for e, ids in zip(examples, pieces) if len(ids) > max_query_length]
+  return {"cut": len(cut), "questions": len(examples), "first": cut[0] if cut else ""}
