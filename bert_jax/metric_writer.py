@@ -10,19 +10,59 @@ import time
 from absl import logging
 
 
-class MetricWriter:
-  """Writes one JSON object per logged step and TensorBoard scalars (process 0 only)."""
+def drop_rows_after(path: str, step: int, *, final_step: int | None = None) -> int:
+  """Rewrites `path` (metrics.jsonl) atomically without the rows a resume from `step` writes
+  again: rows past `step`, and the final evaluation's rows when `step` is `final_step` (a
+  finished run run again evaluates again). Returns the number of rows dropped."""
+  if not os.path.exists(path):
+    return 0
+  with open(path, encoding="utf-8") as f:
+    lines = [line for line in f if line.strip()]
+  kept = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+      row_step, split = int(row["step"]), row.get("split", "train")
+    except (ValueError, KeyError, TypeError):  # a row cut by a kill mid-write
+      continue
+    if row_step > step or (row_step == step == final_step and split != "train"):
+      continue
+    kept.append(line if line.endswith("\n") else line + "\n")
+  if len(kept) == len(lines):
+    return 0
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(kept)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  return len(lines) - len(kept)
 
-  def __init__(self, workdir: str, *, enabled: bool = True):
+
+class MetricWriter:
+  """Writes one JSON object per logged step and TensorBoard scalars (process 0 only).
+
+  `resume_step`: the step the run starts from; rows a previous attempt wrote past it are
+  dropped first (`drop_rows_after`) and TensorBoard purges its events past it, so a resumed
+  run leaves one row and one curve point per step.
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0,
+               final_step: int | None = None):
     self.enabled = enabled
     self._tb = None
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    path = os.path.join(workdir, "metrics.jsonl")
+    dropped = drop_rows_after(path, resume_step, final_step=final_step)
+    if dropped:
+      logging.info("metrics.jsonl: dropped %d rows past step %d (written again by this run)",
+                   dropped, resume_step)
+    self._jsonl = open(path, "a", encoding="utf-8")
     try:  # TensorBoard event files without TensorFlow.
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
     except ImportError:
       logging.warning("tensorboardX is not installed: no TensorBoard events, metrics.jsonl only")
 
@@ -53,7 +93,6 @@ class Progress:
   def __init__(self, total_steps: int, start_step: int):
     self.total, self.start = total_steps, start_step
     self.t0 = None  # set after the first (compiling) step
-    self.steps_timed = 0
 
   def start_timing(self, step: int):
     self.t0, self.t0_step = time.time(), step

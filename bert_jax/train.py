@@ -381,12 +381,28 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
       result.update(task.host_metrics(config, outputs, rows))
     return result, outputs, rows
 
+  last_batch: dict = {}  # the newest training batch on device: the save check runs on it
+
+  def diverged(step: int, what: str) -> NonFiniteLossError:
+    return _divergence_error(step, what, checkpointer, config.optimizer.learning_rate)
+
   def save(step: int, data_state: dict, force: bool = False):
+    """Saves `step` once the state's own loss on its last training batch is finite: a huge
+    update can leave finite parameters whose next loss is NaN (issue 23), and a saved state
+    must resume."""
+    if last_batch:
+      sums, _ = runner.eval_step(runner.params(state), last_batch["batch"],
+                                 runner.put_rng(jax.random.fold_in(eval_rng, step)))
+      loss = task.summarize(steps.accumulate_metrics(sharding.fetch([sums])))["loss"]
+      if not math.isfinite(loss):
+        raise diverged(step, f"the state after step {step} gives loss {loss} on its own "
+                             "training batch")
     checkpointer.save(step, runner.host_state(state), data_state=data_state, meta=meta,
                       force=force)
 
   # --- the loop.
-  writer = MetricWriter(workdir, enabled=is_lead)
+  writer = MetricWriter(workdir, enabled=is_lead, resume_step=start_step,
+                        final_step=config.num_train_steps)
   progress = Progress(config.num_train_steps, start_step)
   stop = {"signal": None}
 
@@ -409,11 +425,7 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
       bad = {k: summary[k] for k in ("loss", "param_norm", "grad_norm")
              if k in summary and not math.isfinite(summary[k])}
       if bad:
-        last = checkpointer.latest_step()
-        kept = (f"The last good checkpoint (step {last}) in {resume_dir} is kept."
-                if last is not None else "No checkpoint was written yet.")
-        what = ", ".join(f"{k} is {v}" for k, v in bad.items())
-        raise NonFiniteLossError(f"{what} at step {s}; stopping. {kept}")
+        raise diverged(s, ", ".join(f"{k} is {v}" for k, v in bad.items()) + f" at step {s}")
     pending.clear()
     summary = task.summarize(steps.accumulate_metrics(fetched))
     elapsed = time.time() - window["t"]
@@ -440,8 +452,8 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
         batch = next(train_iter)
         data_state = train_iter.get_state()
         t = time.time()
-        state, metrics = runner.train_step(state, runner.put_batch(task.device_keys(batch)),
-                                           step_rng)
+        last_batch["batch"] = runner.put_batch(task.device_keys(batch))
+        state, metrics = runner.train_step(state, last_batch["batch"], step_rng)
         step += 1
         pending.append((step, metrics))
         if step == start_step + 1:
@@ -456,6 +468,8 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
           result, _, _ = evaluate()
           writer.write(step, result, split="eval")
           logging.info("eval at step %d: %s", step, _fmt(result))
+          if not math.isfinite(result.get("loss", 0.0)):
+            raise diverged(step, f"the evaluation loss is {result['loss']} at step {step}")
           if best is not None:
             best.save(step, runner.host_state(state), data_state=None, meta=meta, metrics=result)
           window["t"] = time.time()  # tokens/s measures training only
@@ -500,6 +514,21 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
       best.close()
     writer.close()
     signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _divergence_error(step: int, what: str, checkpointer, learning_rate: float
+                      ) -> NonFiniteLossError:
+  """The one line after a divergence: what went non-finite, and the newest checkpoint (every
+  saved state was checked to give a finite loss) or, when none was written, the advice."""
+  last = checkpointer.latest_step()
+  if last is not None:
+    return NonFiniteLossError(
+        f"training diverged: {what}; stopping without saving it. The last good checkpoint "
+        f"is step {last} in {checkpointer.directory} (its own loss was finite).")
+  return NonFiniteLossError(
+      f"training diverged: {what}; stopping. No checkpoint was written yet: lower "
+      f"optimizer.learning_rate (now {learning_rate:g}) or warm up longer "
+      "(optimizer.warmup_ratio).")
 
 
 def _write_json(path: str, value) -> None:

@@ -331,5 +331,8 @@ def test_packed_finetune_through_the_loop_resumes_exactly(tmp_path, data_dir):
                            workdir)
   resumed = train_losses(workdir)
   assert set(resumed) == set(straight)
+  rows = [(r["step"], r["split"]) for r in map(json.loads, open(os.path.join(workdir,
+                                                                            "metrics.jsonl")))]
+  assert len(rows) == len(set(rows)), rows  # the resumed steps once each (issue 23 item 8)
   for step in range(5, 9):
     assert resumed[step] == straight[step], step
