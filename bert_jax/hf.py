@@ -28,6 +28,9 @@ reshaped to split or merge the heads axis.
 A classifier that pools otherwise than with the [CLS] pooler (`model.POOLINGS`) is written with
 a `bert_jax_pooling` key in config.json, which bert_jax reads back; transformers ignores it and
 pools with the pooler, so its outputs then differ from ours (`save_hf_checkpoint` warns).
+Other task settings (a QA model's windows) go to config.json as `bert_jax_<name>` keys too
+(`settings`, `read_settings`); `load_hf_checkpoint` keeps every `bert_jax_*` key out of the
+encoder's config.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax
@@ -47,6 +50,7 @@ import jax
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from bert_jax import fileio
 from bert_jax.config import BertConfig
 
 HEADS = (None, "mlm", "pretraining", "classification", "token_classification",
@@ -78,6 +82,9 @@ _HEAD_KEYS = frozenset(
 _POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
 # config.json key of a classifier's sentence vector when it is not the pooler (see module).
 POOLING_KEY = "bert_jax_pooling"
+# config.json keys of bert_jax task settings (`settings` of save_hf_checkpoint); never the
+# encoder's.
+SETTINGS_PREFIX = "bert_jax_"
 
 log = logging.getLogger("bert_jax.hf")
 
@@ -206,6 +213,15 @@ def read_pooling(path: str) -> str:
     return json.load(f).get(POOLING_KEY, "cls_pooler")
 
 
+def read_settings(path: str) -> dict[str, Any]:
+  """The task settings in a directory's config.json: {name: value} of its `bert_jax_<name>`
+  keys (pooling included); {} for a transformers checkpoint."""
+  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+    hf_config = json.load(f)
+  return {k.removeprefix(SETTINGS_PREFIX): v for k, v in hf_config.items()
+          if k.startswith(SETTINGS_PREFIX)}
+
+
 def _read_weights(path: str) -> dict[str, np.ndarray]:
   safetensors, index, torch_bin = (os.path.join(path, f) for f in _WEIGHT_FILES)
   if os.path.exists(safetensors):
@@ -287,7 +303,8 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
     raise FileNotFoundError(f"{config_file} not found: not a transformers checkpoint directory")
   with open(config_file, encoding="utf-8") as f:
     hf_config = json.load(f)
-  hf_config.pop(POOLING_KEY, None)  # the task's setting, not the encoder's (read_pooling)
+  for key in [k for k in hf_config if k.startswith(SETTINGS_PREFIX)]:
+    del hf_config[key]  # the task's settings, not the encoder's (read_settings)
   config = BertConfig.from_dict(hf_config, **(config_overrides or {}))
   weights = _normalize_keys(_read_weights(path), path)
 
@@ -349,7 +366,9 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
 def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
                        head: str | None = None,
                        label_names: Sequence[str] | None = None,
-                       pooling: str = "cls_pooler") -> str:
+                       pooling: str = "cls_pooler",
+                       settings: Mapping[str, Any] | None = None,
+                       extra_files: Mapping[str, str | bytes] | None = None) -> str:
   """Writes `params` as a transformers checkpoint directory; returns `path`.
 
   `head` names the tree as in `load_hf_checkpoint` (None: BertModel, "mlm", "pretraining",
@@ -360,10 +379,13 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
   reports no missing or unexpected keys. For the classification heads config.json gets
   `id2label` / `label2id` from `label_names` (one per classifier output; default LABEL_i).
   `params` may be boxed (LogicallyPartitioned), wrapped in {"params": ...}, scanned or not, in
-  any float dtype; weights are written as float32. config.json and model.safetensors are each
-  written to a temp directory and renamed into `path`; other files there (a tokenizer's
-  vocab.txt) stay. `pooling` other than "cls_pooler" (a classifier's `model.POOLINGS`) goes to
-  config.json as `bert_jax_pooling`, with a warning: transformers pools with the pooler.
+  any float dtype; weights are written as float32. `extra_files` ({name: text or bytes}, e.g.
+  the tokenizer's), model.safetensors and config.json are written to a temp directory, given
+  the umask's mode and renamed into `path` (config.json last); other files there stay.
+  `pooling` other than "cls_pooler" (a classifier's `model.POOLINGS`) goes to config.json as
+  `bert_jax_pooling`, with a warning: transformers pools with the pooler. `settings` (JSON
+  values; bert_jax's task settings, e.g. a QA model's windows) go to config.json as
+  `bert_jax_<name>` (`read_settings`).
   """
   from bert_jax.model import POOLINGS
   if head not in HEADS:
@@ -372,6 +394,8 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
     raise ValueError(f"pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
   if pooling != "cls_pooler" and head != "classification":
     raise ValueError(f"pooling={pooling!r} is for the classification head, not head={head!r}")
+  if settings and "pooling" in settings:
+    raise ValueError("pass the pooling as pooling=, not in settings")
   params = flax.core.unfreeze(nn.meta.unbox(params))
   if set(params) == {"params"}:
     params = params["params"]
@@ -422,18 +446,37 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
                 "BertForSequenceClassification ignores config.json's %s and pools with the "
                 "[CLS] pooler (cls_pooler), so its outputs differ from bert_jax's. "
                 "bert_jax.inference.load reads the key back.", path, pooling, POOLING_KEY)
+  hf_config.update({f"{SETTINGS_PREFIX}{k}": v for k, v in (settings or {}).items()})
+  _write_files(path, tensors, hf_config, extra_files or {})
+  return path
+
+
+def _write_files(path: str, tensors: dict[str, np.ndarray], hf_config: dict,
+                 extra_files: Mapping[str, str | bytes]) -> None:
+  """Writes `extra_files`, model.safetensors and config.json into a temp directory in `path`,
+  gives each the umask's mode (safetensors writes 0600) and renames them into `path`."""
+  reserved = {"model.safetensors", "config.json"} & set(extra_files)
+  if reserved or any(os.path.basename(n) != n or n.startswith(".") for n in extra_files):
+    raise ValueError(f"extra_files must be plain file names other than model.safetensors and "
+                     f"config.json, got {sorted(extra_files)}")
   os.makedirs(path, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-save-", dir=path)
   try:
+    for name, content in extra_files.items():
+      data = content.encode("utf-8") if isinstance(content, str) else content
+      with open(os.path.join(tmp, name), "wb") as f:
+        f.write(data)
     save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
       json.dump(hf_config, f, indent=2, sort_keys=True)
       f.write("\n")
-    for name in ("model.safetensors", "config.json"):  # config last: it marks a complete save
+    names = [*extra_files, "model.safetensors", "config.json"]  # config last: a complete save
+    for name in names:
+      fileio.chmod_for_umask(os.path.join(tmp, name))
+    for name in names:
       os.replace(os.path.join(tmp, name), os.path.join(path, name))
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
-  return path
 
 
 # Tree helpers --------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 `load(path)` returns the model config, parameters, the task (from the checkpoint's metadata:
 every CLI asks the task instead of guessing from parameter names), the vocabulary, the
-sequence length it was trained with and its sentence vector (`pooling`: a classifier's, or an
-exported directory's `bert_jax_pooling`; "cls_pooler" otherwise). `batches(...)` tokenizes
+sequence length it was trained with (an export's `bert_jax_max_seq_length`, else its
+max_position_embeddings) and its sentence vector (`pooling`: a classifier's, or an exported
+directory's `bert_jax_pooling`; "cls_pooler" otherwise). `batches(...)` tokenizes
 texts into a few static lengths (buckets), so a stream of short inputs is neither padded to
 512 nor recompiled per length; `feature_batches(...)` does the same for rows a task encoded
 itself (NER, QA windows). Static shapes: length in `LENGTH_BUCKETS`, rows a power of two up to
@@ -136,7 +137,22 @@ def _load_transformers(path: str, task: str | None) -> Loaded:
   vocab = os.path.join(path, "vocab.txt")
   return Loaded(config, params, task or "", task_obj,
                 vocab if os.path.exists(vocab) else default_vocab_file(),
-                config.max_position_embeddings, hf.read_pooling(path))
+                _max_seq_length(path, config), hf.read_pooling(path))
+
+
+def _max_seq_length(path: str, config: BertConfig) -> int:
+  """An export's recorded `bert_jax_max_seq_length` (the workdir's), else the model's
+  max_position_embeddings."""
+  from bert_jax import hf
+  length = hf.read_settings(path).get("max_seq_length")
+  if length is None:
+    return config.max_position_embeddings
+  if (isinstance(length, bool) or not isinstance(length, int)
+      or not 3 <= length <= config.max_position_embeddings):
+    raise ValueError(f"{path}/config.json: {hf.SETTINGS_PREFIX}max_seq_length={length!r} is "
+                     f"not an integer in [3, max_position_embeddings="
+                     f"{config.max_position_embeddings}]")
+  return length
 
 
 def read_lines(path: str | None, what: str = "text") -> tuple[list[str], list[int]]:

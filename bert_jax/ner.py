@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from bert_jax import fileio
 from bert_jax.datasets.conll import OUTSIDE, Sentence, check_tag, split_tag
 
 FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "label_mask",
@@ -233,7 +234,7 @@ def metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dic
 def write_conll(path: str, sentences: Sequence[Sentence], pred_tags: Sequence[Sequence[str]]
                 ) -> None:
   """`word gold predicted` lines, a blank line after each sentence (conlleval's input),
-  written atomically (a temporary file, then os.replace)."""
+  written atomically (a temporary file, then os.replace) with the umask's mode."""
   if len(sentences) != len(pred_tags):
     raise ValueError(f"{len(sentences)} sentences but {len(pred_tags)} predictions")
   lines = []
@@ -249,6 +250,7 @@ def write_conll(path: str, sentences: Sequence[Sentence], pred_tags: Sequence[Se
   try:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       f.writelines(lines)
+    fileio.chmod_for_umask(tmp)  # mkstemp creates 0600
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)

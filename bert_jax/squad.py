@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from bert_jax import fileio
+
 FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "start_positions",
                 "end_positions", "example_index", "offsets", "max_context")
 QUESTION_TYPES = ("what", "who", "when", "where", "why", "which", "how many", "how much", "how",
@@ -266,7 +268,8 @@ def squad_counts(data: Mapping[str, Any]) -> dict[str, int]:
 
 
 def write_json_atomic(path: str, value: Any) -> None:
-  """Writes JSON to a temporary file beside `path`, then renames it over `path`."""
+  """Writes JSON to a temporary file beside `path`, then renames it over `path`; the file gets
+  the umask's mode (`fileio.output_mode`)."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
@@ -275,6 +278,7 @@ def write_json_atomic(path: str, value: Any) -> None:
       json.dump(value, f, ensure_ascii=False)
       f.flush()
       os.fsync(f.fileno())
+    fileio.chmod_for_umask(tmp)  # mkstemp creates 0600
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -89,7 +89,7 @@ def vocab_hash(vocab_file: str) -> str:
 class Tokenizer:
   """bert-base-uncased tokenization of single texts and pairs into fixed-length arrays.
 
-  Attributes: `vocab_file`, `vocab_size`, `pad_id`, `unk_id`, `cls_id`, `sep_id`,
+  Attributes: `vocab_file`, `lowercase`, `vocab_size`, `pad_id`, `unk_id`, `cls_id`, `sep_id`,
   `mask_id`, `vocab_hash`. Thread-safe: one backend per `max_length`.
   """
 
@@ -98,6 +98,7 @@ class Tokenizer:
     from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
     self.vocab_file = resolve_vocab_file(vocab_file)
+    self.lowercase = lowercase
     self.vocab = load_vocab(self.vocab_file)
     self.vocab_size = len(self.vocab)
     self.vocab_hash = vocab_hash(self.vocab_file)

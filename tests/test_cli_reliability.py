@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_pooling import _write_csv
+from test_pooling import train_tiny_classifier
 from test_reliability import assert_one_line_error
 
 from bert_jax import squad
@@ -33,21 +33,8 @@ def warning_lines(stderr: str) -> list[str]:
 @pytest.fixture(scope="module")
 def clf_workdir(tmp_path_factory):
   """A tiny classifier trained one step through train.py (max_seq_length 32)."""
-  from bert_jax import train
-  from experiments import finetune_csv
-  tmp = tmp_path_factory.mktemp("clf")
-  c = finetune_csv.get_config("scratch")
-  c.data.update(train_file=_write_csv(tmp / "train.csv", 32, 0),
-                eval_file=_write_csv(tmp / "eval.csv", 16, 1), data_dir=str(tmp / "tfds"),
-                max_seq_length=32)
-  c.model.update(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                 intermediate_size=32, max_position_embeddings=32)
-  c.update(batch_size=16, eval_batch_size=16, num_train_steps=1, log_every_steps=1,
-           eval_every_steps=1, checkpoint_every_steps=1)
-  c.optimizer.update(warmup_steps=0)
-  workdir = str(tmp / "workdir")
-  train.train_and_evaluate(c, workdir)
-  return workdir
+  return train_tiny_classifier(tmp_path_factory.mktemp("clf"), n_train=32, n_eval=16,
+                               hidden=16, steps=1)
 
 
 def _hf_dir(path, architecture: str) -> str:

@@ -219,25 +219,36 @@ def _write_csv(path, n, seed):
   return str(path)
 
 
-@pytest.fixture(scope="module")
-def mean_run(tmp_path_factory):
-  """A tiny classifier trained through train.py with config.pooling='mean'."""
+def train_tiny_classifier(tmp, *, n_train, n_eval, hidden, steps, pooling=None,
+                          warmup_steps=0, learning_rate=None, log_every=1,
+                          eval_batch_size=16) -> str:
+  """A tiny classifier trained through train.py on `_write_csv` data; returns its workdir."""
   from bert_jax import train
   from experiments import finetune_csv
-  tmp = tmp_path_factory.mktemp("mean_run")
   c = finetune_csv.get_config("scratch")
-  c.pooling = "mean"
-  c.data.update(train_file=_write_csv(tmp / "train.csv", 64, 0),
-                eval_file=_write_csv(tmp / "eval.csv", 32, 1), data_dir=str(tmp / "tfds"),
+  if pooling:
+    c.pooling = pooling
+  c.data.update(train_file=_write_csv(tmp / "train.csv", n_train, 0),
+                eval_file=_write_csv(tmp / "eval.csv", n_eval, 1), data_dir=str(tmp / "tfds"),
                 max_seq_length=32)
-  c.model.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                 intermediate_size=64, max_position_embeddings=32)
-  c.update(batch_size=16, eval_batch_size=32, num_train_steps=4, log_every_steps=2,
-           eval_every_steps=4, checkpoint_every_steps=4)
-  c.optimizer.update(warmup_steps=1, learning_rate=1e-3)
+  c.model.update(hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=2 * hidden, max_position_embeddings=32)
+  c.update(batch_size=16, eval_batch_size=eval_batch_size, num_train_steps=steps,
+           log_every_steps=log_every, eval_every_steps=steps, checkpoint_every_steps=steps)
+  c.optimizer.update(warmup_steps=warmup_steps)
+  if learning_rate is not None:
+    c.optimizer.update(learning_rate=learning_rate)
   workdir = str(tmp / "workdir")
   train.train_and_evaluate(c, workdir)
   return workdir
+
+
+@pytest.fixture(scope="module")
+def mean_run(tmp_path_factory):
+  """A tiny classifier trained through train.py with config.pooling='mean'."""
+  return train_tiny_classifier(tmp_path_factory.mktemp("mean_run"), n_train=64, n_eval=32,
+                               hidden=32, steps=4, pooling="mean", warmup_steps=1,
+                               learning_rate=1e-3, log_every=2, eval_batch_size=32)
 
 
 def run_encode(args, stdin=None) -> subprocess.CompletedProcess:

@@ -346,10 +346,12 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(pretrained, tmp_pa
     for name in files:
       open(os.path.join(root, name), "w").close()
   c = config_with("pretrain_tiny", tiny_overrides(data_dir, num_train_steps=14))
-  with caplog.at_level("WARNING"):
+  with caplog.at_level("INFO"):
     train.train_and_evaluate(c, workdir)
   assert any("step 12" in r.getMessage() and "unreadable" in r.getMessage()
              for r in caplog.records)
+  assert any("resumed from" in r.getMessage() and r.getMessage().endswith("at step 8")
+             for r in caplog.records)  # restarted from step 8
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-  resumed = [r["step"] for r in rows if r["split"] == "train"][12:]
-  assert resumed == list(range(9, 15)), resumed  # restarted from step 8
+  steps = [r["step"] for r in rows if r["split"] == "train"]
+  assert steps == list(range(1, 15)), steps  # rows past step 8 were dropped, then rewritten

@@ -84,7 +84,23 @@ class QuestionAnswering(Task):
 
   @classmethod
   def from_transformers_config(cls, path: str, hf_config: dict) -> QuestionAnswering:
-    return cls()
+    """The settings an export recorded (`bert_jax_doc_stride`, ...); defaults otherwise."""
+    from bert_jax.hf import SETTINGS_PREFIX
+    found = {}
+    for field in dataclasses.fields(cls):
+      value = hf_config.get(SETTINGS_PREFIX + field.name)
+      if value is None:
+        continue
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{path}/config.json: {SETTINGS_PREFIX}{field.name}={value!r} is not "
+                         "a positive integer")
+      found[field.name] = value
+    return cls(**found)
+
+  def export_settings(self, max_seq_length: int) -> dict:
+    """What an export records in config.json (as `bert_jax_<name>`) so that `answer` on it
+    reads the same windows: max_seq_length and this task's settings."""
+    return {"max_seq_length": int(max_seq_length), **dataclasses.asdict(self)}
 
   def checkpoint_info(self) -> dict:
     return dataclasses.asdict(self)
