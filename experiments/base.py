@@ -37,8 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
       # Several whole examples per training row (segment ids; row_packing.py); pretraining:
       # per-document attention in full-sentence rows.
       packing=False, max_examples_per_row=16,
-      # token_classification: CoNLL tag column, label every piece of a word (not the first).
-      tag_column=-1, label_all_pieces=False,
+      # token_classification: CoNLL tag column; label every piece of a word (False: the first
+      # piece only, google-research/bert's choice; exports then split words under "simple").
+      tag_column=-1, label_all_pieces=True,
       # question_answering: question pieces kept, window overlap, answer search.
       max_query_length=64, doc_stride=128, n_best_size=20, max_answer_length=30))
   c.masking = ml_collections.ConfigDict(dict(

@@ -2,10 +2,11 @@
 
 Token classification learns a synthetic tagging job (names and places among filler words) with
 a tiny random BERT; then the trained model tags raw text, and its transformers export, run by
-`transformers.pipeline("token-classification", aggregation_strategy="simple")`, finds the same
-entities. QA fine-tunes MiniLM for a few steps on real SQuAD paragraphs (slow), exports, and the
-exported transformers BertForQuestionAnswering gives the same answers as `bert_jax.answer`
-(transformers 5 has no question-answering pipeline any more).
+`transformers.pipeline("token-classification")` with aggregation_strategy "simple" or "first",
+finds the same entities, many-piece place names whole. QA fine-tunes MiniLM for a few steps on
+real SQuAD paragraphs (slow), exports, and the exported transformers BertForQuestionAnswering
+gives the same answers as `bert_jax.answer` (transformers 5 has no question-answering pipeline
+any more).
 """
 
 import json
@@ -18,7 +19,8 @@ from test_train import config_with
 from bert_jax import tasks, train
 
 PEOPLE = ["john", "mary", "peter", "anna", "paul", "susan"]
-PLACES = ["paris", "london", "berlin", "rome", "madrid", "vienna"]
+PLACES = ["paris", "london", "berlin", "rome", "madrid", "vienna",
+          "volgograd", "kinshasa", "ouagadougou"]  # the last three are 3-5 word pieces
 FILLER = ["the", "a", "went", "to", "saw", "and", "with", "today", "met", "in", "visited"]
 
 
@@ -125,12 +127,19 @@ def test_tag_cli_and_transformers_pipeline_agree(ner_run, tmp_path):
   out = str(tmp_path / "hf")
   assert export.export(workdir, out) == "BertForTokenClassification"
   import transformers
-  pipe = transformers.pipeline("token-classification", model=out,
-                               aggregation_strategy="simple", device="cpu")
-  for text, ours in zip(texts, entities):
-    theirs = pipe(text)
-    assert [(e["entity_group"], e["start"], e["end"]) for e in theirs] == \
-        [(e["type"], e["start"], e["end"]) for e in ours], (text, theirs, ours)
+  # Every piece is trained (data.label_all_pieces, the default), so "simple" (the setting most
+  # users pass) does not split a many-piece word into several entities.
+  texts.append("susan visited volgograd and ouagadougou with paul")
+  entities = tag.tag(loaded, texts)
+  assert [(e["type"], e["text"]) for e in entities[2]] == [
+      ("PER", "susan"), ("LOC", "volgograd"), ("LOC", "ouagadougou"), ("PER", "paul")]
+  for strategy in ("simple", "first"):
+    pipe = transformers.pipeline("token-classification", model=out,
+                                 aggregation_strategy=strategy, device="cpu")
+    for text, ours in zip(texts, entities):
+      theirs = pipe(text)
+      assert [(e["entity_group"], e["start"], e["end"]) for e in theirs] == \
+          [(e["type"], e["start"], e["end"]) for e in ours], (strategy, text, theirs, ours)
 
 
 def test_token_classification_bad_input_is_one_line(tmp_path):

@@ -7,8 +7,11 @@ default the last; `-DOCSTART-` skipped) or JSON Lines `{"tokens": [...], "tags":
 comes from the training file in a fixed order (O, then B-/I- per type) and is saved with
 every checkpoint; an eval tag unseen in training is a one-line error.
 
-Words become word pieces; the first piece of each word carries the word's label and the
-other pieces are ignored (`data.label_all_pieces=True` labels every piece). Sentences longer
+Words become word pieces; every piece is labelled (`data.label_all_pieces`, the default: a
+word's later pieces continue its entity as `I-X`), so an export gives the same entities under
+transformers' `aggregation_strategy="simple"` as under "first"; prediction reads each word's
+first piece. `data.label_all_pieces=False` trains the first piece only (google-research/bert's
+choice; dev F1 0.52 vs 0.31 after 100 MiniLM steps, docs/RESULTS_tasks.md). Sentences longer
 than `max_seq_length` are split into overlapping windows at word boundaries; each word is
 predicted by the window where it has the most context (google-research/bert's max-context
 rule, `ner.encode`), so no word is dropped at evaluation. Loss: the mean cross-entropy over
@@ -53,7 +56,7 @@ class TokenClassification(Task):
   """One IOB2 tag per word."""
 
   label_names: tuple[str, ...]
-  label_all_pieces: bool = False
+  label_all_pieces: bool = True
 
   name = "token_classification"
   best_metric = "f1"
@@ -66,10 +69,11 @@ class TokenClassification(Task):
 
   @classmethod
   def from_config(cls, config, info: dict) -> TokenClassification:
-    return cls(tuple(info["label_names"]), bool(config.data.get("label_all_pieces", False)))
+    return cls(tuple(info["label_names"]), bool(config.data.get("label_all_pieces", True)))
 
   @classmethod
   def from_checkpoint_info(cls, info: dict) -> TokenClassification:
+    # A checkpoint from before the key was recorded trained first pieces only.
     return cls(tuple(info["label_names"]), bool(info.get("label_all_pieces", False)))
 
   @classmethod
