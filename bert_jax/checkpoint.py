@@ -19,6 +19,8 @@ so every checkpoint on disk resumes cleanly.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import time
@@ -42,6 +44,21 @@ class CheckpointMismatchError(errors.ConfigError):
 
 class CheckpointUnreadableError(errors.UserError, RuntimeError):
   """No step of a checkpoint directory restores."""
+
+
+class DiskFullError(errors.UserError, OSError):
+  """A save failed for lack of space; the run stops, the previous checkpoint intact."""
+
+
+def _is_disk_full(e: BaseException) -> bool:
+  """Whether `e` or an exception it was raised from is ENOSPC (Orbax and TensorStore wrap it)."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
 
 
 class NonFiniteStateError(errors.NonFiniteLossError):
@@ -90,6 +107,7 @@ class Checkpointer:
         cleanup_tmp_directories=True,
         best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode="max")
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+    self._saving: int | None = None  # the step of the newest save started
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -113,7 +131,37 @@ class Checkpointer:
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state or {}),
         meta=ocp.args.JsonSave(meta))
-    return self.manager.save(step, args=args, metrics=metrics, force=force)
+    self.wait()  # the previous asynchronous save first (Orbax waits anyway): a failed one
+    #              stops the run here, reported under its own step
+    with self._disk_full_is_one_line(step):
+      saved = self.manager.save(step, args=args, metrics=metrics, force=force)
+    if saved:
+      self._saving = step
+    return saved
+
+  def check(self):
+    """Raises DiskFullError (or the error itself) if the last asynchronous save failed."""
+    with self._disk_full_is_one_line(self._saving):
+      self.manager.check_for_errors()
+
+  @contextlib.contextmanager
+  def _disk_full_is_one_line(self, step: int | None):
+    try:
+      yield
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is ENOSPC
+      if not _is_disk_full(e):
+        raise
+      complete = [s for s in self._complete_steps() if s != step]
+      last = (f"the last complete checkpoint is step {complete[-1]} in {self.directory}"
+              if complete else "no complete checkpoint was written")
+      raise DiskFullError(f"no space left on device while saving step {step}; {last}") from None
+
+  def _complete_steps(self) -> list[int]:
+    """Step folders Orbax finalized (renamed from their temporary names)."""
+    if not os.path.isdir(self.directory):
+      return []
+    return sorted(int(n) for n in os.listdir(self.directory)
+                  if n.isdigit() and os.path.isdir(os.path.join(self.directory, n)))
 
   def restore(self, abstract_state, *, step: int | None = None, expect_meta: dict | None = None,
               ) -> tuple[int, Any, dict, dict]:
@@ -179,7 +227,9 @@ class Checkpointer:
     return dict(self._restore_item(step, "meta", ocp.args.JsonRestore()))
 
   def wait(self):
-    self.manager.wait_until_finished()
+    with self._disk_full_is_one_line(self._saving):
+      self.manager.wait_until_finished()
+      self.manager.check_for_errors()
 
   def close(self):
     self.manager.close()

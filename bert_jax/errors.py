@@ -116,18 +116,47 @@ def run_cli(main: Callable, **app_run_kwargs) -> None:
 
 
 class _QuietLibraries:
-  """Drops INFO chatter of orbax, tfds, grain and jax's backend probe; warnings still show."""
+  """Drops INFO chatter of orbax, tfds, grain and jax's backend probe; warnings still show.
+  Orbax's (and its asyncio tasks') reports of a save that ran out of disk space go too: the
+  run stops with one line that says so (`checkpoint.DiskFullError`)."""
 
   NOISY = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/etils/", "/jax/_src/xla_bridge.py")
 
   def filter(self, record) -> bool:
-    return record.levelno >= 30 or not any(n in record.pathname.replace(os.sep, "/")
-                                           for n in self.NOISY)
+    where = record.pathname.replace(os.sep, "/")
+    if ("/orbax/" in where or record.name == "asyncio") and _mentions_disk_full(record):
+      return False
+    return record.levelno >= 30 or not any(n in where for n in self.NOISY)
+
+
+def _mentions_disk_full(record) -> bool:
+  exc = record.exc_info[1] if record.exc_info else None
+  return any("No space left on device" in text for text in (record.getMessage(), str(exc)))
+
+
+def _drop_closed_loop_callbacks(previous: Callable) -> Callable:
+  """An unraisable hook that drops asyncio's 'Event loop is closed' from TensorStore callbacks
+  that complete after a failed save gave up its loop; anything else goes to `previous`."""
+  def hook(unraisable):
+    tb, last = unraisable.exc_traceback, None
+    while tb is not None:
+      last, tb = tb, tb.tb_next
+    if (isinstance(unraisable.exc_value, RuntimeError) and last is not None
+        and str(unraisable.exc_value) == "Event loop is closed"
+        and last.tb_frame.f_code.co_filename.replace(os.sep, "/").endswith(
+            "asyncio/base_events.py")):
+      return
+    previous(unraisable)
+  hook.bert_jax_quiet = True
+  return hook
 
 
 def quiet_libraries() -> None:
-  """Adds the filter to absl's log handler once (the console of every bert_jax CLI)."""
+  """Adds the filter to absl's log handler once (the console of every bert_jax CLI), and the
+  closed-loop filter to `sys.unraisablehook`."""
   from absl import logging
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
     handler.addFilter(_QuietLibraries())
+  if not getattr(sys.unraisablehook, "bert_jax_quiet", False):
+    sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)

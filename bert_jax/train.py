@@ -455,6 +455,7 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
         last_batch["batch"] = runner.put_batch(task.device_keys(batch))
         state, metrics = runner.train_step(state, last_batch["batch"], step_rng)
         step += 1
+        checkpointer.check()  # a failed asynchronous save stops the run at once
         pending.append((step, metrics))
         if step == start_step + 1:
           jax.block_until_ready(metrics)
