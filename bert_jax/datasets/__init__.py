@@ -13,9 +13,11 @@
 (`bert_jax/tasks/`); token classification and QA read their files directly.
 Prepared data lives under `data_dir`: the argument, else `$BERT_JAX_DATA_DIR`, else
 `~/tensorflow_datasets`. Each builder function prepares on first use
-(`download_and_prepare(file_format="array_record")`) and reuses it afterwards. When several
-processes start at once (multi-host), prepare once beforehand (`prepare(data_config)`) so
-they do not race to write the same directory.
+(`download_and_prepare(file_format="array_record")`) and reuses it afterwards. Processes on
+one machine that share a data dir prepare it once: the first holds a lock file under
+`<data_dir>/.bert_jax_locks/`, the others wait for it and then read its data. Hosts that
+share a data dir over a network file system (multi-host) should prepare once beforehand
+(`prepare(data_config)`): such locks may not hold across machines.
 
 Importing this package imports tensorflow_datasets (never TensorFlow); the core
 bert_jax package does not import it.
@@ -23,9 +25,13 @@ bert_jax package does not import it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import sys
+
+log = logging.getLogger("bert_jax.datasets")
 
 PRETRAINING_BUILDERS = ("movie_reviews_text", "local_text")
 CLASSIFICATION_BUILDERS = ("rotten_tomatoes", "local_classification")
@@ -87,8 +93,7 @@ def pretraining_builder(data_config, data_dir: str | None = None):
     tag = name.replace("/", "-").replace(":", "-")
     config = base.pretraining_config(source=name, source_tag=tag, text_key=text_key,
                                      **kwargs)
-  builder = cls(config=config, data_dir=data_dir)
-  return _prepared(builder)
+  return _prepared(cls, config, data_dir)
 
 
 def classification_builder(data_config, data_dir: str | None = None):
@@ -96,31 +101,73 @@ def classification_builder(data_config, data_dir: str | None = None):
   data_dir = data_dir or default_data_dir()
   name = data_config.name
   if name == "rotten_tomatoes":
-    from bert_jax.datasets.rotten_tomatoes import RottenTomatoes
-    builder = RottenTomatoes(data_dir=data_dir)
+    from bert_jax.datasets.rotten_tomatoes import RottenTomatoes as cls
+    config = None
   elif name == "local_classification":
     from bert_jax.datasets import local_classification as lc
+    cls = lc.LocalClassification
     config = lc.classification_config(
         _field(data_config, "train_file", ""), _field(data_config, "eval_file", ""),
         _field(data_config, "label_names", ()), text_key=_field(data_config, "text_key", "text"),
         text_pair_key=_field(data_config, "text_pair_key", ""),
         label_key=_field(data_config, "label_key", "label"))
-    builder = lc.LocalClassification(config=config, data_dir=data_dir)
   elif name in PRETRAINING_BUILDERS:
     raise ValueError(f"data.name={name!r} is a pretraining corpus, not a labelled dataset")
   else:
     from bert_jax.datasets import tfds_text
     return tfds_text.open_prepared(name, data_dir)
-  return _prepared(builder)
+  return _prepared(cls, config, data_dir)
 
 
-def _prepared(builder):
+def _prepared(cls, config, data_dir: str):
+  """`cls(config=config, data_dir=data_dir)`, prepared once however many processes ask.
+
+  Preparing holds `_lock(<data_dir>/.bert_jax_locks/<name>-<config>-<version>.lock)`; after
+  it the builder is built anew (a builder reads whether it is prepared when constructed), so
+  a process that waited reuses what the other one wrote.
+  """
   import tensorflow_datasets as tfds
   if not sys.stderr.isatty():  # TFDS's tqdm bars are noise in a log file, a pipe or a test
     tfds.disable_progress_bar()
-  builder.download_and_prepare(file_format="array_record",
-                               download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  builder = cls(config=config, data_dir=data_dir)
+  if builder.data_path.exists():  # prepared (TFDS's test): no lock, the dir may be read-only
+    return builder
+  root = str(builder.data_dir_root)
+  tag = os.path.relpath(builder.data_dir, root).replace(os.sep, "-")
+  with _lock(os.path.join(root, ".bert_jax_locks", tag + ".lock"), f"{tag} in {root}"):
+    builder = cls(config=config, data_dir=data_dir)  # another process may have prepared it
+    builder.download_and_prepare(
+        file_format="array_record",
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder
+
+
+@contextlib.contextmanager
+def _lock(path: str, what: str):
+  """An exclusive `flock` on the file `path`, created here and removed on release (a process
+  that locked the removed file retries on the new one)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  waited = False
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      if not waited:
+        log.info("waiting for another process preparing %s", what)
+      waited = True
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+      if os.path.samestat(os.fstat(fd), os.stat(path)):
+        break
+    except FileNotFoundError:
+      pass
+    os.close(fd)
+  try:
+    yield
+  finally:
+    os.unlink(path)
+    os.close(fd)
 
 
 def get_builder(data_config, data_dir: str | None = None, kind: str | None = None):
