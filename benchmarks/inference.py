@@ -64,6 +64,10 @@ import time
 
 import numpy as np
 
+from bert_jax.tasks.question_answering import reader as qa_reader
+from bert_jax.tasks.question_answering import windows as qa_windows
+from bert_jax.tasks.token_classification import windows as ner_windows
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = {"cls": "classification", "ner": "token_classification", "qa": "question_answering"}
 MAX_LENGTH = {"cls": 128, "ner": 128, "qa": 384}
@@ -96,15 +100,14 @@ def load_inputs(task: str, n: int) -> tuple[list, str]:
     path = shared_data("conll2003", "dev.txt")
     if not os.path.exists(path):
       return [], f"CoNLL-2003 dev not found at {path} (set BERT_JAX_SHARED_DATA)"
-    from bert_jax.datasets import conll
+    from bert_jax.tasks.token_classification import conll
     sentences = conll.read_conll(path)
     return [" ".join(sentences[i].words) for i in rng.permutation(len(sentences))[:n]], \
         f"CoNLL-2003 dev sentences ({path}, {len(sentences)} in all), words joined by spaces"
   path = shared_data("squad_v1.1", "dev-v1.1-part.json")
   if not os.path.exists(path):
     return [], f"SQuAD v1.1 dev not found at {path} (set BERT_JAX_SHARED_DATA)"
-  from bert_jax import squad
-  examples = squad.read_squad(path)
+  examples = qa_reader.read_squad(path)
   return [(examples[i].question, examples[i].context)
           for i in rng.permutation(len(examples))[:n]], \
       f"SQuAD v1.1 dev questions and contexts ({path}, {len(examples)} in all)"
@@ -183,17 +186,16 @@ class JaxSide:
                                   batch_size=batch_size)
       return [{k: enc[k] for k in inference.FIELDS} for _, enc in batches]
     if self.task == "ner":
-      from bert_jax import ner
-      from bert_jax.datasets.conll import Sentence
-      sentences = [Sentence(tuple(ner.words_with_spans(t)[0])) for t in request]
-      features, _ = ner.encode(sentences, self.tokenizer, None, max_seq_length=MAX_LENGTH["ner"])
+      from bert_jax.tasks.token_classification.conll import Sentence
+      sentences = [Sentence(tuple(ner_windows.words_with_spans(t)[0])) for t in request]
+      features, _ = ner_windows.encode(sentences, self.tokenizer, None,
+                                       max_seq_length=MAX_LENGTH["ner"])
     else:
-      from bert_jax import squad
-      examples = [squad.Example(str(i), "", q, c, ()) for i, (q, c) in enumerate(request)]
+      examples = [qa_reader.Example(str(i), "", q, c, ()) for i, (q, c) in enumerate(request)]
       qa = self.loaded.task
-      features = squad.encode(examples, self.tokenizer, max_seq_length=MAX_LENGTH["qa"],
-                              max_query_length=qa.max_query_length, doc_stride=qa.doc_stride,
-                              training=False)
+      features = qa_windows.encode(examples, self.tokenizer, max_seq_length=MAX_LENGTH["qa"],
+                                   max_query_length=qa.max_query_length, doc_stride=qa.doc_stride,
+                                   training=False)
     return [b for _, b in inference.feature_batches(features, batch_size=batch_size)]
 
   def model_only(self, batches: list[dict[str, np.ndarray]]):

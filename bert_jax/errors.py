@@ -46,10 +46,9 @@ class WorkdirBusyError(UserError):
 # Where a plain ValueError is the user's mistake: bert_jax code that validates configs and
 # reads input files raises ValueError with a message meant for the user.
 _USER_INPUT_CODE = ("bert_jax/datasets/", "bert_jax/input_pipeline.py", "bert_jax/tokenizer.py",
-                    "bert_jax/config.py", "bert_jax/tasks/", "bert_jax/ner.py",
-                    "bert_jax/squad.py", "bert_jax/hf.py", "bert_jax/inference.py",
-                    "bert_jax/export.py", "bert_jax/fill_mask.py", "bert_jax/predict.py",
-                    "bert_jax/tag.py", "bert_jax/answer.py")
+                    "bert_jax/config.py", "bert_jax/tasks/", "bert_jax/hf.py",
+                    "bert_jax/inference.py", "bert_jax/export.py", "bert_jax/fill_mask.py",
+                    "bert_jax/predict.py", "bert_jax/tag.py", "bert_jax/answer.py")
 
 
 def is_user_error(e: BaseException) -> bool:

@@ -2,10 +2,9 @@
 
 Pure host-side functions over numpy arrays and plain dicts. `write_report` is the part every
 task shares (report.md + report.json in the workdir: model, the tokenizer's output for real
-inputs, result, the task's failure check, cost, the exact command); the classification
-failure check lives here too (`error_analysis`: confusion matrix, accuracy by sentence length,
-the most confidently wrong examples). Imports neither the data pipeline nor the model, so any
-loop (or a scikit-learn baseline) can use it.
+inputs, result, the task's failure check, cost, the exact command); each task's failure check
+lives in its folder (e.g. `tasks/classification/analysis.py`). Imports neither the data
+pipeline nor the model, so any loop (or a scikit-learn baseline) can use it.
 """
 
 from __future__ import annotations
@@ -14,88 +13,12 @@ import dataclasses
 import json
 import math
 import os
-import re
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
-
-# (name, min words, max words). Words are runs of letters and digits, so raw text and the
-# tokenizer's decoding of it ("gross-out" / "gross - out", "it's" / "it ' s") count alike.
-LENGTH_BUCKETS = (("<=10", 0, 10), ("11-20", 11, 20), ("21-30", 21, 30), (">30", 31, None))
 EXAMPLE_SINGLE = "A gorgeous, witty, seductive movie."
 EXAMPLE_PAIR = ("The plot was thin.", "The acting saved it anyway.")
-
-
-def count_words(text: str) -> int:
-  return len(re.findall(r"\w+", text))
-
-
-def error_analysis(texts: Sequence[str], labels, probs, label_names: Sequence[str], *,
-                   top_k: int = 10) -> dict[str, Any]:
-  """Where a classifier fails, as a JSON-ready dict.
-
-  Args:
-    texts: the N evaluated texts (`count_words` picks the length bucket).
-    labels: [N] int gold labels.
-    probs: [N, num_labels] predicted probabilities.
-    label_names: num_labels names.
-    top_k: how many confidently wrong examples to keep.
-
-  Returns:
-    {"num_examples", "accuracy", "label_names",
-     "confusion_matrix": [gold][predicted] counts,
-     "per_label": [{"label", "count", "precision", "recall"}],
-     "by_length": [{"bucket", "count", "accuracy"}] (accuracy None for an empty bucket),
-     "confidently_wrong": top_k [{"text", "label", "predicted", "probability", "words"}],
-       most confident first (probability = that of the wrong prediction)}.
-  """
-  labels = np.asarray(labels, np.int64).reshape(-1)
-  probs = np.asarray(probs, np.float64)
-  num_labels = len(label_names)
-  if probs.ndim != 2 or probs.shape != (len(texts), num_labels) or labels.shape != (len(texts),):
-    raise ValueError(f"expected {len(texts)} texts, labels [{len(texts)}] and probs "
-                     f"[{len(texts)}, {num_labels}]; got labels {labels.shape}, probs "
-                     f"{probs.shape}")
-  if labels.size and (labels.min() < 0 or labels.max() >= num_labels):
-    raise ValueError(f"labels must lie in [0, {num_labels}), got {labels.min()}..{labels.max()}")
-  predicted = probs.argmax(-1) if len(texts) else np.zeros(0, np.int64)  # [N]
-  correct = predicted == labels  # [N]
-
-  confusion = np.zeros((num_labels, num_labels), np.int64)
-  np.add.at(confusion, (labels, predicted), 1)
-  per_label = []
-  for c, name in enumerate(label_names):
-    tp, n_pred, n_gold = confusion[c, c], confusion[:, c].sum(), confusion[c].sum()
-    per_label.append({"label": name, "count": int(n_gold),
-                      "precision": float(tp / n_pred) if n_pred else None,
-                      "recall": float(tp / n_gold) if n_gold else None})
-
-  words = np.array([count_words(t) for t in texts], np.int64)  # [N]
-  by_length = []
-  for name, lo, hi in LENGTH_BUCKETS:
-    in_bucket = (words >= lo) & (words <= (hi if hi is not None else np.iinfo(np.int64).max))
-    n = int(in_bucket.sum())
-    by_length.append({"bucket": name, "count": n,
-                      "accuracy": float(correct[in_bucket].mean()) if n else None})
-
-  wrong = np.flatnonzero(~correct)
-  confidence = probs[wrong, predicted[wrong]]
-  # Most confident first; ties by original index, so the order is deterministic.
-  order = wrong[np.lexsort((wrong, -confidence))][:top_k]
-  confidently_wrong = [{"text": texts[i], "label": label_names[labels[i]],
-                        "predicted": label_names[predicted[i]],
-                        "probability": float(probs[i, predicted[i]]), "words": int(words[i])}
-                       for i in order]
-  return {"num_examples": int(len(texts)),
-          "accuracy": float(correct.mean()) if len(texts) else None,
-          "label_names": list(label_names),
-          "confusion_matrix": confusion.tolist(),
-          "per_label": per_label,
-          "by_length": by_length,
-          "confidently_wrong": confidently_wrong}
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:
@@ -169,11 +92,11 @@ def _token_block(tokenizer, text: str, text_pair: str | None, max_length: int) -
   return lines
 
 
-def _md_escape(text: str) -> str:
+def md_escape(text: str) -> str:
   return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
   return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
@@ -185,30 +108,6 @@ def write_lines(path: str, lines) -> str:
       f.write(line + "\n")
   os.replace(tmp, path)
   return path
-
-
-def classification_failure_lines(analysis: dict) -> list[str]:
-  """The failure check of a classifier: confusion, per-label P/R, by length, worst errors."""
-  names = analysis["label_names"]
-  lines = ["Confusion matrix (rows: gold, columns: predicted):", "",
-           "| gold \\ predicted | " + " | ".join(names) + " |",
-           "|---|" + "---|" * len(names)]
-  for name, row in zip(names, analysis["confusion_matrix"]):
-    lines.append(f"| {name} | " + " | ".join(str(c) for c in row) + " |")
-  lines += ["", "| label | count | precision | recall |", "|---|---|---|---|"]
-  for p in analysis["per_label"]:
-    lines.append(f"| {p['label']} | {p['count']} | {_pct(p['precision'])} | "
-                 f"{_pct(p['recall'])} |")
-  lines += ["", "Accuracy by sentence length (words: letter/digit runs of the evaluated text):", "",
-            "| words | examples | accuracy |", "|---|---|---|"]
-  for b in analysis["by_length"]:
-    lines.append(f"| {b['bucket']} | {b['count']} | {_pct(b['accuracy'])} |")
-  lines += ["", f"The {len(analysis['confidently_wrong'])} most confidently wrong:", "",
-            "| p(predicted) | gold | predicted | text |", "|---|---|---|---|"]
-  for w in analysis["confidently_wrong"]:
-    lines.append(f"| {w['probability']:.3f} | {w['label']} | {w['predicted']} | "
-                 f"{_md_escape(w['text'])} |")
-  return lines
 
 
 def write_report(run, *, analysis: dict, failure_lines: Sequence[str],
@@ -255,7 +154,7 @@ def write_report(run, *, analysis: dict, failure_lines: Sequence[str],
             f"entries, hash {tokenizer.vocab_hash}). Real inputs as the model sees them:", ""]
   for text, pair in examples:
     shown = repr(text) if pair is None else f"{text!r} + {pair!r}"
-    lines += [f"`{_md_escape(shown)}`", "", "```"] + _token_block(
+    lines += [f"`{md_escape(shown)}`", "", "```"] + _token_block(
         tokenizer, text, pair, max_length) + ["```", ""]
 
   lines += ["## Result", "", "| metric | value |", "|---|---|"]

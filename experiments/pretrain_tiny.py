@@ -5,7 +5,7 @@
 
 The recipe of docs/RESULTS.md section 8 (the study `scripts/recipe_study.py`): a 2-layer,
 hidden-128 BERT over an 8,192-piece vocabulary trained on the IMDB reviews
-(`experiments/vocab/imdb_8k.txt`, made by `scripts/train_vocab.py --vocab_size 8192`; the
+(`experiments/vocab/imdb_8k.txt`, made by `python -m bert_jax.train_vocab --vocab_size 8192`; the
 embedding table is 1.0 M of 1.5 M parameters instead of 3.9 M of 4.3 M with bert-base-uncased's
 30,522 pieces, so a step is 1.5x faster), no dropout (short runs underfit), AdamW lr 1e-3 with
 5% warmup and linear decay, batches of 32 x 128 pieces, 15% masking (80/10/10).

@@ -1,9 +1,10 @@
 """Extractive question answering (SQuAD v1.1), fine-tuning all-MiniLM-L6-v2.
 
 No SQuAD training set is available offline: split the shared part of the dev set by article
-(the last 10 articles evaluate, the first 38 train; see bert_jax/squad.py), then train:
-  python scripts/split_squad.py --squad ../shared/data/squad_v1.1/dev-v1.1-part.json \
-      --out workdirs/squad_split
+(the last 10 articles evaluate, the first 38 train; see
+bert_jax/tasks/question_answering/reader.py), then train:
+  python -m bert_jax.tasks.question_answering.split \
+      --squad ../shared/data/squad_v1.1/dev-v1.1-part.json --out workdirs/squad_split
   python -m bert_jax.main --config=experiments/qa_squad.py --workdir=workdirs/qa \
       --config.data.train_file=workdirs/squad_split/train.json \
       --config.data.eval_file=workdirs/squad_split/eval.json

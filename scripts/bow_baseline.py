@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bert_jax import report  # noqa: E402
+from bert_jax.tasks.classification import analysis as clf_analysis  # noqa: E402
 
 C_GRID = tuple(float(2 ** k) for k in range(-2, 9))  # 0.25 ... 256
 
@@ -88,7 +89,7 @@ def main(argv=None):
     with open(os.path.join(out, "eval_results.json"), "w", encoding="utf-8") as f:
       json.dump({"accuracy": r["accuracy"], "num_examples": r["num_examples"],
                  "best_C": r["best_C"]}, f, indent=2)
-    analysis = report.error_analysis(data["test"][0], data["test"][1], probs, LABEL_NAMES)
+    analysis = clf_analysis.error_analysis(data["test"][0], data["test"][1], probs, LABEL_NAMES)
     with open(os.path.join(out, "error_analysis.json"), "w", encoding="utf-8") as f:
       json.dump(analysis, f, indent=2)
     print(f"seed {seed}: C={r['best_C']:g} (val {r['val_accuracy'][r['best_C']]:.4f}), "

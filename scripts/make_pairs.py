@@ -12,9 +12,9 @@ For each question, every sentence of its paragraph becomes a pair (question, sen
 label 1 when the sentence overlaps one of the question's answer spans by character offsets,
 else 0. Sentences come from `bert_jax.packing.split_sentences` (the pretraining splitter),
 located in the paragraph by `sentence_spans` so the offsets are exact. The article split is
-`bert_jax.squad.split_articles` (the last --num_eval_articles articles in file order are
-`eval`, the earlier ones `train`; `all` takes every article), the same rule as the QA task,
-so no article is on both sides.
+`bert_jax.tasks.question_answering.reader.split_articles` (the last --num_eval_articles
+articles in file order are `eval`, the earlier ones `train`; `all` takes every article), the
+same rule as the QA task, so no article is on both sides.
 
 Balance: every positive is kept; of each question's negatives, at most
 --negatives_per_positive x (its positives) are kept, drawn with --seed (one
@@ -39,8 +39,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bert_jax import squad  # noqa: E402
 from bert_jax.packing import split_sentences  # noqa: E402
+from bert_jax.tasks.question_answering import reader as qa_reader
 
 SPLITS = ("train", "eval", "all")
 
@@ -97,10 +97,10 @@ def make_pairs(data: dict, negatives_per_positive: int = 1, seed: int = 0
 
 
 def select(path: str, split: str, num_eval_articles: int) -> dict:
-  """The SQuAD JSON of one side of `squad.split_articles` (or the whole file for 'all')."""
+  """The SQuAD JSON of one side of `qa_reader.split_articles` (or the whole file for 'all')."""
   if split == "all":
-    return squad.load_json(path)
-  train, eval_ = squad.split_articles(path, num_eval_articles)
+    return qa_reader.load_json(path)
+  train, eval_ = qa_reader.split_articles(path, num_eval_articles)
   return train if split == "train" else eval_
 
 
@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
   stats = {"squad": os.path.abspath(args.squad), "split": args.split,
            "num_eval_articles": args.num_eval_articles,
            "negatives_per_positive": args.negatives_per_positive, "seed": args.seed,
-           **squad.squad_counts(data), "pairs": len(pairs), "positives": positives,
+           **qa_reader.squad_counts(data), "pairs": len(pairs), "positives": positives,
            "negatives": len(pairs) - positives,
            "positive_fraction": positives / max(len(pairs), 1),
            "titles": [a.get("title", "") for a in data["data"]]}

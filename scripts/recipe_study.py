@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from plot_curves import read_metrics  # noqa: E402
 
-VOCAB_8K = "experiments/vocab/imdb_8k.txt"  # scripts/train_vocab.py --vocab_size 8192
+VOCAB_8K = "experiments/vocab/imdb_8k.txt"  # python -m bert_jax.train_vocab --vocab_size 8192
 
 SMALL = ["--config.model.hidden_size=256", "--config.model.num_hidden_layers=4",
          "--config.model.num_attention_heads=4", "--config.model.intermediate_size=1024"]

@@ -12,7 +12,9 @@ import pytest
 from test_pooling import train_tiny_classifier
 from test_reliability import assert_one_line_error
 
-from bert_jax import squad
+from bert_jax import fileio
+from bert_jax.tasks.question_answering import reader as qa_reader
+from bert_jax.tasks.question_answering import windows as qa_windows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ["the", "a", "film", "good", "bad", "who", "where", "what", "is", "it", "in", "river",
@@ -118,19 +120,19 @@ def test_a_cut_question_is_counted(tmp_path):
 
 
 def test_squad_encode_and_the_report_count_cut_questions(tok, tmp_path):
-  from bert_jax.tasks import question_answering as qa
+  from bert_jax.tasks.question_answering import task as qa
   context = "The Denver Broncos won Super Bowl 50."
-  examples = [squad.Example("q1", "", "Who won?", context, (("Denver Broncos", 4),)),
-              squad.Example("q2", "", "Who " * 20 + "won?", context, (("Denver Broncos", 4),))]
+  examples = [qa_reader.Example("q1", "", "Who won?", context, (("Denver Broncos", 4),)),
+              qa_reader.Example("q2", "", "Who " * 20 + "won?", context, (("Denver Broncos", 4),))]
   cut = []
-  squad.encode(examples, tok, max_seq_length=64, max_query_length=8, doc_stride=16,
-               training=True, truncated=cut)
+  qa_windows.encode(examples, tok, max_seq_length=64, max_query_length=8, doc_stride=16,
+                    training=True, truncated=cut)
   assert cut == [1]
   data = {"version": "1.1", "data": [{"title": "T", "paragraphs": [{"context": context, "qas": [
       {"id": e.id, "question": e.question,
        "answers": [{"text": "Denver Broncos", "answer_start": 4}]} for e in examples]}]}]}
   path = str(tmp_path / "squad.json")
-  squad.write_json_atomic(path, data)
+  fileio.write_json_atomic(path, data)
   found = qa._questions_cut(path, "train", True, "", "", 8)
   assert found == {"cut": 1, "questions": 2, "first": "q2"}
   lines = qa.failure_lines({"windows": {"questions": 2, "windows": 2, "windowed_questions": 0,
@@ -159,14 +161,14 @@ def test_all_training_answers_misaligned_names_the_cause(tmp_path):
       "qas": [{"id": f"q{i}", "question": "Who won?",
                "answers": [{"text": "Denver Broncos", "answer_start": 9}]} for i in range(3)]}]}]}
   path = str(tmp_path / "squad.json")
-  squad.write_json_atomic(path, data)
+  fileio.write_json_atomic(path, data)
   with pytest.raises(ValueError) as e:
-    squad.read_squad(path, training=True)
+    qa_reader.read_squad(path, training=True)
   message = str(e.value)
   assert "batch_size" not in message
   assert re.search(r"all 3 answers do not match their context at answer_start \(the first, "
                    r"question q0: 'Denver Broncos' at 9", message), message
-  assert len(squad.read_squad(path)) == 3  # evaluation keeps them as references
+  assert len(qa_reader.read_squad(path)) == 3  # evaluation keeps them as references
 
 
 # --- no Orbax chatter before the output -------------------------------------------------------

@@ -9,6 +9,8 @@ import os
 import pytest
 from test_cli_reliability import _hf_dir, clf_workdir  # noqa: F401  (a fixture)
 
+from bert_jax.tasks.question_answering import windows as qa_windows
+
 transformers = pytest.importorskip("transformers")
 
 TEXTS = ["the film was good", "A BAD film, Where is it?", "naïve café [MASK] rhine", "",
@@ -75,14 +77,13 @@ def test_qa_export_keeps_its_windows(tmp_path, monkeypatch):
   exported = inference.load(out, task="question_answering")
   assert exported.max_seq_length == 48 and exported.task == task
   # answer on the export reads the workdir's windows: a long context needs several.
-  from bert_jax import squad
-  seen, encode = {}, squad.encode
+  seen, encode = {}, qa_windows.encode
 
   def spy(*args, **kwargs):
     seen.update({k: kwargs[k] for k in ("max_seq_length", "doc_stride", "max_query_length")})
     return encode(*args, **kwargs)
 
-  monkeypatch.setattr(squad, "encode", spy)
+  monkeypatch.setattr(qa_windows, "encode", spy)
   context = " ".join(["the river flows through the rhine ."] * 20)
   (result,) = answer.answer(exported, ["where is it ?"], [context])
   assert seen == {"max_seq_length": 48, "doc_stride": 16, "max_query_length": 12}

@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from bert_jax import ner
-from bert_jax.datasets import conll
-from bert_jax.datasets.conll import Sentence
+from bert_jax.tasks.token_classification import conll
+from bert_jax.tasks.token_classification import metrics as ner_metrics
+from bert_jax.tasks.token_classification import windows as ner_windows
+from bert_jax.tasks.token_classification.conll import Sentence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -199,8 +200,8 @@ def test_encode_hand_checked(tok):
   (ids, word_ids), = tok.encode_words([sentence.words])
   pieces = tok.convert_ids_to_tokens(ids)
   assert pieces == ["johan", "##son", "visits", "kazakhstan"]
-  f, stats = ner.encode([sentence], tok, label_to_id, max_seq_length=8)
-  assert sorted(f) == sorted(ner.FEATURE_KEYS)
+  f, stats = ner_windows.encode([sentence], tok, label_to_id, max_seq_length=8)
+  assert sorted(f) == sorted(ner_windows.FEATURE_KEYS)
   assert all(v.dtype == np.int32 for v in f.values())
   assert f["input_ids"].tolist() == [[tok.cls_id, *ids.tolist(), tok.sep_id, 0, 0]]
   assert f["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 1, 0, 0]]
@@ -212,21 +213,21 @@ def test_encode_hand_checked(tok):
   assert f["sentence_index"].tolist() == [0]
   assert stats == {"num_sentences": 1, "num_windows": 1, "num_windowed": 0, "num_pieces": 4,
                    "num_cut_words": 0, "pad_fraction": 0.25}
-  f, _ = ner.encode([sentence], tok, label_to_id, max_seq_length=8, label_all_pieces=True)
+  f, _ = ner_windows.encode([sentence], tok, label_to_id, max_seq_length=8, label_all_pieces=True)
   assert f["labels"].tolist() == [[0, 3, 4, 0, 1, 0, 0, 0]]  # "##son" continues the PER
   assert f["label_mask"].tolist() == [[0, 1, 1, 1, 1, 0, 0, 0]]
   assert f["predict_mask"].tolist() == [[0, 1, 0, 1, 1, 0, 0, 0]]
-  unlabelled, _ = ner.encode([Sentence(sentence.words)], tok, None, max_seq_length=8)
+  unlabelled, _ = ner_windows.encode([Sentence(sentence.words)], tok, None, max_seq_length=8)
   assert not unlabelled["label_mask"].any() and not unlabelled["labels"].any()
   assert (unlabelled["predict_mask"] == f["predict_mask"]).all()
   with pytest.raises(ValueError, match=r"sentence 0 \(line 0\): tag 'B-ORG' is not one of"):
-    ner.encode([Sentence(("EU",), ("B-ORG",))], tok, label_to_id)
-  only_b, _ = ner.encode([Sentence(("Johanson",), ("B-PER",))], tok, {"O": 0, "B-PER": 1})
+    ner_windows.encode([Sentence(("EU",), ("B-ORG",))], tok, label_to_id)
+  only_b, _ = ner_windows.encode([Sentence(("Johanson",), ("B-PER",))], tok, {"O": 0, "B-PER": 1})
   assert only_b["labels"][0, :3].tolist() == [0, 1, 0]
   with pytest.raises(ValueError, match="label_all_pieces needs I-PER"):
-    ner.encode([sentence], tok, {"O": 0, "B-PER": 1}, label_all_pieces=True)
+    ner_windows.encode([sentence], tok, {"O": 0, "B-PER": 1}, label_all_pieces=True)
   with pytest.raises(ValueError, match="stride must be in"):
-    ner.encode([sentence], tok, label_to_id, max_seq_length=8, stride=7)
+    ner_windows.encode([sentence], tok, label_to_id, max_seq_length=8, stride=7)
 
 
 def test_windows_max_context(tok):
@@ -234,7 +235,7 @@ def test_windows_max_context(tok):
   each word is predicted where min(left, right) context is largest (ties to the earlier)."""
   words = ("the", "cat", "sat", "on", "a", "mat", "and", "then", "it", "slept")
   assert all(len(ids) == 10 for ids, _ in tok.encode_words([words]))
-  f, stats = ner.encode([Sentence(words)], tok, None, max_seq_length=8, stride=3)
+  f, stats = ner_windows.encode([Sentence(words)], tok, None, max_seq_length=8, stride=3)
   assert f["word_ids"][:, 1:7].tolist() == [[0, 1, 2, 3, 4, 5], [3, 4, 5, 6, 7, 8],
                                             [6, 7, 8, 9, -1, -1]]
   predicted_in = {}
@@ -256,8 +257,8 @@ def test_windows_never_drop_a_word(tok):
                for _ in range(60)]
   sentences = [Sentence(s.words, tuple(rng.choice(names) for _ in s.words)) for s in sentences]
   for max_seq_length, stride in [(16, None), (8, 1), (6, 4), (3, 1), (128, None)]:
-    f, stats = ner.encode(sentences, tok, label_to_id, max_seq_length=max_seq_length,
-                          stride=stride, label_all_pieces=True)
+    f, stats = ner_windows.encode(sentences, tok, label_to_id, max_seq_length=max_seq_length,
+                                  stride=stride, label_all_pieces=True)
     # Windows start at a word's first piece and end at a word's last piece (unless that one
     # word is longer than the window).
     pieces = tok.encode_words([s.words for s in sentences])
@@ -273,30 +274,30 @@ def test_windows_never_drop_a_word(tok):
       assert np.sum(body == body[-1]) == min(whole, max_seq_length - 2)
     gold_ids = [[label_to_id[t] for t in s.tags] for s in sentences]
     scores = np.random.default_rng(0).random(f["labels"].shape)
-    pred, word_scores = ner.merge(f, f["labels"], scores, len(sentences))
+    pred, word_scores = ner_windows.merge(f, f["labels"], scores, len(sentences))
     assert pred == gold_ids  # every word exactly once, with its own label
     assert [len(s) for s in word_scores] == [len(s.words) for s in sentences]
     assert stats["num_windows"] == len(f["input_ids"])
 
 
 def test_merge_errors(tok):
-  f, _ = ner.encode([Sentence(("a", "b"))], tok, None, max_seq_length=8)
+  f, _ = ner_windows.encode([Sentence(("a", "b"))], tok, None, max_seq_length=8)
   ones = np.ones_like(f["input_ids"])
   with pytest.raises(ValueError, match=r"must have the features' shape \(1, 8\)"):
-    ner.merge(f, ones[:, :4], ones[:, :4], 1)
+    ner_windows.merge(f, ones[:, :4], ones[:, :4], 1)
   twice = dict(f, predict_mask=f["predict_mask"].copy())
   twice["predict_mask"][0, 2] = 0
   with pytest.raises(ValueError, match="sentence 0: word 1 is predicted never"):
-    ner.merge(twice, ones, ones, 1)  # the last word
+    ner_windows.merge(twice, ones, ones, 1)  # the last word
   twice["predict_mask"][0, 1:3] = [0, 1]
   with pytest.raises(ValueError, match="sentence 0: word 0 is predicted never"):
-    ner.merge(twice, ones, ones, 1)  # a gap
+    ner_windows.merge(twice, ones, ones, 1)  # a gap
   both = {k: np.concatenate([v, v]) for k, v in f.items()}
   with pytest.raises(ValueError, match="sentence 0: word 0 is predicted twice"):
-    ner.merge(both, np.concatenate([ones, ones]), np.concatenate([ones, ones]), 1)
+    ner_windows.merge(both, np.concatenate([ones, ones]), np.concatenate([ones, ones]), 1)
   with pytest.raises(ValueError, match="num_sentences"):
-    ner.merge(dict(f, sentence_index=f["sentence_index"] + 1), ones, ones, 1)
-  assert ner.merge(f, ones, ones * 0.5, 3) == ([[1, 1], [], []], [[0.5, 0.5], [], []])
+    ner_windows.merge(dict(f, sentence_index=f["sentence_index"] + 1), ones, ones, 1)
+  assert ner_windows.merge(f, ones, ones * 0.5, 3) == ([[1, 1], [], []], [[0.5, 0.5], [], []])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +310,7 @@ PRED = [["B-PER", "I-PER", "O", "B-ORG"], ["I-ORG", "O", "I-MISC"]]
 def test_metrics_hand_checked():
   # Gold PER(0,2) LOC(3,4) ORG(0,1); predicted PER(0,2) ORG(3,4) ORG(0,1) MISC(2,3): an I- tag
   # after O starts an entity (CoNLL). Correct: PER, ORG -> P 2/4, R 2/3, F1 4/7.
-  m = ner.metrics(GOLD, PRED)
+  m = ner_metrics.metrics(GOLD, PRED)
   assert m["precision"] == pytest.approx(2 / 4)
   assert m["recall"] == pytest.approx(2 / 3)
   assert m["f1"] == pytest.approx(4 / 7)
@@ -320,10 +321,10 @@ def test_metrics_hand_checked():
       "MISC": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0},
       "ORG": {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1},
       "PER": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}}
-  assert ner.metrics(GOLD, GOLD)["f1"] == 1.0
-  assert ner.metrics([["O"]], [["O"]])["f1"] == 0.0  # no entities at all
+  assert ner_metrics.metrics(GOLD, GOLD)["f1"] == 1.0
+  assert ner_metrics.metrics([["O"]], [["O"]])["f1"] == 0.0  # no entities at all
   with pytest.raises(ValueError, match="sentence 1: 3 gold tags but 2 predicted"):
-    ner.metrics(GOLD, [PRED[0], PRED[1][:2]])
+    ner_metrics.metrics(GOLD, [PRED[0], PRED[1][:2]])
 
 
 def test_entities_match_seqeval():
@@ -332,36 +333,36 @@ def test_entities_match_seqeval():
   tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
   for _ in range(300):
     seq = [rng.choice(tags) for _ in range(rng.randint(0, 12))]
-    ours = [(e["type"], e["start_word"], e["end_word"] - 1) for e in ner.entities(seq)]
+    ours = [(e["type"], e["start_word"], e["end_word"] - 1) for e in ner_metrics.entities(seq)]
     assert ours == get_entities(seq), seq
 
 
 def test_entities_and_spans():
   text = "Zürich’s Peter Müller-Lüdenscheidt met U.N. staff."
-  words, spans = ner.words_with_spans(text)
+  words, spans = ner_windows.words_with_spans(text)
   assert words == ["Zürich", "’", "s", "Peter", "Müller", "-", "Lüdenscheidt", "met", "U",
                    ".", "N", ".", "staff", "."]
   assert [text[a:b] for a, b in spans] == words
   tags = ["B-LOC", "O", "O", "B-PER", "I-PER", "I-PER", "I-PER", "O", "B-ORG", "I-ORG",
           "I-ORG", "I-ORG", "O", "O"]
   scores = [0.9, 1, 1, 0.5, 0.7, 0.8, 1.0, 1, 0.2, 0.4, 0.6, 0.8, 1, 1]
-  found = ner.entities(tags, spans, scores)
+  found = ner_metrics.entities(tags, spans, scores)
   assert [text[e["start"]:e["end"]] for e in found] == ["Zürich", "Peter Müller-Lüdenscheidt",
                                                         "U.N."]
   assert [e["type"] for e in found] == ["LOC", "PER", "ORG"]
   assert [(e["start_word"], e["end_word"]) for e in found] == [(0, 1), (3, 7), (8, 12)]
   assert [e["score"] for e in found] == pytest.approx([0.9, 0.75, 0.5])
-  assert ner.entities(["O", "O"]) == []
+  assert ner_metrics.entities(["O", "O"]) == []
 
 
 def test_write_conll(tmp_path):
   sentences = [Sentence(("Peter", "runs"), ("B-PER", "O")), Sentence(("Rome",), ("B-LOC",))]
   path = tmp_path / "out" / "pred.conll"
-  ner.write_conll(str(path), sentences, [["B-PER", "O"], ["B-ORG"]])
+  ner_metrics.write_conll(str(path), sentences, [["B-PER", "O"], ["B-ORG"]])
   assert path.read_text() == "Peter B-PER B-PER\nruns O O\n\nRome B-LOC B-ORG\n\n"
   assert os.listdir(path.parent) == ["pred.conll"]  # no temporary file left
   with pytest.raises(ValueError, match="sentence 1: 1 words, 1 gold tags, 0 predicted"):
-    ner.write_conll(str(path), sentences, [["B-PER", "O"], []])
+    ner_metrics.write_conll(str(path), sentences, [["B-PER", "O"], []])
   # The file read back scores the same as the lists it came from.
   back = conll.read_conll(str(path), tag_column=2)
   assert [s.tags for s in back] == [("B-PER", "O"), ("B-ORG",)]
@@ -370,7 +371,7 @@ def test_write_conll(tmp_path):
 def test_error_analysis():
   sentences = [Sentence(tuple(f"w{i}" for i in range(len(g))), tuple(g)) for g in GOLD]
   scores = [[0.9, 0.9, 1.0, 0.95], [0.6, 1.0, 0.99]]
-  report = ner.error_analysis(sentences, GOLD, PRED, scores, top_k=2)
+  report = ner_metrics.error_analysis(sentences, GOLD, PRED, scores, top_k=2)
   json.dumps(report)  # JSON-ready
   assert report["f1"] == pytest.approx(4 / 7)
   assert report["confusion"] == {
@@ -404,10 +405,10 @@ def test_real_counts(real):
                    "I-PER"]
   conll.check_eval_labels(dev, names, dev_path)
   assert all(conll.check_scheme(s.tags, "dev") for s in train + dev)  # already IOB2
-  dev_types = ner.metrics([s.tags for s in dev], [s.tags for s in dev])["per_type"]
+  dev_types = ner_metrics.metrics([s.tags for s in dev], [s.tags for s in dev])["per_type"]
   assert {t: v["support"] for t, v in dev_types.items()} == {
       "PER": 1_842, "LOC": 1_837, "ORG": 1_341, "MISC": 922}
-  train_types = ner.metrics([s.tags for s in train], [s.tags for s in train])["per_type"]
+  train_types = ner_metrics.metrics([s.tags for s in train], [s.tags for s in train])["per_type"]
   assert {t: v["support"] for t, v in train_types.items()} == {
       "PER": 6_600, "LOC": 7_140, "ORG": 6_321, "MISC": 3_438}
 
@@ -418,16 +419,16 @@ def test_real_round_trip(real, tok, max_seq_length, label_all_pieces):
   train, dev, _ = real
   names = conll.label_list(train)
   label_to_id = {n: i for i, n in enumerate(names)}
-  f, stats = ner.encode(dev, tok, label_to_id, max_seq_length=max_seq_length,
-                        label_all_pieces=label_all_pieces)
+  f, stats = ner_windows.encode(dev, tok, label_to_id, max_seq_length=max_seq_length,
+                                label_all_pieces=label_all_pieces)
   once = np.zeros(sum(len(s.words) for s in dev), int)
   starts = np.cumsum([0] + [len(s.words) for s in dev])[:-1]
   rows, cols = np.nonzero(f["predict_mask"])
   np.add.at(once, starts[f["sentence_index"][rows]] + f["word_ids"][rows, cols], 1)
   assert (once == 1).all()
-  pred_ids, _ = ner.merge(f, f["labels"], f["attention_mask"].astype(float), len(dev))
+  pred_ids, _ = ner_windows.merge(f, f["labels"], f["attention_mask"].astype(float), len(dev))
   pred = [[names[i] for i in s] for s in pred_ids]
-  m = ner.metrics([s.tags for s in dev], pred)
+  m = ner_metrics.metrics([s.tags for s in dev], pred)
   assert m["f1"] == 1.0 and m["accuracy"] == 1.0 and m["num_gold"] == 5_942
   if max_seq_length == 16:
     assert stats["num_windowed"] > 1_000  # windows really were exercised
@@ -442,9 +443,9 @@ def test_real_measurements(real, tok):
   tok.encode_words([s.words for s in train])
   pieces_s = time.perf_counter() - start
   start = time.perf_counter()
-  _, stats = ner.encode(train, tok, label_to_id, max_seq_length=128)
+  _, stats = ner_windows.encode(train, tok, label_to_id, max_seq_length=128)
   encode_s = time.perf_counter() - start
-  _, dev_stats = ner.encode(dev, tok, label_to_id, max_seq_length=128)
+  _, dev_stats = ner_windows.encode(dev, tok, label_to_id, max_seq_length=128)
   print(f"\ntrain: encode_words {pieces_s:.2f}s, encode {encode_s:.2f}s; "
         f"mean pieces/sentence {stats['num_pieces'] / stats['num_sentences']:.2f}; "
         f"padding at 128 {stats['pad_fraction']:.3f}; windowed at 128: train "

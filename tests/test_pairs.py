@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import make_pairs  # noqa: E402
 import pair_baseline  # noqa: E402
 
-from bert_jax import squad  # noqa: E402
+from bert_jax.tasks.question_answering import reader as qa_reader  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,10 @@ def test_no_article_on_both_sides(squad_file, tmp_path):
   train_titles, eval_titles = set(stats["train"]["titles"]), set(stats["eval"]["titles"])
   assert not train_titles & eval_titles
   assert len(train_titles) == 38 and len(eval_titles) == 10
-  assert stats["eval"]["titles"] == [a["title"] for a in squad.load_json(squad_file)["data"][-10:]]
+  last_ten = qa_reader.load_json(squad_file)["data"][-10:]
+  assert stats["eval"]["titles"] == [a["title"] for a in last_ten]
   # Every sentence is from a paragraph of its own side.
-  train_data, eval_data = squad.split_articles(squad_file)
+  train_data, eval_data = qa_reader.split_articles(squad_file)
   for split, data in (("train", train_data), ("eval", eval_data)):
     contexts = "\n".join(p["context"] for a in data["data"] for p in a["paragraphs"])
     rows = read_csv(tmp_path / split / "pairs.csv")
@@ -50,7 +51,7 @@ def test_no_article_on_both_sides(squad_file, tmp_path):
 
 
 def test_labels_on_a_hand_checked_paragraph(squad_file):
-  _, eval_data = squad.split_articles(squad_file)
+  _, eval_data = qa_reader.split_articles(squad_file)
   paragraph = eval_data["data"][0]["paragraphs"][0]  # the IPCC's first paragraph
   context = paragraph["context"]
   spans = make_pairs.sentence_spans(context)
@@ -66,7 +67,7 @@ def test_labels_on_a_hand_checked_paragraph(squad_file):
 
 
 def test_sentence_offsets_and_balance(squad_file):
-  data = squad.load_json(squad_file)
+  data = qa_reader.load_json(squad_file)
   for article in data["data"][:5]:
     for paragraph in article["paragraphs"]:
       context = paragraph["context"]
@@ -92,7 +93,7 @@ def test_csv_feeds_the_pair_classifier(squad_file, tmp_path):
   from experiments import pairs_squad
   small = tmp_path / "small.json"
   small.write_text(json.dumps({"version": "1.1",
-                               "data": squad.load_json(squad_file)["data"][:3]}))
+                               "data": qa_reader.load_json(squad_file)["data"][:3]}))
   for split in ("train", "eval"):
     make_pairs.main(["--squad", str(small), "--split", split, "--num_eval_articles", "1",
                      "--out", str(tmp_path / split)])

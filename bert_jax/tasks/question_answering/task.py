@@ -1,15 +1,15 @@
 """Extractive question answering (SQuAD v1.1 style): start and end logits on every token.
 
 Data: SQuAD v1.1 JSON from `data.train_file` / `data.eval_file` (`data.name="local_squad"`;
-`scripts/split_squad.py` splits one file by article), or a TFDS dataset by name (e.g.
+`split.py` splits one file by article), or a TFDS dataset by name (e.g.
 `squad/v1.1`, online only). `[CLS] question [SEP] context [SEP]` with segment ids; the
 question keeps its first `data.max_query_length` pieces; contexts longer than the window are
 split into windows that overlap by `data.doc_stride` pieces (transformers' `stride`
-convention; `squad.encode`). Training labels: the answer's first and last piece in each
+convention; `qa_windows.encode`). Training labels: the answer's first and last piece in each
 window, or [CLS] (position 0) when a window does not hold the whole answer. Loss: the mean of
 the start and end cross-entropies over the real windows.
 
-Evaluation (`squad.postprocess`): over all windows of a question, the best of the top
+Evaluation (`qa_prediction.postprocess`): over all windows of a question, the best of the top
 `data.n_best_size` starts x ends with end >= start, at most `data.max_answer_length` pieces,
 inside the context, whose start piece has its maximum context in that window (google-research/
 bert's rule); the answer is cut from the original context by character offsets. Reported:
@@ -49,6 +49,10 @@ from bert_jax.tasks.base import (
   rngs,
   split_file,
 )
+from bert_jax.tasks.question_answering import metrics as qa_metrics
+from bert_jax.tasks.question_answering import prediction as qa_prediction
+from bert_jax.tasks.question_answering import reader as qa_reader
+from bert_jax.tasks.question_answering import windows as qa_windows
 
 HOST_ONLY = ("example_index", "example_windows", "offsets", "max_context")
 
@@ -123,7 +127,7 @@ class QuestionAnswering(Task):
             "vocab_file": tokenizer.vocab_file}
 
   def features(self, config, split: str) -> dict[str, np.ndarray]:
-    """`squad.encode` windows of a split (cached per file and settings)."""
+    """`qa_windows.encode` windows of a split (cached per file and settings)."""
     data = config.data
     return _features(_source(data, split), split, split == data.train_split,
                      data.get("data_dir") or "", data.get("vocab_file") or "",
@@ -189,29 +193,27 @@ class QuestionAnswering(Task):
     return out
 
   def _predict(self, examples, outputs, rows):
-    from bert_jax import squad
     rows, outputs = complete_groups(rows, outputs, "example_index", "example_windows")
     done = sorted(set(rows["example_index"].tolist()))
     # postprocess indexes examples by example_index: keep the list whole, score `done` only.
-    preds = squad.postprocess(examples, rows, outputs["start_logits"], outputs["end_logits"],
-                              n_best_size=self.n_best_size,
-                              max_answer_length=self.max_answer_length)
+    preds = qa_prediction.postprocess(examples, rows, outputs["start_logits"],
+                                      outputs["end_logits"], n_best_size=self.n_best_size,
+                                      max_answer_length=self.max_answer_length)
     return [examples[i] for i in done], preds
 
   def host_metrics(self, config, outputs, rows):
-    from bert_jax import squad
     data = config.data
     scored, preds = self._predict(read_split(data, data.eval_split), outputs, rows)
-    return squad.squad_metrics(scored, {e.id: preds[e.id] for e in scored})
+    return qa_metrics.squad_metrics(scored, {e.id: preds[e.id] for e in scored})
 
   def finish(self, run: FinishedRun) -> list[str]:
-    from bert_jax import report, squad
+    from bert_jax import report
     data = run.config.data
     examples, preds = self._predict(read_split(data, data.eval_split), run.outputs, run.rows)
     path = os.path.join(run.workdir, "predictions.json")
-    squad.write_predictions(path, {e.id: preds[e.id] for e in examples if e.id in preds})
+    qa_prediction.write_predictions(path, {e.id: preds[e.id] for e in examples if e.id in preds})
     scores = {qid: p.score for qid, p in preds.items()}
-    analysis = squad.error_analysis(examples, preds, scores)
+    analysis = qa_metrics.error_analysis(examples, preds, scores)
     rows = run.rows
     windows = np.bincount(rows["example_index"]) if len(rows["example_index"]) else np.zeros(1)
     windows = windows[windows > 0]
@@ -237,17 +239,17 @@ class QuestionAnswering(Task):
              truncated: list[int] | None = None) -> list[dict]:
     """Questions on contexts -> per question {answer, start, end, score, alternatives}; the
     indices of questions cut to `max_query_length` are appended to `truncated` when given."""
-    from bert_jax import inference, squad
-    examples = [squad.Example(id=str(i), title="", question=q, context=c, answers=())
+    from bert_jax import inference
+    examples = [qa_reader.Example(id=str(i), title="", question=q, context=c, answers=())
                 for i, (q, c) in enumerate(zip(questions, contexts, strict=True))]
     for e in examples:
       if not e.question.strip():
         raise ValueError(f"question {int(e.id) + 1} is empty")
       if not e.context.strip():
         raise ValueError(f"the context of question {int(e.id) + 1} has no text")
-    features = squad.encode(examples, tokenizer, max_seq_length=max_length,
-                            max_query_length=self.max_query_length, doc_stride=self.doc_stride,
-                            training=False, truncated=truncated)
+    features = qa_windows.encode(examples, tokenizer, max_seq_length=max_length,
+                                 max_query_length=self.max_query_length, doc_stride=self.doc_stride,
+                                 training=False, truncated=truncated)
     start = np.full(features["input_ids"].shape, -1e9, np.float32)
     end = np.full(features["input_ids"].shape, -1e9, np.float32)
     for rows, batch in inference.feature_batches(features, batch_size=batch_size):
@@ -255,8 +257,8 @@ class QuestionAnswering(Task):
       length = st.shape[1]
       start[rows, :length] = np.asarray(st)[:len(rows)]
       end[rows, :length] = np.asarray(en)[:len(rows)]
-    preds = squad.postprocess(examples, features, start, end, n_best_size=self.n_best_size,
-                              max_answer_length=self.max_answer_length)
+    preds = qa_prediction.postprocess(examples, features, start, end, n_best_size=self.n_best_size,
+                                      max_answer_length=self.max_answer_length)
     out = []
     for e in examples:
       p = preds[e.id]
@@ -323,23 +325,21 @@ def read_split(data, split: str, training: bool = False):
 
 @functools.lru_cache(maxsize=8)
 def _read(source: str, split: str, training: bool, data_dir: str):
-  from bert_jax import squad
   if ":" in source and not os.path.exists(source):
     name = source.rsplit(":", 1)[0]
-    return squad.read_tfds(name, split=split, data_dir=data_dir or None, training=training)
-  return squad.read_squad(source, training=training)
+    return qa_reader.read_tfds(name, split=split, data_dir=data_dir or None, training=training)
+  return qa_reader.read_squad(source, training=training)
 
 
 @functools.lru_cache(maxsize=4)
 def _features(source: str, split: str, training: bool, data_dir: str, vocab_file: str,
               max_seq_length: int, max_query_length: int, doc_stride: int):
-  from bert_jax import squad
   from bert_jax.tokenizer import Tokenizer
   examples = _read(source, split, training, data_dir)
   cut = []  # questions longer than max_query_length
-  features = squad.encode(examples, Tokenizer(vocab_file), max_seq_length=max_seq_length,
-                          max_query_length=max_query_length, doc_stride=doc_stride,
-                          training=training, truncated=cut)
+  features = qa_windows.encode(examples, Tokenizer(vocab_file), max_seq_length=max_seq_length,
+                               max_query_length=max_query_length, doc_stride=doc_stride,
+                               training=training, truncated=cut)
   if cut:
     from absl import logging
     logging.warning("%s [%s]: %d of %d questions are longer than max_query_length=%d pieces "
@@ -353,7 +353,7 @@ def _features(source: str, split: str, training: bool, data_dir: str, vocab_file
 @functools.lru_cache(maxsize=4)
 def _questions_cut(source: str, split: str, training: bool, data_dir: str, vocab_file: str,
                    max_query_length: int) -> dict:
-  """{"cut", "questions", "first" (id)}: the questions of a split that `squad.encode` cuts to
+  """{"cut", "questions", "first" (id)}: the questions of a split that `qa_windows.encode` cuts to
   `max_query_length` pieces (for report.md)."""
   from bert_jax.tokenizer import Tokenizer
   examples = _read(source, split, training, data_dir)

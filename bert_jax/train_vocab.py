@@ -1,6 +1,6 @@
 """Trains a WordPiece vocabulary (bert-base-uncased style) from a corpus.
 
-    .venv/bin/python scripts/train_vocab.py --output /tmp/vocab.txt \
+    python -m bert_jax.train_vocab --output /tmp/vocab.txt \
         [--text_files 'corpus/**/*.txt'] [--vocab_size 30522] [--min_frequency 2]
 
 Reads documents exactly as the `local_text` builder does (.txt/.txt.gz blank-line
@@ -15,12 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bert_jax.tokenizer import SPECIAL_TOKENS, Tokenizer  # noqa: E402
+from bert_jax.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 
 def corpus(text_files: str):

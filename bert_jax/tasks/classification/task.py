@@ -29,6 +29,7 @@ import numpy as np
 from bert_jax import losses
 from bert_jax.config import BertConfig
 from bert_jax.tasks.base import FinishedRun, Task, is_sum, mean, packed_inputs, rngs
+from bert_jax.tasks.classification import analysis as clf_analysis
 
 FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -137,13 +138,13 @@ class Classification(Task):
     texts = [tok.decode(ids) for ids in run.rows["input_ids"]]
     labels, probs = run.rows["label"], run.outputs["probs"]
     names = list(self.label_names)
-    analysis = report.error_analysis(texts, labels, probs, names)
+    analysis = clf_analysis.error_analysis(texts, labels, probs, names)
     predictions = os.path.join(run.workdir, "predictions.jsonl")
     report.write_lines(predictions, (json.dumps(
         {"text": t, "label": names[int(g)], "predicted": names[int(p.argmax())],
          "probability": round(float(p.max()), 6)}) for t, g, p in zip(texts, labels, probs)))
     md = report.write_report(
-        run, analysis=analysis, failure_lines=report.classification_failure_lines(analysis),
+        run, analysis=analysis, failure_lines=clf_analysis.failure_lines(analysis),
         examples=[(report.EXAMPLE_SINGLE, None), report.EXAMPLE_PAIR])
     return [md, predictions]
 

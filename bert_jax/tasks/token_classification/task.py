@@ -11,10 +11,11 @@ Words become word pieces; every piece is labelled (`data.label_all_pieces`, the 
 word's later pieces continue its entity as `I-X`), so an export gives the same entities under
 transformers' `aggregation_strategy="simple"` as under "first"; prediction reads each word's
 first piece. `data.label_all_pieces=False` trains the first piece only (google-research/bert's
-choice; dev F1 0.52 vs 0.31 after 100 MiniLM steps, docs/RESULTS_tasks.md). Sentences longer
+choice: dev F1 0.31 vs 0.52 after 100 MiniLM steps, 0.833 vs 0.830 after 500; 20 of 200
+dev sentences then differ under "simple"; docs/RESULTS_tasks.md). Sentences longer
 than `max_seq_length` are split into overlapping windows at word boundaries; each word is
 predicted by the window where it has the most context (google-research/bert's max-context
-rule, `ner.encode`), so no word is dropped at evaluation. Loss: the mean cross-entropy over
+rule, `ner_windows.encode`), so no word is dropped at evaluation. Loss: the mean cross-entropy over
 labelled pieces only. Reported: entity-level precision / recall / F1 (seqeval, CoNLL
 conventions), word accuracy; the final evaluation writes predictions.conll
 (`word gold predicted`, conlleval's format) and report.md.
@@ -47,6 +48,9 @@ from bert_jax.tasks.base import (
   rngs,
   split_file,
 )
+from bert_jax.tasks.token_classification import conll
+from bert_jax.tasks.token_classification import metrics as ner_metrics
+from bert_jax.tasks.token_classification import windows as ner_windows
 
 HOST_KEYS = ("word_ids", "predict_mask", "sentence_index", "sentence_windows", "labels")
 
@@ -94,7 +98,6 @@ class TokenClassification(Task):
 
   @classmethod
   def data_info(cls, config) -> dict:
-    from bert_jax.datasets import conll
     from bert_jax.tokenizer import Tokenizer
     data = config.data
     train = read_split(data, data.train_split)
@@ -108,7 +111,7 @@ class TokenClassification(Task):
             "vocab_file": tokenizer.vocab_file}
 
   def features(self, config, split: str) -> tuple[dict[str, np.ndarray], dict]:
-    """(features, stats) of a split: `ner.encode` windows (cached per file and settings)."""
+    """(features, stats) of a split: `ner_windows.encode` windows (cached per file and settings)."""
     data = config.data
     return _features(_source(data, split), split, _reader_args(data),
                      data.get("vocab_file") or "", self.label_names, int(data.max_seq_length),
@@ -168,33 +171,31 @@ class TokenClassification(Task):
 
   def word_tags(self, outputs: dict, rows: dict) -> tuple[list, list, list]:
     """(gold tags, predicted tags, predicted scores) per word of each evaluated sentence."""
-    from bert_jax import ner
     rows, outputs = complete_groups(rows, outputs, "sentence_index", "sentence_windows")
     n = int(rows["sentence_index"].max()) + 1 if len(rows["sentence_index"]) else 0
-    pred, scores = ner.merge(rows, outputs["pred"], outputs["score"], n)
-    gold, _ = ner.merge(rows, rows["labels"], outputs["score"], n)
+    pred, scores = ner_windows.merge(rows, outputs["pred"], outputs["score"], n)
+    gold, _ = ner_windows.merge(rows, rows["labels"], outputs["score"], n)
     names = self.label_names
     return ([[names[i] for i in s] for s in gold], [[names[i] for i in s] for s in pred],
             scores)
 
   def host_metrics(self, config, outputs, rows):
-    from bert_jax import ner
     gold, pred, _ = self.word_tags(outputs, rows)
-    m = ner.metrics(gold, pred)
+    m = ner_metrics.metrics(gold, pred)
     out = {k: m[k] for k in ("f1", "precision", "recall", "accuracy")}
     out.update({f"f1_{t}": v["f1"] for t, v in m["per_type"].items()})
     out["num_sentences"] = float(len(gold))
     return out
 
   def finish(self, run: FinishedRun) -> list[str]:
-    from bert_jax import ner, report
+    from bert_jax import report
     data = run.config.data
     sentences = read_split(data, data.eval_split)
     gold, pred, scores = self.word_tags(run.outputs, run.rows)
     sentences = sentences[:len(pred)]
-    conll_path = ner.write_conll(os.path.join(run.workdir, "predictions.conll"), sentences,
-                                 pred) or os.path.join(run.workdir, "predictions.conll")
-    analysis = ner.error_analysis(sentences, gold, pred, scores)
+    conll_path = ner_metrics.write_conll(os.path.join(run.workdir, "predictions.conll"), sentences,
+                                         pred) or os.path.join(run.workdir, "predictions.conll")
+    analysis = ner_metrics.error_analysis(sentences, gold, pred, scores)
     _, stats = self.features(run.config, data.eval_split)
     analysis["windows"] = stats
     example = " ".join(sentences[0].words) if sentences else "EU rejects German call."
@@ -207,11 +208,10 @@ class TokenClassification(Task):
   def tag(self, model, params, tokenizer, texts: list[str], *, max_length: int,
           batch_size: int = 32) -> list[list[dict]]:
     """Raw text lines -> per line, entities {type, text, start, end, score} (char offsets)."""
-    from bert_jax import inference, ner
-    from bert_jax.datasets.conll import Sentence
-    split = [ner.words_with_spans(t) for t in texts]
-    features, _ = ner.encode([Sentence(tuple(w)) for w, _ in split], tokenizer, None,
-                             max_seq_length=max_length)
+    from bert_jax import inference
+    split = [ner_windows.words_with_spans(t) for t in texts]
+    features, _ = ner_windows.encode([conll.Sentence(tuple(w)) for w, _ in split], tokenizer, None,
+                                     max_seq_length=max_length)
     pred = np.zeros(features["input_ids"].shape, np.int32)
     score = np.zeros(features["input_ids"].shape, np.float32)
     for rows, batch in inference.feature_batches(features, batch_size=batch_size):
@@ -219,11 +219,11 @@ class TokenClassification(Task):
       length = p.shape[1]
       pred[rows, :length] = np.asarray(p)[:len(rows)]
       score[rows, :length] = np.asarray(s)[:len(rows)]
-    word_pred, word_scores = ner.merge(features, pred, score, len(texts))
+    word_pred, word_scores = ner_windows.merge(features, pred, score, len(texts))
     out = []
     for text, (words, spans), ids, sc in zip(texts, split, word_pred, word_scores):
       tags = [self.label_names[i] for i in ids]
-      ents = ner.entities(tags, spans, sc)
+      ents = ner_metrics.entities(tags, spans, sc)
       out.append([{"type": e["type"], "text": text[e["start"]:e["end"]], "start": e["start"],
                    "end": e["end"], "score": round(float(e["score"]), 4)} for e in ents])
     return out
@@ -294,7 +294,6 @@ def read_split(data, split: str):
 
 @functools.lru_cache(maxsize=8)
 def _read(source: str, split: str, reader_args: tuple):
-  from bert_jax.datasets import conll
   tag_column, data_dir = reader_args
   if ":" in source and not os.path.exists(source):
     name = source.rsplit(":", 1)[0]
@@ -309,12 +308,12 @@ def _read(source: str, split: str, reader_args: tuple):
 @functools.lru_cache(maxsize=4)
 def _features(source: str, split: str, reader_args: tuple, vocab_file: str,
               label_names: tuple[str, ...], max_seq_length: int, label_all_pieces: bool):
-  from bert_jax import ner
   from bert_jax.tokenizer import Tokenizer
   sentences = _read(source, split, reader_args)
   label_to_id = {name: i for i, name in enumerate(label_names)}
-  features, stats = ner.encode(sentences, Tokenizer(vocab_file), label_to_id,
-                               max_seq_length=max_seq_length, label_all_pieces=label_all_pieces)
+  features, stats = ner_windows.encode(sentences, Tokenizer(vocab_file), label_to_id,
+                                       max_seq_length=max_seq_length,
+                                       label_all_pieces=label_all_pieces)
   # [N] windows of each row's sentence: tells a complete sentence in a truncated evaluation.
   features["sentence_windows"] = group_sizes(features["sentence_index"])
   return features, stats

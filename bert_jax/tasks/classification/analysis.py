@@ -1,0 +1,111 @@
+"""Where a classifier fails, for report.md: confusion matrix, per-label precision / recall,
+accuracy by sentence length, the most confidently wrong examples (`error_analysis`), and those
+as markdown lines (`failure_lines`). numpy only; a scikit-learn baseline can use it too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bert_jax import report
+
+# (name, min words, max words). Words are runs of letters and digits, so raw text and the
+# tokenizer's decoding of it ("gross-out" / "gross - out", "it's" / "it ' s") count alike.
+LENGTH_BUCKETS = (("<=10", 0, 10), ("11-20", 11, 20), ("21-30", 21, 30), (">30", 31, None))
+
+
+def count_words(text: str) -> int:
+  return len(re.findall(r"\w+", text))
+
+
+def error_analysis(texts: Sequence[str], labels, probs, label_names: Sequence[str], *,
+                   top_k: int = 10) -> dict[str, Any]:
+  """Where a classifier fails, as a JSON-ready dict.
+
+  Args:
+    texts: the N evaluated texts (`count_words` picks the length bucket).
+    labels: [N] int gold labels.
+    probs: [N, num_labels] predicted probabilities.
+    label_names: num_labels names.
+    top_k: how many confidently wrong examples to keep.
+
+  Returns:
+    {"num_examples", "accuracy", "label_names",
+     "confusion_matrix": [gold][predicted] counts,
+     "per_label": [{"label", "count", "precision", "recall"}],
+     "by_length": [{"bucket", "count", "accuracy"}] (accuracy None for an empty bucket),
+     "confidently_wrong": top_k [{"text", "label", "predicted", "probability", "words"}],
+       most confident first (probability = that of the wrong prediction)}.
+  """
+  labels = np.asarray(labels, np.int64).reshape(-1)
+  probs = np.asarray(probs, np.float64)
+  num_labels = len(label_names)
+  if probs.ndim != 2 or probs.shape != (len(texts), num_labels) or labels.shape != (len(texts),):
+    raise ValueError(f"expected {len(texts)} texts, labels [{len(texts)}] and probs "
+                     f"[{len(texts)}, {num_labels}]; got labels {labels.shape}, probs "
+                     f"{probs.shape}")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_labels):
+    raise ValueError(f"labels must lie in [0, {num_labels}), got {labels.min()}..{labels.max()}")
+  predicted = probs.argmax(-1) if len(texts) else np.zeros(0, np.int64)  # [N]
+  correct = predicted == labels  # [N]
+
+  confusion = np.zeros((num_labels, num_labels), np.int64)
+  np.add.at(confusion, (labels, predicted), 1)
+  per_label = []
+  for c, name in enumerate(label_names):
+    tp, n_pred, n_gold = confusion[c, c], confusion[:, c].sum(), confusion[c].sum()
+    per_label.append({"label": name, "count": int(n_gold),
+                      "precision": float(tp / n_pred) if n_pred else None,
+                      "recall": float(tp / n_gold) if n_gold else None})
+
+  words = np.array([count_words(t) for t in texts], np.int64)  # [N]
+  by_length = []
+  for name, lo, hi in LENGTH_BUCKETS:
+    in_bucket = (words >= lo) & (words <= (hi if hi is not None else np.iinfo(np.int64).max))
+    n = int(in_bucket.sum())
+    by_length.append({"bucket": name, "count": n,
+                      "accuracy": float(correct[in_bucket].mean()) if n else None})
+
+  wrong = np.flatnonzero(~correct)
+  confidence = probs[wrong, predicted[wrong]]
+  # Most confident first; ties by original index, so the order is deterministic.
+  order = wrong[np.lexsort((wrong, -confidence))][:top_k]
+  confidently_wrong = [{"text": texts[i], "label": label_names[labels[i]],
+                        "predicted": label_names[predicted[i]],
+                        "probability": float(probs[i, predicted[i]]), "words": int(words[i])}
+                       for i in order]
+  return {"num_examples": int(len(texts)),
+          "accuracy": float(correct.mean()) if len(texts) else None,
+          "label_names": list(label_names),
+          "confusion_matrix": confusion.tolist(),
+          "per_label": per_label,
+          "by_length": by_length,
+          "confidently_wrong": confidently_wrong}
+
+
+def failure_lines(analysis: dict) -> list[str]:
+  """The failure check of a classifier: confusion, per-label P/R, by length, worst errors."""
+  names = analysis["label_names"]
+  lines = ["Confusion matrix (rows: gold, columns: predicted):", "",
+           "| gold \\ predicted | " + " | ".join(names) + " |",
+           "|---|" + "---|" * len(names)]
+  for name, row in zip(names, analysis["confusion_matrix"]):
+    lines.append(f"| {name} | " + " | ".join(str(c) for c in row) + " |")
+  lines += ["", "| label | count | precision | recall |", "|---|---|---|---|"]
+  for p in analysis["per_label"]:
+    lines.append(f"| {p['label']} | {p['count']} | {report.pct(p['precision'])} | "
+                 f"{report.pct(p['recall'])} |")
+  lines += ["", "Accuracy by sentence length (words: letter/digit runs of the evaluated text):", "",
+            "| words | examples | accuracy |", "|---|---|---|"]
+  for b in analysis["by_length"]:
+    lines.append(f"| {b['bucket']} | {b['count']} | {report.pct(b['accuracy'])} |")
+  lines += ["", f"The {len(analysis['confidently_wrong'])} most confidently wrong:", "",
+            "| p(predicted) | gold | predicted | text |", "|---|---|---|---|"]
+  for w in analysis["confidently_wrong"]:
+    lines.append(f"| {w['probability']:.3f} | {w['label']} | {w['predicted']} | "
+                 f"{report.md_escape(w['text'])} |")
+  return lines
