@@ -14,7 +14,8 @@ of methods, used by `steps.py` (device side) and `train.py` / the CLIs (host sid
               `loss(sums, denominators)`
   host        `summarize(sums)`: sums -> reported means; `host_metrics(config, outputs, rows)`
               (metrics that need every prediction, e.g. entity F1); `finish(run)`: the report and
-              prediction files after the final evaluation; `predict(...)` for the CLI
+              prediction files after the final evaluation; the CLI's prediction method
+              (classification `predict`, token classification `tag`, QA `answer`)
 
 Metric names: a device-side sum ends in `_sum`, its denominator in `_count`; `summarize`
 reports means under plain names (`mlm_loss_sum / mlm_count -> mlm_loss`). Everything else a
@@ -64,7 +65,15 @@ class FinishedRun:
 
 
 class Task:
-  """Base class; subclasses are frozen dataclasses registered by module name."""
+  """Base class; subclasses are frozen dataclasses, one per folder of `bert_jax/tasks/`.
+
+  Class attributes: `name` (the registry name, `config.task`), `best_metric` (the eval metric,
+  higher is better, whose best step is kept in `workdir/best`; None keeps none), `host_keys`
+  (eval batch keys `host_metrics` / `finish` read back in `FinishedRun.rows`),
+  `host_only_keys` (batch keys that never go to the device), `measures_inference` (time the
+  trained forward for the report). Shapes below: B rows of a batch, S positions a row, E
+  examples a packed row.
+  """
 
   name: ClassVar[str] = ""
   best_metric: ClassVar[str | None] = None  # eval metric (higher is better) kept in best/
@@ -75,17 +84,29 @@ class Task:
 
   @classmethod
   def from_config(cls, config, info: dict) -> Task:
-    """The task of an experiment config, given `data_info(config)`."""
+    """The task of an experiment config.
+
+    Args: `config` the experiment ConfigDict; `info` what `data_info(config)` returned (e.g.
+    label_names). Returns the task; raises ConfigError for settings that cannot work.
+    """
     raise NotImplementedError
 
   @classmethod
   def from_checkpoint_info(cls, info: dict) -> Task:
-    """The task stored in a checkpoint's metadata (`checkpoint_info()`)."""
+    """The task stored in a checkpoint's metadata: the inverse of `checkpoint_info()`.
+
+    Args: `info` the JSON dict `checkpoint_info` wrote (older checkpoints may lack keys; the
+    task supplies what they trained with). Returns the task.
+    """
     raise NotImplementedError
 
   @classmethod
   def from_transformers_config(cls, path: str, hf_config: dict) -> Task:
-    """The task of a transformers directory with this task's head (its config.json)."""
+    """The task of a transformers directory with this task's head.
+
+    Args: `path` the directory (for messages); `hf_config` its parsed config.json (labels,
+    `bert_jax_*` settings an export recorded). Returns the task; the default refuses.
+    """
     raise ValueError(f"{path}: reading a transformers {cls.name} model is not supported")
 
   def checkpoint_info(self) -> dict:
@@ -98,34 +119,53 @@ class Task:
     raise NotImplementedError
 
   def model(self, cfg: BertConfig):
+    """The flax module of this task for encoder config `cfg` (e.g. BertForMaskedLM); its
+    `apply({"params": p}, input_ids, attention_mask, token_type_ids, ...)` is what `forward`
+    and the CLIs call."""
     raise NotImplementedError
 
   def export_params(self, params: dict) -> dict:
-    """Our parameter tree -> the tree `hf.save_hf_checkpoint(head=self.hf_head)` takes."""
+    """Our parameter tree -> the tree `hf.save_hf_checkpoint(head=self.hf_head)` takes (the
+    identity unless the task's tree differs from transformers' layout)."""
     return params
 
   # --- data (host) -------------------------------------------------------------------------
 
   @classmethod
   def data_info(cls, config) -> dict:
-    """Prepares the data of `config.data` and describes it: vocab_file, vocab_size,
-    num_examples {split: n}, and whatever `from_config` needs (e.g. label_names)."""
+    """Prepares the data of `config.data` (TFDS builders, or the task's own readers) and
+    describes it.
+
+    Returns a JSON-ready dict: `vocab_file`, `vocab_size`, `num_examples` {split: n} and
+    whatever `from_config` needs (e.g. `label_names`). Raises DataError / ConfigError with
+    one line naming the file (and line) for bad input.
+    """
     raise NotImplementedError
 
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                num_epochs: int | None, process_index: int = 0, process_count: int = 1,
                packed: bool = False):
-    """A resumable `input_pipeline.DataIterator` over this process's rows of each batch;
-    `packed`: several examples a row (`row_packing`)."""
+    """The batches of one split, as a resumable `input_pipeline.DataIterator`.
+
+    Args: `split` a split name of the data; `global_batch_size` B over all processes (this
+    process yields B / process_count rows); `seed`, `shuffle`, `num_epochs` (None: repeat)
+    fix the order, which depends on (seed, step) only, so a resumed run sees the same
+    batches; `packed` several examples a row (`row_packing`: segment_ids [B, S],
+    cls_positions and example_mask [B, E]).
+
+    Yields dicts of numpy arrays with static shapes: at least input_ids, attention_mask,
+    token_type_ids [B, S] int32 and example_mask [B] (0 on padding rows), plus the task's
+    label and host keys.
+    """
     raise NotImplementedError
 
   def dummy_batch(self, seq_len: int) -> dict[str, np.ndarray]:
-    """A one-row batch with the keys and shapes `model.init` needs."""
+    """A one-row batch {key: [1, seq_len] int32 zeros} with the keys `model.init` needs."""
     return {k: np.zeros((1, seq_len), np.int32)
             for k in ("input_ids", "attention_mask", "token_type_ids")}
 
   def device_keys(self, batch: dict) -> dict:
-    """The part of a host batch the step reads (the rest stays on the host)."""
+    """The part of a host batch the step reads: every key but `host_only_keys`."""
     return {k: v for k, v in batch.items() if k not in self.host_only_keys}
 
   host_only_keys: ClassVar[tuple[str, ...]] = ()
@@ -138,33 +178,59 @@ class Task:
     return ("input_ids", "attention_mask", "token_type_ids")
 
   def prepare(self, rng: Array, batch: Batch, axis_name: str | None) -> Batch:
+    """In-step preparation inside the compiled step (pretraining: MLM masking).
+
+    Args: `rng` a key folded per step (and per device under pmap); `batch` the device batch;
+    `axis_name` the pmap axis or None under jit. Returns the batch the loss reads (same
+    leading shapes). The default returns `batch`.
+    """
     del rng, axis_name
     return batch
 
   def denominators(self, batch: Batch) -> Metrics:
+    """The counts the loss divides by, {name_count: float32 scalar} over this device's batch
+    (e.g. real examples, masked tokens). The step sums them over devices and over all
+    micro-batches before any loss is taken, so the loss is the global mean however the batch
+    is split."""
     raise NotImplementedError
 
   def forward(self, model, params, batch: Batch, *, deterministic: bool,
               dropout_rng: Array | None) -> tuple[Metrics, dict[str, Array]]:
-    """(metric sums, per-row outputs for the host); outputs may be {}."""
+    """The model on one (micro-)batch.
+
+    Args: `model` the module of `model()`; `params` its parameters; `batch` prepared device
+    arrays ([B, S] token keys); `deterministic` False in training (dropout on, with
+    `dropout_rng`). Returns (sums, outputs): sums {name_sum / name_count: float32 scalar},
+    the loss's numerators among them; outputs {name: [B, ...]} per-row values the host needs
+    (logits, probabilities), {} when none.
+    """
     raise NotImplementedError
 
   def loss(self, sums: Metrics, denominators: Metrics) -> Array:
+    """The scalar loss to differentiate: `forward`'s sums of one micro-batch over the global
+    `denominators` (so micro-batch losses add up to the batch's mean)."""
     raise NotImplementedError
 
   # --- host --------------------------------------------------------------------------------
 
   def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+    """Host floats summed over steps / batches -> the reported metrics (means under plain
+    names, `mean(sums, "mlm_loss_sum", "mlm_count") -> mlm_loss`), with "loss"."""
     raise NotImplementedError
 
   def host_metrics(self, config, outputs: dict[str, np.ndarray], rows: dict[str, np.ndarray]
                    ) -> dict[str, float]:
-    """Metrics over all predictions of an evaluation (real rows, in eval order)."""
+    """Metrics that need every prediction of an evaluation (entity F1, SQuAD EM/F1).
+
+    Args: `outputs` {name: [N, ...]} of `forward` and `rows` {key: [N, ...]} the `host_keys`
+    of the same N real rows, in eval order. Returns {metric: float}; default {}.
+    """
     del config, outputs, rows
     return {}
 
   def finish(self, run: FinishedRun) -> list[str]:
-    """Writes the report and prediction files of a finished run; returns their paths."""
+    """After the final evaluation: writes the run's report.md / report.json and prediction
+    files (predictions.jsonl, .conll, .json) into `run.workdir`; returns their paths."""
     del run
     return []
 
