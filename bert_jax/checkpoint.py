@@ -148,7 +148,7 @@ class Checkpointer:
   def _disk_full_is_one_line(self, step: int | None):
     try:
       yield
-    except Exception as e:  # noqa: BLE001 - re-raised unless it is ENOSPC
+    except Exception as e:  # re-raised unless it is ENOSPC
       if not _is_disk_full(e):
         raise
       complete = [s for s in self._complete_steps() if s != step]
@@ -185,7 +185,7 @@ class Checkpointer:
             data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
       except CheckpointMismatchError:
         raise
-      except Exception as e:  # noqa: BLE001 - a corrupt step: report it and try the previous one
+      except Exception as e:  # a corrupt step: report it and try the previous one
         reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
         unreadable.append((s, reason))
         logging.warning("Checkpoint step %d in %s is unreadable (%s); trying an older one.",
@@ -221,10 +221,6 @@ class Checkpointer:
 
   def _restore_item(self, step: int, item: str, arg):
     return self.manager.restore(step, args=ocp.args.Composite(**{item: arg}))[item]
-
-  def read_meta(self, step: int | None = None) -> dict:
-    step = self.latest_step() if step is None else step
-    return dict(self._restore_item(step, "meta", ocp.args.JsonRestore()))
 
   def wait(self):
     with self._disk_full_is_one_line(self._saving):

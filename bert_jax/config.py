@@ -9,7 +9,6 @@ Field names follow transformers' `BertConfig`, so `config.json` files move both 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import jax.numpy as jnp
@@ -122,11 +121,6 @@ class BertConfig:
     kwargs.update(overrides)
     return cls(**kwargs)
 
-  @classmethod
-  def from_json_file(cls, path: str, **overrides) -> "BertConfig":
-    with open(path, encoding="utf-8") as f:
-      return cls.from_dict(json.load(f), **overrides)
-
   def to_dict(self) -> dict[str, Any]:
     """transformers' `config.json` contents for `BertModel` / `BertForMaskedLM`."""
     d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -136,8 +130,3 @@ class BertConfig:
     d.update(model_type="bert", architectures=["BertForMaskedLM"],
              position_embedding_type="absolute", dtype="float32")
     return d
-
-  def to_json_file(self, path: str):
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-      f.write("\n")

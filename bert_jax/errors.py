@@ -96,7 +96,7 @@ def report_user_errors(main: Callable) -> Callable:
   def wrapped(argv):
     try:
       return main(argv)
-    except Exception as e:  # noqa: BLE001 - re-raised unless it is the user's mistake
+    except Exception as e:  # re-raised unless it is the user's mistake
       if verbose() or not is_user_error(e):
         raise
       exit_with(e)

@@ -67,7 +67,7 @@ def tokenizer_files(tokenizer, model_max_length: int) -> dict[str, bytes | str]:
   def dumps(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
-  return {"vocab.txt": vocab, "tokenizer.json": tokenizer._backend.to_str(),  # noqa: SLF001
+  return {"vocab.txt": vocab, "tokenizer.json": tokenizer.to_json(),
           "tokenizer_config.json": dumps(config), "special_tokens_map.json": dumps(special)}
 
 

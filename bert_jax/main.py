@@ -92,7 +92,7 @@ def _override_error(argv, e: Exception) -> str:
   try:
     config = config_flags.config_flags.ConfigFileFlagParser(name="config").parse(path)
     message = unknown_override(argv, config)
-  except Exception:  # noqa: BLE001 - the config itself fails: report the original error
+  except Exception:  # the config itself fails: report the original error
     message = None
   if message:
     return message

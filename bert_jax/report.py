@@ -111,8 +111,7 @@ def write_lines(path: str, lines) -> str:
 
 
 def write_report(run, *, analysis: dict, failure_lines: Sequence[str],
-                 examples: Sequence[tuple[str, str | None]], title: str = "Fine-tuning report",
-                 extra: dict | None = None, command: str | None = None) -> str:
+                 examples: Sequence[tuple[str, str | None]], command: str | None = None) -> str:
   """Writes `workdir/report.md` (and the same facts as `report.json`); returns the .md path.
 
   The evidence card every task shares: model (initialization, size), the tokenizer's output for
@@ -124,7 +123,7 @@ def write_report(run, *, analysis: dict, failure_lines: Sequence[str],
     run: a `bert_jax.tasks.FinishedRun` (workdir, config, model config, parameter count,
       tokenizer, eval results, wall time, device).
     analysis: the task's JSON-ready error analysis (stored in report.json).
-    extra: more JSON-ready facts for report.json (e.g. inference cost).
+    command: the command to show (default: this process's, `command_line()`).
   """
   config_dict = run.config.to_dict() if hasattr(run.config, "to_dict") else dict(run.config)
   model_config, tokenizer, num_params = run.model_config, run.tokenizer, run.num_params
@@ -137,7 +136,7 @@ def write_report(run, *, analysis: dict, failure_lines: Sequence[str],
       model_config)
   init = _init_description(config_dict.get("init_from", ""))
 
-  lines = [f"# {title}: {config_dict.get('task', '?')} on {data.get('name', '?')}", ""]
+  lines = [f"# Fine-tuning report: {config_dict.get('task', '?')} on {data.get('name', '?')}", ""]
   lines += ["## Model", "",
             f"- Initialization: {init}; seed {config_dict.get('seed', '?')}",
             f"- Architecture: {mc['num_hidden_layers']} layers, hidden {mc['hidden_size']}, "
@@ -188,8 +187,7 @@ def write_report(run, *, analysis: dict, failure_lines: Sequence[str],
            "seed": config_dict.get("seed"), "model": mc, "num_params": int(num_params),
            "eval_results": eval_results, "analysis": analysis, "wall_time_s": float(wall_time_s),
            "tokens_per_sec": tokens_per_sec, "command": command, "device": device,
-           "inference_cost": cost,
-           **(extra or {})}
+           "inference_cost": cost}
   write_lines(os.path.join(run.workdir, "report.json"),
               [json.dumps(facts, indent=2, default=str)])
   return path

@@ -127,6 +127,10 @@ class Tokenizer:
     self._is_special = np.zeros(self.vocab_size, bool)
     self._is_special[[self.pad_id, self.cls_id, self.sep_id, self.mask_id]] = True
 
+  def to_json(self) -> str:
+    """The `tokenizers` backend as tokenizer.json (what transformers' fast tokenizer loads)."""
+    return self._backend.to_str()
+
   @functools.lru_cache(maxsize=8)
   def _fixed_length_backend(self, max_length: int):
     import tokenizers
