@@ -181,7 +181,7 @@ def load_pretrained(config, task_cls: type[tasks.Task]
     raise ConfigError(f"config.init_from={path!r} does not exist")
   from bert_jax import hf, inference
   if hf.is_transformers_dir(path):
-    head = _hf_head_of(config, task_cls)
+    head = task_cls.init_head(config)
     try:
       base, params = hf.load_hf_checkpoint(path, head=head)
     except (KeyError, ValueError):
@@ -216,13 +216,6 @@ def pretrained_vocab_file(config) -> str:
     raise ConfigError(f"config.init_from={path!r} was trained with vocabulary {vocab}, which "
                       "no longer exists; pass it as --config.data.vocab_file")
   return vocab
-
-
-def _hf_head_of(config, task_cls) -> str | None:
-  """The transformers head a task would load, without preparing its data."""
-  if task_cls.name == "pretraining":
-    return "pretraining" if config.data.nsp else "mlm"
-  return None  # fine-tuning heads start fresh from a transformers encoder
 
 
 def _gather(tree):

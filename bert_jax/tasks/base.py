@@ -109,6 +109,14 @@ class Task:
     """
     raise ValueError(f"{path}: reading a transformers {cls.name} model is not supported")
 
+  @classmethod
+  def init_head(cls, config) -> str | None:
+    """The `hf.load_hf_checkpoint` head to read from a transformers `config.init_from`
+    directory, from the config alone (no data prepared): None, the encoder only, for tasks
+    whose head starts fresh (the default)."""
+    del config
+    return None
+
   def checkpoint_info(self) -> dict:
     """JSON-ready settings saved with every checkpoint (labels, NSP, ...)."""
     return {}

@@ -91,6 +91,11 @@ class Pretraining(Task):
   def hf_head(self) -> str:
     return "pretraining" if self.nsp else "mlm"
 
+  @classmethod
+  def init_head(cls, config) -> str:
+    """A transformers init_from gives its MLM (and NSP) head too."""
+    return "pretraining" if config.data.nsp else "mlm"
+
   def model(self, cfg: BertConfig):
     from bert_jax.model import BertForMaskedLM, BertForPreTraining
     return BertForPreTraining(cfg) if self.nsp else BertForMaskedLM(cfg)
