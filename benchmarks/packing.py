@@ -51,20 +51,6 @@ def base_config(task: str, conll_dir: str, tiny: bool):
   return config
 
 
-def plan_stats(config) -> dict:
-  """Examples, packed rows of epoch 0 and the padded / packed row fill of the training split."""
-  from bert_jax import tasks
-  task_cls = tasks.get(config.task)
-  task = task_cls.from_config(config, task_cls.data_info(config))
-  it = task.iterator(config, split=config.data.train_split, global_batch_size=1, seed=0,
-                     shuffle=True, num_epochs=1, packed=True)
-  plan, row = it.plan, int(config.data.max_seq_length)
-  examples, rows = len(plan.lengths), plan.num_rows
-  return {"examples": examples, "packed_rows": rows, "examples_per_row": examples / rows,
-          "mean_length": float(plan.lengths.mean()),
-          "padded_fill": float(plan.lengths.mean()) / row, "packed_fill": plan.fill()}
-
-
 def train_throughput(metrics_path: str) -> float:
   """Real training tokens/s over the run's log windows, the first (compile) window excluded."""
   tokens = seconds = 0.0
@@ -113,7 +99,8 @@ def main(argv=None):
   config = base_config(args.task, args.conll_dir, args.tiny)
   if args.data_dir:
     config.data.data_dir = args.data_dir
-  stats = plan_stats(config)
+  from bert_jax import tasks
+  stats = tasks.packing_plan(config)
   ways = jax.device_count()  # the batch splits over every device (mesh data=-1)
   rows_packed = max(1, round(args.batch / stats["examples_per_row"] / ways)) * ways
   steps_padded = math.ceil(args.epochs * stats["examples"] / args.batch)

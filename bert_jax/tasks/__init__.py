@@ -21,7 +21,7 @@ import pkgutil
 
 from bert_jax.tasks.base import FinishedRun, Task
 
-__all__ = ["FinishedRun", "Task", "get", "names"]
+__all__ = ["FinishedRun", "Task", "get", "names", "packing_plan"]
 
 
 def names() -> list[str]:
@@ -34,3 +34,21 @@ def get(name: str) -> type[Task]:
   if name not in names():
     raise ValueError(f"unknown task {name!r}; tasks: {', '.join(names())}")
   return importlib.import_module(f"{__name__}.{name}").TASK
+
+
+def packing_plan(config) -> dict:
+  """How `config`'s training split packs (`data.packing`), epoch 0 of seed 0: examples, packed
+  rows, examples per row, mean length, and padded / packed row fill (real tokens / row tokens).
+
+  Preparing the data and tokenizing the split once; a run's step count in epochs is
+  `ceil(epochs * packed_rows / rows per step)`.
+  """
+  task_cls = get(config.task)
+  task = task_cls.from_config(config, task_cls.data_info(config))
+  it = task.iterator(config, split=config.data.train_split, global_batch_size=1, seed=0,
+                     shuffle=True, num_epochs=1, packed=True)
+  plan, row = it.plan, int(config.data.max_seq_length)
+  examples, rows = len(plan.lengths), plan.num_rows
+  return {"examples": examples, "packed_rows": rows, "examples_per_row": examples / rows,
+          "mean_length": float(plan.lengths.mean()),
+          "padded_fill": float(plan.lengths.mean()) / row, "packed_fill": plan.fill()}

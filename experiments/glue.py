@@ -1,0 +1,61 @@
+"""GLUE fine-tuning, one config per task: `experiments/glue.py:<task>` (cola, sst2, mrpc, stsb,
+rte, wnli, qnli). The suite `python -m bert_jax.glue` runs these for every task and seed; one
+run by hand:
+
+  python -m bert_jax.main --config=experiments/glue.py:rte --workdir=workdirs/glue_rte \
+      --config.data.glue_dir=../shared/data/glue --config.init_from=/path/to/bert
+
+Hyperparameters: one global setting, BERT's (Devlin et al., 2019, section 4.1 and appendix
+A.3: batch 32, max_seq_length 128, 3 epochs, AdamW, linear decay after 10% warmup, dropout
+0.1), learning rate 5e-5 (the largest of BERT's grid {5e-5, 4e-5, 3e-5, 2e-5}; small models
+such as MiniLM prefer it, and the suite runs one setting rather than the grid). Per task only
+the epochs differ: the small tasks (MRPC, STS-B, RTE, WNLI, <= 5,750 examples) train 5 epochs
+as crammed BERT fine-tunes every task (Geiping & Goldstein, 2023, section 4: 5 epochs), the
+large ones (CoLA, SST-2, QNLI) BERT's 3.
+
+`num_train_steps` is set by the suite from the epochs and the packed rows of the training
+split (`train.packing_plan`): rows are packed (`data.packing`) so that a step holds about
+32 examples. By hand, set `--config.num_train_steps` yourself.
+
+Data: the GLUE TSVs of `data.glue_dir` (`bert_jax/datasets/glue_tsv.py`); with
+`data.glue_dir` empty, TFDS's `glue/<task>` (prepared beforehand: this machine has no
+internet), with the same examples and label names.
+"""
+
+from experiments import base
+
+TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli", "qnli")
+EPOCHS = {"cola": 3, "sst2": 3, "qnli": 3, "mrpc": 5, "stsb": 5, "rte": 5, "wnli": 5}
+# TFDS glue/<task> feature names: (text, text pair).
+TFDS_KEYS = {"cola": ("sentence", ""), "sst2": ("sentence", ""), "mrpc": ("sentence1", "sentence2"),
+             "stsb": ("sentence1", "sentence2"), "rte": ("sentence1", "sentence2"),
+             "wnli": ("sentence1", "sentence2"), "qnli": ("question", "sentence")}
+EXAMPLES_PER_STEP = 32
+
+
+def get_config(arg: str = "rte"):
+  if arg not in TASKS:
+    raise ValueError(f"glue.py takes a GLUE task ({', '.join(TASKS)}), not {arg!r}")
+  c = base.get_config()
+  c.task = "classification"
+  c.problem_type = "regression" if arg == "stsb" else "single_label_classification"
+  c.data.update(name="glue_tsv", glue_task=arg, max_seq_length=128, train_split="train",
+                eval_split="validation", packing=True)
+  c.model.update(hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=512, max_position_embeddings=128)
+  c.optimizer.update(learning_rate=5e-5, warmup_ratio=0.1)
+  c.batch_size = 16  # packed rows; the suite sets it so a step holds ~32 examples
+  c.eval_batch_size = 128
+  c.num_train_steps = 1_000  # the suite sets it from EPOCHS
+  c.log_every_steps = 50
+  c.eval_every_steps = 1_000_000  # evaluate once, at the end
+  c.checkpoint_every_steps = 250
+  c.keep_checkpoints = 1
+  return c
+
+
+def use_tfds(c, task: str) -> None:
+  """Reads TFDS's `glue/<task>` instead of the TSV files (same examples)."""
+  text_key, pair_key = TFDS_KEYS[task]
+  c.data.update(name=f"glue/{task}", text_key=text_key, text_pair_key=pair_key,
+                label_key="label")
