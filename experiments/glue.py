@@ -5,16 +5,17 @@ run by hand:
   python -m bert_jax.main --config=experiments/glue.py:rte --workdir=workdirs/glue_rte \
       --config.data.glue_dir=../shared/data/glue --config.init_from=/path/to/bert
 
-Hyperparameters: one global setting, BERT's (Devlin et al., 2019, section 4.1 and appendix
-A.3: batch 32, max_seq_length 128, 3 epochs, AdamW, linear decay after 10% warmup, dropout
-0.1), learning rate 5e-5 (the largest of BERT's grid {5e-5, 4e-5, 3e-5, 2e-5}; small models
-such as MiniLM prefer it, and the suite runs one setting rather than the grid). Per task only
-the epochs differ: the small tasks (MRPC, STS-B, RTE, WNLI, <= 5,750 examples) train 5 epochs
-as crammed BERT fine-tunes every task (Geiping & Goldstein, 2023, section 4: 5 epochs), the
-large ones (CoLA, SST-2, QNLI) BERT's 3.
+Hyperparameters: one global setting, BERT's (Devlin et al., 2019, section 4.1: batch 32, 3
+epochs, the best learning rate of {5e-5, 4e-5, 3e-5, 2e-5} per task; google-research/bert's
+run_classifier.py: max_seq_length 128, 10% warmup then linear decay, dropout 0.1), with one
+learning rate for every task, 5e-5 (small models such as MiniLM prefer the top of the grid; a
+suite runs one setting, not the grid: `--learning_rate` changes it). Per task only the epochs
+differ: the small tasks (MRPC, STS-B, RTE, WNLI, <= 5,750 examples) train 5 epochs, crammed
+BERT's one setting for every task (JonasGeiping/cramming, cramming/config/eval/GLUE_sane.yaml:
+5 epochs, lr 4e-5, batch 16), the large ones (CoLA, SST-2, QNLI) BERT's 3.
 
 `num_train_steps` is set by the suite from the epochs and the packed rows of the training
-split (`train.packing_plan`): rows are packed (`data.packing`) so that a step holds about
+split (`bert_jax.tasks.packing_plan`): rows are packed (`data.packing`) so that a step holds about
 32 examples. By hand, set `--config.num_train_steps` yourself.
 
 Data: the GLUE TSVs of `data.glue_dir` (`bert_jax/datasets/glue_tsv.py`); with
