@@ -7,6 +7,7 @@
 | any prepared TFDS name | pretraining    | train, validation | packed token ids (`tfds_text`) |
 | rotten_tomatoes        | classification | train, test       | text, label                    |
 | local_classification   | classification | train, validation | text, (text_pair), label       |
+| glue_tsv               | classification | train, validation | text, (text_pair), label/score |
 | any prepared TFDS name | classification | as prepared       | as prepared                    |
 
 `pretraining_builder` and `classification_builder` serve the tasks of those names
@@ -34,7 +35,7 @@ import sys
 log = logging.getLogger("bert_jax.datasets")
 
 PRETRAINING_BUILDERS = ("movie_reviews_text", "local_text")
-CLASSIFICATION_BUILDERS = ("rotten_tomatoes", "local_classification")
+CLASSIFICATION_BUILDERS = ("rotten_tomatoes", "local_classification", "glue_tsv")
 
 
 class _NoCustomConfigNotice(logging.Filter):
@@ -111,6 +112,17 @@ def classification_builder(data_config, data_dir: str | None = None):
         _field(data_config, "label_names", ()), text_key=_field(data_config, "text_key", "text"),
         text_pair_key=_field(data_config, "text_pair_key", ""),
         label_key=_field(data_config, "label_key", "label"))
+  elif name == "glue_tsv":
+    from bert_jax.datasets import glue_tsv
+    from bert_jax.errors import ConfigError
+    cls = glue_tsv.GlueTsv
+    task, glue_dir = _field(data_config, "glue_task", ""), _field(data_config, "glue_dir", "")
+    if task not in glue_tsv.SPECS:
+      raise ConfigError(f"data.glue_task={task!r} is not one of {', '.join(glue_tsv.SPECS)}")
+    if not glue_dir:
+      raise ConfigError("set data.glue_dir to the folder holding CoLA/, SST-2/, ... "
+                        "(e.g. ../shared/data/glue)")
+    config = glue_tsv.glue_config(task, glue_dir)
   elif name in PRETRAINING_BUILDERS:
     raise ValueError(f"data.name={name!r} is a pretraining corpus, not a labelled dataset")
   else:

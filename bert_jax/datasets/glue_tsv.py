@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import os
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from bert_jax.datasets import base
@@ -167,21 +166,6 @@ def glue_config(task: str, glue_dir: str) -> GlueConfig:
                     glue_dir=os.path.abspath(os.path.expanduser(glue_dir)))
 
 
-def _info(builder, spec: GlueSpec, description: str) -> tfds.core.DatasetInfo:
-  """`base.classification_info`'s features, with a float32 score label for regression."""
-  features = {"text": tfds.features.Text()}
-  if spec.pair is not None:
-    features["text_pair"] = tfds.features.Text()
-  features["label"] = (tfds.features.Scalar(dtype=np.float32)
-                       if spec.problem_type == "regression"
-                       else tfds.features.ClassLabel(names=list(spec.label_names)))
-  return tfds.core.DatasetInfo(
-      builder=builder, description=description, features=tfds.features.FeaturesDict(features),
-      supervised_keys=("text", "label"), citation=_CITATION,
-      homepage="https://gluebenchmark.com", metadata=tfds.core.MetadataDict(),
-      disable_shuffling=True)
-
-
 class GlueTsv(tfds.core.GeneratorBasedBuilder):
   """A GLUE task from the official TSV files, for sequence classification (or regression)."""
 
@@ -191,7 +175,11 @@ class GlueTsv(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIG_CLASS = GlueConfig
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return _info(self, spec_of(self.builder_config.task), self.__doc__)
+    spec = spec_of(self.builder_config.task)
+    return base.classification_info(
+        self, spec.label_names, spec.pair is not None, description=self.__doc__,
+        citation=_CITATION, homepage="https://gluebenchmark.com",
+        problem_type=spec.problem_type)
 
   def _split_generators(self, dl_manager):
     del dl_manager
