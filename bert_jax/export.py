@@ -46,6 +46,7 @@ def export(checkpoint: str, out: str, *, overwrite: bool = False) -> str:
   hf.save_hf_checkpoint(out, loaded.config, task.export_params(loaded.params),
                         head=task.hf_head, label_names=loaded.label_names or None,
                         pooling=loaded.pooling, settings=settings,
+                        problem_type=getattr(task, "problem_type", None),
                         extra_files=tokenizer_files(loaded.tokenizer,
                                                     loaded.config.max_position_embeddings))
   return hf.architecture(task.hf_head)

@@ -367,6 +367,7 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
                        head: str | None = None,
                        label_names: Sequence[str] | None = None,
                        pooling: str = "cls_pooler",
+                       problem_type: str | None = None,
                        settings: Mapping[str, Any] | None = None,
                        extra_files: Mapping[str, str | bytes] | None = None) -> str:
   """Writes `params` as a transformers checkpoint directory; returns `path`.
@@ -385,7 +386,9 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
   `pooling` other than "cls_pooler" (a classifier's `model.POOLINGS`) goes to config.json as
   `bert_jax_pooling`, with a warning: transformers pools with the pooler. `settings` (JSON
   values; bert_jax's task settings, e.g. a QA model's windows) go to config.json as
-  `bert_jax_<name>` (`read_settings`).
+  `bert_jax_<name>` (`read_settings`). `problem_type` (a classifier's: single_label_
+  classification, regression, multi_label_classification) goes to config.json's
+  `problem_type`, which transformers' loss and pipeline read.
   """
   from bert_jax.model import POOLINGS
   if head not in HEADS:
@@ -440,6 +443,11 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
     names = label_names or [f"LABEL_{i}" for i in range(num_labels)]
     hf_config["id2label"] = {str(i): name for i, name in enumerate(names)}
     hf_config["label2id"] = {name: i for i, name in enumerate(names)}
+  if problem_type is not None:
+    if head != "classification":
+      raise ValueError(f"problem_type={problem_type!r} is for the classification head, not "
+                       f"head={head!r}")
+    hf_config["problem_type"] = problem_type
   if pooling != "cls_pooler":
     hf_config[POOLING_KEY] = pooling
     log.warning("%s: this classifier pools with %r; transformers' "

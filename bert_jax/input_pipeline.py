@@ -253,8 +253,9 @@ def _pack_rows(features, lengths, row_length, token_keys, example_keys, offset_k
     example.update({k: features[k][i] for k in (*example_keys, *offset_keys)})
     examples.append(example)
   local = np.where(slots >= 0, np.searchsorted(used, slots), -1)
+  specs = {k: (features[k].shape[1:], features[k].dtype) for k in example_keys}
   return pack(examples, local, row_length=row_length, token_keys=token_keys,
-              example_keys=example_keys, offset_keys=offset_keys)
+              example_keys=example_keys, offset_keys=offset_keys, example_specs=specs)
 
 
 def _content_hash(features: dict[str, np.ndarray]) -> str:

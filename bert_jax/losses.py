@@ -62,3 +62,15 @@ def row_ids(batch_size: int, axis_name: str | None) -> Array:
   """Global row index of each local row: in-step randomness keys on it, never on the layout."""
   offset = jax.lax.axis_index(axis_name) * batch_size if axis_name else 0
   return offset + jnp.arange(batch_size, dtype=jnp.int32)
+
+
+def binary_cross_entropy(logits: Array, targets: Array) -> Array:
+  """[..., labels] logits and {0, 1} float targets -> [...] float32 sigmoid cross-entropy,
+  the mean over the labels (torch's BCEWithLogitsLoss per example)."""
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
+                                                     targets.astype(jnp.float32)), axis=-1)
+
+
+def squared_error(scores: Array, targets: Array) -> Array:
+  """[...] float scores and targets -> [...] float32 (scores - targets)²."""
+  return jnp.square(scores.astype(jnp.float32) - targets.astype(jnp.float32))

@@ -2,7 +2,9 @@
 
   echo "a gorgeous, witty film" | python -m bert_jax.predict --checkpoint workdirs/rt_minilm
   python -m bert_jax.predict --checkpoint workdirs/rt_minilm --input reviews.txt
-Prints one line per input: label, probability, text (tab-separated; a text longer than
+Prints one line per input, tab-separated: label, probability, text (a regression model: its
+score, text; a multi-label one: the labels over 0.5 joined by "|" or "-" for none, their
+probabilities joined by "|", text). A text longer than
 `ECHO_CHARS` characters is shown by its first ones and "..."). Inputs are batched in a few
 static lengths (`inference.LENGTH_BUCKETS`), so short lines are not padded to 512; a line longer
 than the checkpoint's max_seq_length pieces is cut to it and counted in a `warning:` line on
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 from absl import app, flags
 
 from bert_jax import errors, inference
@@ -31,14 +34,20 @@ def define_flags():
 
 def predict(loaded: inference.Loaded, texts: list[str], batch_size: int = 32, *,
             truncated: list[int] | None = None):
-  """Returns (label ids [n], probabilities [n, num_labels]); the indices of texts cut to the
-  checkpoint's max_seq_length are appended to `truncated` when given."""
+  """Returns (label ids [n], probabilities [n, num_labels]); regression (scores [n], scores
+  [n, 1]); multi-label (bool [n, num_labels] predicted labels, sigmoid probabilities). The
+  indices of texts cut to the checkpoint's max_seq_length are appended to `truncated`."""
   if not hasattr(loaded.task, "predict") or loaded.task_name != "classification":
     raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not a "
                      "classifier; fine-tune one first (experiments/finetune_csv.py)")
   probs = loaded.task.predict(loaded.model(), loaded.params, loaded.tokenizer, texts,
                               max_length=loaded.max_seq_length, batch_size=batch_size,
                               truncated=truncated)
+  problem_type = getattr(loaded.task, "problem_type", "single_label_classification")
+  if problem_type == "regression":
+    return probs[:, 0], probs
+  if problem_type == "multi_label_classification":
+    return probs > 0.5, probs
   return probs.argmax(-1), probs
 
 
@@ -50,9 +59,17 @@ def main(argv):
   cut = []
   labels, probs = predict(loaded, texts, FLAGS.batch_size, truncated=cut)
   names = loaded.label_names or [str(i) for i in range(probs.shape[-1])]
+  problem_type = getattr(loaded.task, "problem_type", "single_label_classification")
   for text, label, p in zip(texts, labels, probs):
     shown = text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "..."
-    print(f"{names[label]}\t{p[label]:.4f}\t{shown}")
+    if problem_type == "regression":
+      print(f"{float(label):.4f}\t{shown}")
+    elif problem_type == "multi_label_classification":
+      on = np.flatnonzero(label)
+      print(f"{'|'.join(names[j] for j in on) or '-'}\t"
+            f"{'|'.join(f'{p[j]:.4f}' for j in on) or '-'}\t{shown}")
+    else:
+      print(f"{names[label]}\t{p[label]:.4f}\t{shown}")
   note = inference.cut_note(cut, len(texts), loaded.max_seq_length - 2,  # [CLS], [SEP]
                             [f"line {line_numbers[i]}" for i in range(len(texts))], "lines")
   if note:

@@ -135,23 +135,34 @@ class PackedPlan:
 
 def pack(examples: Sequence[dict[str, np.ndarray]], slots: np.ndarray, *, row_length: int,
          token_keys: Sequence[str], example_keys: Sequence[str] = (),
-         offset_keys: Sequence[str] = ()) -> dict[str, np.ndarray]:
+         offset_keys: Sequence[str] = (),
+         example_specs: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None
+         ) -> dict[str, np.ndarray]:
   """Builds packed rows from examples.
 
   examples: one dict per example: `token_keys` 1-D arrays of the example's real tokens (equal
-  lengths), `example_keys` / `offset_keys` scalars. slots [rows, max_per_row]: indices into
+  lengths), `example_keys` / `offset_keys` scalars (example keys may also be float or
+  vectors, e.g. a regression score or a multi-hot label). slots [rows, max_per_row]: indices into
   `examples`, -1 = empty. Returns token keys [rows, row_length] (0 after the examples),
   `segment_ids` and `attention_mask` [rows, row_length], `cls_positions` [rows, max_per_row]
   (first token of each example), the example keys [rows, max_per_row] (`offset_keys`, which
-  are positions inside the example, are shifted by the example's start), `example_mask`
-  [rows, max_per_row].
+  are positions inside the example, are shifted by the example's start; an example key of
+  shape [L] becomes [rows, max_per_row, L], in its dtype), `example_mask` [rows, max_per_row].
+  `example_specs` {key: (shape, dtype)} of one example's value (default: the first example's,
+  int32 scalars when there is none) fixes the example keys' arrays.
   """
   num_rows, max_per_row = slots.shape
   batch = {k: np.zeros((num_rows, row_length), np.int32) for k in token_keys}
   segment_ids = np.zeros((num_rows, row_length), np.int32)
   cls_positions = np.zeros((num_rows, max_per_row), np.int32)
-  scalars = {k: np.zeros((num_rows, max_per_row), np.int32)
-             for k in (*example_keys, *offset_keys)}
+  specs = dict(example_specs or {})
+  for k in example_keys:
+    if k not in specs:
+      value = np.asarray(examples[0][k]) if len(examples) else np.zeros((), np.int32)
+      specs[k] = (value.shape, value.dtype if value.dtype != np.int64 else np.int32)
+  scalars = {k: np.zeros((num_rows, max_per_row) + tuple(specs[k][0]), specs[k][1])
+             for k in example_keys}
+  scalars.update({k: np.zeros((num_rows, max_per_row), np.int32) for k in offset_keys})
   for r in range(num_rows):
     start = 0
     for s in range(max_per_row):

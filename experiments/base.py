@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
   # classification: the sentence vector the classifier reads (bert_jax.model.POOLINGS):
   # cls_pooler (BERT's tanh dense over [CLS], as transformers), cls, mean or max.
   c.pooling = "cls_pooler"
+  # classification: single_label_classification (softmax), regression (one float score, MSE)
+  # or multi_label_classification (sigmoid per label, multi-hot labels), as transformers.
+  c.problem_type = "single_label_classification"
 
   # BertConfig fields (transformers' names); vocab_size 0 = the tokenizer's.
   c.model = ml_collections.ConfigDict(dict(
@@ -32,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       name="movie_reviews_text", data_dir="", vocab_file="", max_seq_length=128, nsp=False,
       short_seq_prob=0.1, text_files="", train_file="", eval_file="", text_key="text",
-      text_pair_key="", label_key="label", label_names="", max_documents=0,
+      text_pair_key="", label_key="label", label_names="", label_separator="|", max_documents=0,
       train_split="train", eval_split="validation", glue_task="", glue_dir="",
       # Several whole examples per training row (segment ids; row_packing.py); pretraining:
       # per-document attention in full-sentence rows.

@@ -97,7 +97,8 @@ def pretraining_builder(data_config, data_dir: str | None = None):
   return _prepared(cls, config, data_dir)
 
 
-def classification_builder(data_config, data_dir: str | None = None):
+def classification_builder(data_config, data_dir: str | None = None, *,
+                           problem_type: str = "single_label_classification"):
   """The prepared labelled dataset of `data_config` (text, label; prepared on first use)."""
   data_dir = data_dir or default_data_dir()
   name = data_config.name
@@ -111,7 +112,8 @@ def classification_builder(data_config, data_dir: str | None = None):
         _field(data_config, "train_file", ""), _field(data_config, "eval_file", ""),
         _field(data_config, "label_names", ()), text_key=_field(data_config, "text_key", "text"),
         text_pair_key=_field(data_config, "text_pair_key", ""),
-        label_key=_field(data_config, "label_key", "label"))
+        label_key=_field(data_config, "label_key", "label"), problem_type=problem_type,
+        label_separator=_field(data_config, "label_separator", "|"))
   elif name == "glue_tsv":
     from bert_jax.datasets import glue_tsv
     from bert_jax.errors import ConfigError

@@ -218,13 +218,31 @@ def check_enough_examples(data_info: dict, split: str, batch_size: int,
                     f"{batch_key}")
 
 
+PROBLEM_TYPES = ("single_label_classification", "regression", "multi_label_classification")
+
+
+def label_feature(label_names, problem_type: str = "single_label_classification"):
+  """The label feature of a problem type: ClassLabel (single), float32 Scalar (regression),
+  Sequence(ClassLabel) (multi-label: a list of label ids)."""
+  if problem_type == "single_label_classification":
+    return tfds.features.ClassLabel(names=list(label_names))
+  if problem_type == "regression":
+    return tfds.features.Scalar(dtype=np.float32)
+  if problem_type == "multi_label_classification":
+    return tfds.features.Sequence(tfds.features.ClassLabel(names=list(label_names)))
+  raise ConfigError(f"problem_type={problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
+
+
 def classification_info(builder, label_names, has_pair: bool, description: str,
-                        citation: str = "", homepage: str = "") -> tfds.core.DatasetInfo:
-  """Features of every classification builder: text, optional text_pair, label."""
+                        citation: str = "", homepage: str = "", *,
+                        problem_type: str = "single_label_classification"
+                        ) -> tfds.core.DatasetInfo:
+  """Features of every classification builder: text, optional text_pair, label
+  (`label_feature` of `problem_type`)."""
   features = {"text": tfds.features.Text()}
   if has_pair:
     features["text_pair"] = tfds.features.Text()
-  features["label"] = tfds.features.ClassLabel(names=list(label_names))
+  features["label"] = label_feature(label_names, problem_type)
   return tfds.core.DatasetInfo(
       builder=builder, description=description, features=tfds.features.FeaturesDict(features),
       supervised_keys=("text", "label"), citation=citation, homepage=homepage,

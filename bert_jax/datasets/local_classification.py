@@ -12,6 +12,12 @@ declared set, in that order), otherwise the distinct labels of the train file, s
 (numerically when all are integers). The names are stored with the prepared dataset and
 the label ids are their positions. Rows are kept in file order.
 
+`problem_type` (config.problem_type): "single_label_classification" as above; "regression":
+the label is a number (stored as float32, no names); "multi_label_classification": each row
+has zero or more labels: a CSV/TSV cell split on `data.label_separator` (default "|"; an
+empty cell is no labels), or in JSON Lines an array of strings or such a string. Each example
+stores its label ids (sorted, distinct); the names are declared or the sorted distinct labels.
+
 Rows whose text (or text pair) is empty or only whitespace are skipped and counted, with one
 warning per file; a file left with no rows is an error. Every other problem is an error
 (DataError) naming the file and line: not UTF-8 (with the byte offset), an empty file, a
@@ -32,7 +38,7 @@ import os
 import tensorflow_datasets as tfds
 
 from bert_jax.datasets import base
-from bert_jax.errors import DataError
+from bert_jax.errors import ConfigError, DataError
 
 log = logging.getLogger("bert_jax.datasets")
 
@@ -47,6 +53,8 @@ class ClassificationConfig(tfds.core.BuilderConfig):
   text_key: str = "text"
   text_pair_key: str = ""  # "" = a `text_pair` column when the file has one
   label_key: str = "label"
+  problem_type: str = "single_label_classification"
+  label_separator: str = "|"  # multi-label: between the labels of a CSV/TSV cell
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +68,11 @@ class Columns:
 def classification_config(train_file: str, eval_file: str = "",
                           label_names: tuple[str, ...] | list[str] | str = (), *,
                           text_key: str = "text", text_pair_key: str = "",
-                          label_key: str = "label") -> ClassificationConfig:
-  """A config named by a hash of the files (paths, sizes, mtimes), the declared labels and
-  the column names."""
+                          label_key: str = "label",
+                          problem_type: str = "single_label_classification",
+                          label_separator: str = "|") -> ClassificationConfig:
+  """A config named by a hash of the files (paths, sizes, mtimes), the declared labels, the
+  column names and (when not single-label) the problem type and label separator."""
   if not train_file:
     raise DataError("local_classification needs data.train_file (a .csv/.tsv/.jsonl file)")
   if isinstance(label_names, str):
@@ -78,15 +88,27 @@ def classification_config(train_file: str, eval_file: str = "",
   keys = (text_key or "text", text_pair_key or "", label_key or "label")
   if keys != ("text", "", "label"):  # the default keeps the names of already prepared data
     h.update(("\1" + "\0".join(keys)).encode())
+  base.label_feature((), problem_type)  # a ConfigError for an unknown problem type
+  if problem_type == "regression" and label_names:
+    raise ConfigError(f"data.label_names={list(label_names)} is for class labels, not "
+                      "problem_type='regression'")
+  if problem_type == "multi_label_classification" and not label_separator:
+    raise ConfigError("data.label_separator='' cannot split multi-label cells; set e.g. '|'")
+  if problem_type != "single_label_classification":  # single label keeps the old names
+    h.update(f"\2{problem_type}\0{label_separator}".encode())
   return ClassificationConfig(name=f"f{h.hexdigest()[:8]}", train_file=files[0],
                               eval_file=files[1] if eval_file else "",
                               label_names=tuple(str(n) for n in label_names),
-                              text_key=keys[0], text_pair_key=keys[1], label_key=keys[2])
+                              text_key=keys[0], text_pair_key=keys[1], label_key=keys[2],
+                              problem_type=problem_type, label_separator=label_separator)
 
 
-def read_rows(path: str, columns: Columns = Columns()) -> tuple[list[dict], bool]:
+def read_rows(path: str, columns: Columns = Columns(), *,
+              problem_type: str = "single_label_classification", label_separator: str = "|"
+              ) -> tuple[list[dict], bool]:
   """Rows {"text", "label", "text_pair"?, "line"} of a .csv/.tsv/.jsonl file, and whether
-  it has a text pair. Labels are returned as strings; rows with empty text are skipped."""
+  it has a text pair. Labels are strings (single label), floats (regression) or lists of
+  strings (multi-label); rows with empty text are skipped."""
   with open(path, "rb") as f:
     raw = f.read()
   try:
@@ -97,13 +119,42 @@ def read_rows(path: str, columns: Columns = Columns()) -> tuple[list[dict], bool
   if not content.strip():
     raise DataError(f"{path}: empty file (expected a header row with {columns.text},"
                     f"{columns.label} and rows)")
+  multi = problem_type == "multi_label_classification"
   if path.endswith(".jsonl"):
-    rows, has_pair = _jsonl_rows(path, content, columns)
+    rows, has_pair = _jsonl_rows(path, content, columns, multi)
   elif path.endswith((".csv", ".tsv")):
-    rows, has_pair = _csv_rows(path, content, "\t" if path.endswith(".tsv") else ",", columns)
+    rows, has_pair = _csv_rows(path, content, "\t" if path.endswith(".tsv") else ",", columns,
+                               multi)
   else:
     raise DataError(f"{path}: unsupported file type (expected .csv, .tsv or .jsonl)")
+  for row in rows:
+    row["label"] = _parse_label(path, row, problem_type, label_separator)
   return _drop_empty_texts(path, rows), has_pair
+
+
+def _parse_label(path: str, row: dict, problem_type: str, separator: str):
+  """A row's raw label (a string, or a JSON list) -> str / float / list[str]."""
+  label = row["label"]
+  if problem_type == "regression":
+    try:
+      value = float(label)
+    except (TypeError, ValueError):
+      value = float("nan")
+    if isinstance(label, list) or value != value or value in (float("inf"), float("-inf")):
+      raise DataError(f"{path}:{row['line']}: label {label!r} is not a number "
+                      f"(problem_type='regression')")
+    return value
+  if problem_type == "multi_label_classification":
+    if isinstance(label, list):
+      bad = [x for x in label if not isinstance(x, str) or not x.strip()]
+      if bad:
+        raise DataError(f"{path}:{row['line']}: label {bad[0]!r} in {label!r} is not a "
+                        "non-empty string (problem_type='multi_label_classification')")
+      parts = [x.strip() for x in label]
+    else:
+      parts = [x.strip() for x in str(label or "").split(separator) if x.strip()]
+    return sorted(set(parts), key=parts.index)
+  return label
 
 
 def _drop_empty_texts(path: str, rows: list[dict]) -> list[dict]:
@@ -133,7 +184,7 @@ def _key_hint(missing: str, columns: Columns) -> str:
   return f"; set {which} to the column that holds it" if which else ""
 
 
-def _csv_rows(path: str, content: str, delimiter: str, columns: Columns
+def _csv_rows(path: str, content: str, delimiter: str, columns: Columns, multi: bool = False
               ) -> tuple[list[dict], bool]:
   reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
   header = reader.fieldnames or []
@@ -149,7 +200,7 @@ def _csv_rows(path: str, content: str, delimiter: str, columns: Columns
     for column in wanted.values():
       if row.get(column) is None:
         raise DataError(f"{path}:{reader.line_num}: missing value for {column!r}")
-    if not row[columns.label].strip():
+    if not multi and not row[columns.label].strip():  # multi-label: empty = no labels
       raise DataError(f"{path}:{reader.line_num}: empty label")
     rows.append({"line": reader.line_num, **{k: row[c] for k, c in wanted.items()}})
   if not rows:
@@ -157,7 +208,8 @@ def _csv_rows(path: str, content: str, delimiter: str, columns: Columns
   return rows, bool(pair)
 
 
-def _jsonl_rows(path: str, content: str, columns: Columns) -> tuple[list[dict], bool]:
+def _jsonl_rows(path: str, content: str, columns: Columns, multi: bool = False
+                ) -> tuple[list[dict], bool]:
   rows, has_pair = [], None
   for lineno, record in base.json_lines(path, content.splitlines()):
     if not isinstance(record, dict):
@@ -174,9 +226,11 @@ def _jsonl_rows(path: str, content: str, columns: Columns) -> tuple[list[dict], 
     elif has_pair != bool(pair):
       raise DataError(f"{path}:{lineno}: 'text_pair' must be on every record or on none")
     label = record[columns.label]
-    if label is None or not str(label).strip():
+    if not multi and (label is None or not str(label).strip()):
       raise DataError(f"{path}:{lineno}: empty label")
-    row = {"line": lineno, "text": str(record[columns.text] or ""), "label": str(label)}
+    if not (multi and isinstance(label, list)):
+      label = "" if label is None else str(label)
+    row = {"line": lineno, "text": str(record[columns.text] or ""), "label": label}
     if has_pair:
       row["text_pair"] = str(record[pair] or "")
     rows.append(row)
@@ -187,7 +241,8 @@ def _jsonl_rows(path: str, content: str, columns: Columns) -> tuple[list[dict], 
 
 def label_names_of(rows: list[dict]) -> list[str]:
   """Distinct labels, sorted numerically when all are integers, else as strings."""
-  labels = {r["label"] for r in rows}
+  labels = {x for r in rows for x in (r["label"] if isinstance(r["label"], list)
+                                      else [r["label"]])}
   try:
     return sorted(labels, key=int)
   except ValueError:
@@ -199,9 +254,10 @@ def check_labels(path: str, rows: list[dict], label_names: list[str],
   """Every row's label is one of `label_names` (`source` says where those came from)."""
   allowed = set(label_names)
   for row in rows:
-    if row["label"] not in allowed:
-      raise DataError(f"{path}:{row['line']}: label {row['label']!r} is not one of {source} "
-                      f"{label_names}{hint}")
+    for label in row["label"] if isinstance(row["label"], list) else [row["label"]]:
+      if label not in allowed:
+        raise DataError(f"{path}:{row['line']}: label {label!r} is not one of {source} "
+                        f"{label_names}{hint}")
 
 
 class LocalClassification(tfds.core.GeneratorBasedBuilder):
@@ -216,27 +272,32 @@ class LocalClassification(tfds.core.GeneratorBasedBuilder):
     if getattr(self, "_cache", None) is None:
       cfg = self.builder_config
       columns = Columns(text=cfg.text_key, label=cfg.label_key, text_pair=cfg.text_pair_key)
-      train_rows, has_pair = read_rows(cfg.train_file, columns)
-      names = list(cfg.label_names) or label_names_of(train_rows)
+      reading = dict(problem_type=cfg.problem_type, label_separator=cfg.label_separator)
+      regression = cfg.problem_type == "regression"
+      train_rows, has_pair = read_rows(cfg.train_file, columns, **reading)
+      names = [] if regression else list(cfg.label_names) or label_names_of(train_rows)
       source = "the declared labels" if cfg.label_names else f"the labels of {cfg.train_file}"
       hint = (" (data.label_names)" if cfg.label_names
               else " (declare every label in data.label_names)")
-      check_labels(cfg.train_file, train_rows, names, source, hint)
+      if not regression:
+        check_labels(cfg.train_file, train_rows, names, source, hint)
       splits = {"train": train_rows}
       if cfg.eval_file:
-        eval_rows, eval_pair = read_rows(cfg.eval_file, columns)
+        eval_rows, eval_pair = read_rows(cfg.eval_file, columns, **reading)
         if eval_pair != has_pair:
           raise DataError(f"{cfg.eval_file}: {'has' if eval_pair else 'lacks'} a "
                           f"text pair column but {cfg.train_file} "
                           f"{'does not' if eval_pair else 'does'}")
-        check_labels(cfg.eval_file, eval_rows, names, source, hint)
+        if not regression:
+          check_labels(cfg.eval_file, eval_rows, names, source, hint)
         splits["validation"] = eval_rows
       self._cache = (splits, has_pair, names)
     return self._cache
 
   def _info(self) -> tfds.core.DatasetInfo:
     _, has_pair, names = self._read()
-    return base.classification_info(self, names, has_pair, description=self.__doc__)
+    return base.classification_info(self, names, has_pair, description=self.__doc__,
+                                    problem_type=self.builder_config.problem_type)
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -245,8 +306,16 @@ class LocalClassification(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, rows, names):
     index = {name: i for i, name in enumerate(names)}
+    problem_type = self.builder_config.problem_type
     for i, row in enumerate(rows):
-      example = {"text": row["text"], "label": index[row["label"]]}
+      label = row["label"]
+      if problem_type == "regression":
+        label = float(label)
+      elif problem_type == "multi_label_classification":
+        label = sorted(index[x] for x in label)
+      else:
+        label = index[label]
+      example = {"text": row["text"], "label": label}
       if "text_pair" in row:
         example["text_pair"] = row["text_pair"]
       yield i, example

@@ -1,6 +1,9 @@
 """Where a classifier fails, for report.md: confusion matrix, per-label precision / recall,
 accuracy by sentence length, the most confidently wrong examples (`error_analysis`), and those
 as markdown lines (`failure_lines`). numpy only; a scikit-learn baseline can use it too.
+Regression (`regression_analysis`: error by gold score) and multi-label models
+(`multi_label_analysis`: per-label precision / recall / F1) have their own; `failure_lines`
+renders any of the three.
 """
 
 from __future__ import annotations
@@ -88,7 +91,12 @@ def error_analysis(texts: Sequence[str], labels, probs, label_names: Sequence[st
 
 
 def failure_lines(analysis: dict) -> list[str]:
-  """The failure check of a classifier: confusion, per-label P/R, by length, worst errors."""
+  """The failure check of a classifier: confusion, per-label P/R, by length, worst errors
+  (regression and multi-label analyses: their own tables)."""
+  if analysis.get("problem_type") == "regression":
+    return _regression_lines(analysis)
+  if analysis.get("problem_type") == "multi_label_classification":
+    return _multi_label_lines(analysis)
   names = analysis["label_names"]
   lines = ["Confusion matrix (rows: gold, columns: predicted):", "",
            "| gold \\ predicted | " + " | ".join(names) + " |",
@@ -109,3 +117,83 @@ def failure_lines(analysis: dict) -> list[str]:
     lines.append(f"| {w['probability']:.3f} | {w['label']} | {w['predicted']} | "
                  f"{report.md_escape(w['text'])} |")
   return lines
+
+
+def regression_analysis(texts: Sequence[str], gold, predicted, *, bins: int = 5,
+                        top_k: int = 10) -> dict[str, Any]:
+  """Errors of a regression model: mean |error| overall and in `bins` equal-width bins of the
+  gold score, and the `top_k` largest errors. gold, predicted: [N] floats."""
+  from bert_jax.tasks.classification import metrics
+  gold = np.asarray(gold, np.float64).reshape(-1)
+  predicted = np.asarray(predicted, np.float64).reshape(-1)
+  error = np.abs(predicted - gold)  # [N]
+  by_gold = []
+  if len(gold):
+    edges = np.linspace(gold.min(), gold.max(), bins + 1)
+    which = np.clip(np.searchsorted(edges, gold, side="right") - 1, 0, bins - 1)  # [N]
+    for b in range(bins):
+      inside = which == b
+      n = int(inside.sum())
+      by_gold.append({"range": [float(edges[b]), float(edges[b + 1])], "count": n,
+                      "mean_abs_error": float(error[inside].mean()) if n else None,
+                      "mean_predicted": float(predicted[inside].mean()) if n else None})
+  order = np.lexsort((np.arange(len(error)), -error))[:top_k]
+  return {"problem_type": "regression", "num_examples": int(len(gold)),
+          "mean_abs_error": float(error.mean()) if len(gold) else None,
+          "mse": metrics.mse(predicted, gold), "pearson": metrics.pearson(predicted, gold),
+          "spearman": metrics.spearman(predicted, gold), "by_gold": by_gold,
+          "largest_errors": [{"text": texts[i], "label": float(gold[i]),
+                              "predicted": float(predicted[i])} for i in order]}
+
+
+def _regression_lines(analysis: dict) -> list[str]:
+  lines = [f"Mean |error| {_num(analysis['mean_abs_error'])}, MSE {_num(analysis['mse'])}, "
+           f"Pearson {_num(analysis['pearson'])}, Spearman {_num(analysis['spearman'])} "
+           f"over {analysis['num_examples']} examples.", "",
+           "Error by gold score:", "", "| gold score | examples | mean abs error | "
+           "mean predicted |", "|---|---|---|---|"]
+  for b in analysis["by_gold"]:
+    lo, hi = b["range"]
+    lines.append(f"| {lo:.3g}-{hi:.3g} | {b['count']} | {_num(b['mean_abs_error'])} | "
+                 f"{_num(b['mean_predicted'])} |")
+  lines += ["", f"The {len(analysis['largest_errors'])} largest errors:", "",
+            "| gold | predicted | text |", "|---|---|---|"]
+  for w in analysis["largest_errors"]:
+    lines.append(f"| {w['label']:.3f} | {w['predicted']:.3f} | {report.md_escape(w['text'])} |")
+  return lines
+
+
+def multi_label_analysis(texts: Sequence[str], gold, probs, label_names: Sequence[str]
+                         ) -> dict[str, Any]:
+  """Per-label precision / recall / F1 / support of a multi-label model at 0.5, micro and
+  macro F1, exact match. gold: [N, L] multi-hot; probs: [N, L] sigmoid probabilities."""
+  from bert_jax.tasks.classification import metrics
+  gold = np.asarray(gold).reshape(len(texts), len(label_names))
+  probs = np.asarray(probs).reshape(len(texts), len(label_names))
+  tp, fp, fn, matches = metrics.multilabel_counts(gold, probs)
+  per_label = []
+  for j, name in enumerate(label_names):
+    p, r = tp[j] + fp[j], tp[j] + fn[j]
+    per_label.append({"label": name, "support": int(r),
+                      "precision": float(tp[j] / p) if p else None,
+                      "recall": float(tp[j] / r) if r else None,
+                      "f1": metrics.f1_macro(tp[j:j + 1], fp[j:j + 1], fn[j:j + 1])})
+  return {"problem_type": "multi_label_classification", "num_examples": int(len(texts)),
+          "label_names": list(label_names), "f1_micro": metrics.f1_micro(tp, fp, fn),
+          "f1_macro": metrics.f1_macro(tp, fp, fn),
+          "exact_match": metrics.exact_match(matches, len(texts)), "per_label": per_label}
+
+
+def _multi_label_lines(analysis: dict) -> list[str]:
+  lines = [f"Micro F1 {report.pct(analysis['f1_micro'])}, macro F1 "
+           f"{report.pct(analysis['f1_macro'])}, exact match {report.pct(analysis['exact_match'])}"
+           f" over {analysis['num_examples']} examples (threshold 0.5).", "",
+           "| label | support | precision | recall | F1 |", "|---|---|---|---|---|"]
+  for p in analysis["per_label"]:
+    lines.append(f"| {p['label']} | {p['support']} | {report.pct(p['precision'])} | "
+                 f"{report.pct(p['recall'])} | {report.pct(p['f1'])} |")
+  return lines
+
+
+def _num(x: float | None) -> str:
+  return "-" if x is None else f"{x:.4f}"

@@ -4,15 +4,27 @@ The sentence vector is `config.pooling` (`model.POOLINGS`): "cls_pooler" (BERT's
 over [CLS], the default and what transformers' BertForSequenceClassification computes), "cls",
 "mean" or "max" over the real tokens; it is saved with the checkpoint (`checkpoint_info`).
 
-Data: `datasets.classification_builder` (Rotten Tomatoes, your CSV / JSON Lines, any prepared
-TFDS dataset with a ClassLabel), tokenized per batch (longest-first truncation for pairs).
-Loss: mean cross-entropy over the real examples. Reported: loss, accuracy, num_examples; the
-final evaluation writes report.md (confusion matrix, accuracy by length, the most confidently
-wrong examples) and predictions.jsonl.
+`config.problem_type` (transformers' names, saved with the checkpoint and exported):
 
-Batch keys: input_ids, attention_mask, token_type_ids [batch, length], label [batch],
-example_mask [batch]. Packed (`data.packing`, training only): also segment_ids [batch, length]
-and cls_positions [batch, examples]; label and example_mask become [batch, examples].
+  single_label_classification  softmax; mean cross-entropy; accuracy, f1 (binary: class 1,
+                               else macro), matthews_corrcoef; label int32 [batch]
+  regression                   one score (logits [..., 1] squeezed); mean squared error;
+                               pearson, spearman, mse; label float32 [batch]
+  multi_label_classification   a sigmoid per label; binary cross-entropy, the mean over labels
+                               per example (torch BCEWithLogitsLoss); f1_micro, f1_macro,
+                               exact_match at 0.5; label float32 multi-hot [batch, labels]
+
+Data: `datasets.classification_builder` (Rotten Tomatoes, your CSV / JSON Lines, any prepared
+TFDS dataset whose label feature fits the problem type: ClassLabel, a float scalar, a
+Sequence of ClassLabel), tokenized per batch (longest-first truncation for pairs). Losses are
+means over the real examples; the metrics are exact over the eval split (confusion / tp-fp-fn
+sums, eval only; spearman and the exact pearson from every prediction, `host_metrics`). The
+final evaluation writes report.md and predictions.jsonl.
+
+Batch keys: input_ids, attention_mask, token_type_ids [batch, length], label [batch] (multi-
+label [batch, labels]), example_mask [batch]. Packed (`data.packing`, training only): also
+segment_ids [batch, length] and cls_positions [batch, examples]; label and example_mask become
+[batch, examples] (multi-label label [batch, examples, labels]).
 """
 
 from __future__ import annotations
@@ -28,22 +40,28 @@ import numpy as np
 
 from bert_jax import losses
 from bert_jax.config import BertConfig
+from bert_jax.errors import ConfigError
 from bert_jax.tasks.base import FinishedRun, Task, is_sum, mean, packed_inputs, rngs
 from bert_jax.tasks.classification import analysis as clf_analysis
+from bert_jax.tasks.classification import metrics
 
 FIELDS = ("input_ids", "attention_mask", "token_type_ids")
+SINGLE, REGRESSION, MULTI = ("single_label_classification", "regression",
+                             "multi_label_classification")
+PROBLEM_TYPES = (SINGLE, REGRESSION, MULTI)
+BEST_METRIC = {SINGLE: "accuracy", REGRESSION: "pearson", MULTI: "f1_micro"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Classification(Task):
-  """One label per text (or text pair)."""
+  """One label per text (or text pair), a score (regression), or a set of labels."""
 
   num_labels: int
   label_names: tuple[str, ...] = ()
   pooling: str = "cls_pooler"  # the sentence vector the classifier reads (model.POOLINGS)
+  problem_type: str = SINGLE  # PROBLEM_TYPES (config.problem_type)
 
   name = "classification"
-  best_metric = "accuracy"
   host_keys = ("input_ids", "label")
 
   def __post_init__(self):
@@ -51,27 +69,48 @@ class Classification(Task):
     if self.pooling not in POOLINGS:
       raise ValueError(f"pooling={self.pooling!r} is not one of {', '.join(POOLINGS)} "
                        "(config.pooling)")
+    if self.problem_type not in PROBLEM_TYPES:
+      raise ConfigError(f"problem_type={self.problem_type!r} is not one of "
+                        f"{', '.join(PROBLEM_TYPES)} (config.problem_type)")
+    if self.problem_type == REGRESSION and self.num_labels != 1:
+      raise ConfigError(f"problem_type='regression' has one output, not num_labels="
+                        f"{self.num_labels}")
+
+  @property
+  def best_metric(self) -> str:
+    return BEST_METRIC[self.problem_type]
 
   # --- building ----------------------------------------------------------------------------
 
   @classmethod
+  def _of(cls, label_names, pooling: str, problem_type: str) -> Classification:
+    names = tuple(label_names)
+    return cls(num_labels=1 if problem_type == REGRESSION else len(names), label_names=names,
+               pooling=pooling, problem_type=problem_type)
+
+  @classmethod
   def from_config(cls, config, info: dict) -> Classification:
-    return cls(num_labels=len(info["label_names"]), label_names=tuple(info["label_names"]),
-               pooling=str(config.get("pooling", "cls_pooler")))
+    return cls._of(info["label_names"], str(config.get("pooling", "cls_pooler")),
+                   str(config.get("problem_type", SINGLE)))
 
   @classmethod
   def from_checkpoint_info(cls, info: dict) -> Classification:
-    # Checkpoints written before the pooling choice pooled with cls_pooler.
-    return cls(num_labels=len(info["label_names"]), label_names=tuple(info["label_names"]),
-               pooling=info.get("pooling", "cls_pooler"))
+    # Checkpoints written before the pooling choice pooled with cls_pooler, and before the
+    # problem type were single-label.
+    return cls._of(info["label_names"], info.get("pooling", "cls_pooler"),
+                   info.get("problem_type", SINGLE))
 
   @classmethod
   def from_transformers_config(cls, path: str, hf_config: dict) -> Classification:
     from bert_jax.hf import POOLING_KEY
-    return cls(*_labels_of(path, hf_config), pooling=hf_config.get(POOLING_KEY, "cls_pooler"))
+    num_labels, names = _labels_of(path, hf_config)
+    problem_type = hf_config.get("problem_type") or (REGRESSION if num_labels == 1 else SINGLE)
+    return cls._of(() if problem_type == REGRESSION else names,
+                   hf_config.get(POOLING_KEY, "cls_pooler"), problem_type)
 
   def checkpoint_info(self) -> dict:
-    return {"label_names": list(self.label_names), "pooling": self.pooling}
+    return {"label_names": list(self.label_names), "pooling": self.pooling,
+            "problem_type": self.problem_type}
 
   hf_head = "classification"
 
@@ -83,7 +122,8 @@ class Classification(Task):
 
   @classmethod
   def data_info(cls, config) -> dict:
-    return data_info(config.data, config.data.get("data_dir") or None)
+    return data_info(config.data, config.data.get("data_dir") or None,
+                     problem_type=str(config.get("problem_type", SINGLE)))
 
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                num_epochs: int | None, process_index: int = 0, process_count: int = 1,
@@ -92,11 +132,13 @@ class Classification(Task):
       return make_packed_iterator(
           config.data, split=split, global_batch_size=global_batch_size, seed=seed,
           shuffle=shuffle, num_epochs=num_epochs, process_index=process_index,
-          process_count=process_count, data_dir=config.data.get("data_dir") or None)
+          process_count=process_count, data_dir=config.data.get("data_dir") or None,
+          problem_type=self.problem_type)
     return make_iterator(config.data, split=split, global_batch_size=global_batch_size,
                          seed=seed, shuffle=shuffle, num_epochs=num_epochs,
                          process_index=process_index, process_count=process_count,
-                         data_dir=config.data.get("data_dir") or None, **kwargs)
+                         data_dir=config.data.get("data_dir") or None,
+                         problem_type=self.problem_type, **kwargs)
 
   # --- device ------------------------------------------------------------------------------
 
@@ -111,13 +153,19 @@ class Classification(Task):
                          deterministic=deterministic,
                          rngs=rngs(deterministic, dropout_rng))  # [batch, (examples,) labels]
     ex = losses.example_mask(batch)  # [batch] ([batch, examples] packed)
-    sums = {
-        "loss_sum": jnp.sum(losses.cross_entropy(logits, batch["label"]) * ex),
-        "correct_sum": jnp.sum(losses.top1_correct(logits, batch["label"]) * ex),
-        "example_count": jnp.sum(ex),
-        "tokens_sum": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
-    }
-    return sums, {"probs": jax.nn.softmax(logits.astype(jnp.float32), -1)}
+    logits = logits.astype(jnp.float32)
+    if self.problem_type == REGRESSION:
+      sums = _regression_sums(logits[..., 0], batch["label"], ex)
+      outputs = {"scores": logits}  # [batch, 1]
+    elif self.problem_type == MULTI:
+      sums = _multi_label_sums(logits, batch["label"], ex, per_label=deterministic)
+      outputs = {"probs": jax.nn.sigmoid(logits)}
+    else:
+      sums = _single_label_sums(logits, batch["label"], ex, confusion=deterministic)
+      outputs = {"probs": jax.nn.softmax(logits, -1)}
+    sums["example_count"] = jnp.sum(ex)
+    sums["tokens_sum"] = jnp.sum(batch["attention_mask"]).astype(jnp.float32)
+    return sums, outputs
 
   def loss(self, sums, denominators):
     return sums["loss_sum"] / jnp.maximum(denominators["example_count"], 1.0)
@@ -127,22 +175,66 @@ class Classification(Task):
   def summarize(self, sums):
     out = {k: v for k, v in sums.items() if not is_sum(k)}
     out["loss"] = mean(sums, "loss_sum", "example_count")
-    out["accuracy"] = mean(sums, "correct_sum", "example_count")
     out["num_examples"] = sums["example_count"]
     out["num_tokens"] = sums.get("tokens_sum", 0.0)
+    if self.problem_type == REGRESSION:
+      out["mse"] = out["loss"]
+      out["pearson"] = metrics.pearson_from_sums(*(sums.get(k, 0.0) for k in (
+          "example_count", "pred_sum", "gold_sum", "pred_sq_sum", "gold_sq_sum",
+          "pred_gold_sum")))
+    elif self.problem_type == MULTI:
+      counts = [sums.get(f"label_{c}_sum", 0.0) for c in ("tp", "fp", "fn")]
+      out["f1_micro"] = metrics.f1_micro(*counts)
+      out["exact_match"] = mean(sums, "exact_match_sum", "example_count")
+      if "label_tp_0_sum" in sums:  # eval: per-label counts
+        per_label = [[sums[f"label_{c}_{j}_sum"] for j in range(self.num_labels)]
+                     for c in ("tp", "fp", "fn")]
+        out["f1_macro"] = metrics.f1_macro(*(np.array(x) for x in per_label))
+    else:
+      out["accuracy"] = mean(sums, "correct_sum", "example_count")
+      if "confusion_0_0_sum" in sums:  # eval: the confusion matrix
+        n = self.num_labels
+        confusion = np.array([[sums[f"confusion_{g}_{p}_sum"] for p in range(n)]
+                              for g in range(n)])
+        out["f1"] = metrics.f1(confusion)
+        out["matthews_corrcoef"] = metrics.matthews_corrcoef(confusion)
     return out
+
+  def host_metrics(self, config, outputs, rows):
+    """Regression: pearson (exact, float64), spearman and mse from every prediction."""
+    del config
+    if self.problem_type != REGRESSION or "scores" not in outputs:
+      return {}
+    scores, gold = outputs["scores"][:, 0], rows["label"]
+    return {"pearson": metrics.pearson(scores, gold), "spearman": metrics.spearman(scores, gold),
+            "mse": metrics.mse(scores, gold)}
 
   def finish(self, run: FinishedRun) -> list[str]:
     from bert_jax import report
     tok = run.tokenizer
     texts = [tok.decode(ids) for ids in run.rows["input_ids"]]
-    labels, probs = run.rows["label"], run.outputs["probs"]
+    labels = run.rows["label"]
     names = list(self.label_names)
-    analysis = clf_analysis.error_analysis(texts, labels, probs, names)
-    predictions = os.path.join(run.workdir, "predictions.jsonl")
-    report.write_lines(predictions, (json.dumps(
-        {"text": t, "label": names[int(g)], "predicted": names[int(p.argmax())],
-         "probability": round(float(p.max()), 6)}) for t, g, p in zip(texts, labels, probs)))
+    if self.problem_type == REGRESSION:
+      scores = run.outputs["scores"][:, 0]
+      analysis = clf_analysis.regression_analysis(texts, labels, scores)
+      lines = (json.dumps({"text": t, "label": float(g), "predicted": round(float(p), 6)})
+               for t, g, p in zip(texts, labels, scores))
+    elif self.problem_type == MULTI:
+      probs = run.outputs["probs"]
+      analysis = clf_analysis.multi_label_analysis(texts, labels, probs, names)
+      lines = (json.dumps(
+          {"text": t, "labels": [names[j] for j in np.flatnonzero(g > 0.5)],
+           "predicted": [names[j] for j in np.flatnonzero(p > metrics.THRESHOLD)],
+           "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)}})
+          for t, g, p in zip(texts, labels, probs))
+    else:
+      probs = run.outputs["probs"]
+      analysis = clf_analysis.error_analysis(texts, labels, probs, names)
+      lines = (json.dumps(
+          {"text": t, "label": names[int(g)], "predicted": names[int(p.argmax())],
+           "probability": round(float(p.max()), 6)}) for t, g, p in zip(texts, labels, probs))
+    predictions = report.write_lines(os.path.join(run.workdir, "predictions.jsonl"), lines)
     md = report.write_report(
         run, analysis=analysis, failure_lines=clf_analysis.failure_lines(analysis),
         examples=[(report.EXAMPLE_SINGLE, None), report.EXAMPLE_PAIR])
@@ -152,26 +244,76 @@ class Classification(Task):
 
   def predict(self, model, params, tokenizer, texts: list[str], *, max_length: int,
               batch_size: int = 64, truncated: list[int] | None = None) -> np.ndarray:
-    """Texts -> probabilities [n, num_labels] (length buckets and `truncated`: see
-    `inference.batches`)."""
+    """Texts -> probabilities [n, num_labels] (single label), scores [n, 1] (regression) or
+    sigmoid probabilities [n, num_labels] (multi-label); length buckets and `truncated`: see
+    `inference.batches`."""
     from bert_jax import inference
     probs = np.zeros((len(texts), self.num_labels), np.float32)
     for rows, enc in inference.batches(tokenizer, texts, max_length=max_length,
                                        batch_size=batch_size, truncated=truncated):
-      out = predict_batch(model, params, *(enc[k] for k in FIELDS))  # [batch, labels]
+      out = predict_batch(model, params, *(enc[k] for k in FIELDS),
+                          problem_type=self.problem_type)  # [batch, labels]
       probs[rows] = np.asarray(out)[:len(rows)]
     return probs
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def predict_batch(model, params, input_ids, attention_mask, token_type_ids) -> jax.Array:
-  """[batch, length] -> probabilities [batch, labels] (float32).
+def _single_label_sums(logits, label, ex, confusion: bool) -> dict:
+  """Cross-entropy and hits; with `confusion` (eval) the confusion matrix as scalar sums
+  `confusion_<gold>_<predicted>_sum` (steps.accumulate_metrics adds scalars only)."""
+  sums = {"loss_sum": jnp.sum(losses.cross_entropy(logits, label) * ex),
+          "correct_sum": jnp.sum(losses.top1_correct(logits, label) * ex)}
+  if confusion:
+    n = logits.shape[-1]
+    gold = jax.nn.one_hot(label, n) * ex[..., None]  # [..., L] (a -1 label: zeros)
+    pred = jax.nn.one_hot(jnp.argmax(logits, -1), n)  # [..., L]
+    matrix = jnp.einsum("...g,...p->gp", gold, pred)  # [L, L]
+    sums.update({f"confusion_{g}_{p}_sum": matrix[g, p] for g in range(n) for p in range(n)})
+  return sums
+
+
+def _regression_sums(scores, label, ex) -> dict:
+  """[batch, (examples)] scores and float labels -> squared error and the Pearson sums."""
+  gold = label.astype(jnp.float32)
+  squared = losses.squared_error(scores, gold) * ex
+  return {"loss_sum": jnp.sum(squared), "squared_error_sum": jnp.sum(squared),
+          "pred_sum": jnp.sum(scores * ex), "gold_sum": jnp.sum(gold * ex),
+          "pred_sq_sum": jnp.sum(scores * scores * ex), "gold_sq_sum": jnp.sum(gold * gold * ex),
+          "pred_gold_sum": jnp.sum(scores * gold * ex)}
+
+
+def _multi_label_sums(logits, label, ex, per_label: bool) -> dict:
+  """[..., L] logits and multi-hot labels -> BCE and tp/fp/fn (per label with `per_label`)."""
+  gold = label.astype(jnp.float32)
+  pred = (jax.nn.sigmoid(logits) > metrics.THRESHOLD).astype(jnp.float32)  # [..., L]
+  w = ex[..., None]
+  tp, fp, fn = (jnp.sum(x * w, axis=tuple(range(x.ndim - 1)))  # [L]
+                for x in (pred * gold, pred * (1 - gold), (1 - pred) * gold))
+  sums = {"loss_sum": jnp.sum(losses.binary_cross_entropy(logits, gold) * ex),
+          "label_tp_sum": jnp.sum(tp), "label_fp_sum": jnp.sum(fp), "label_fn_sum": jnp.sum(fn),
+          "exact_match_sum": jnp.sum(jnp.all(pred == gold, -1) * ex)}
+  if per_label:
+    for j in range(logits.shape[-1]):
+      sums.update({f"label_tp_{j}_sum": tp[j], f"label_fp_{j}_sum": fp[j],
+                   f"label_fn_{j}_sum": fn[j]})
+  return sums
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("problem_type",))
+def predict_batch(model, params, input_ids, attention_mask, token_type_ids,
+                  problem_type: str = SINGLE) -> jax.Array:
+  """[batch, length] -> float32 [batch, labels]: softmax probabilities (single label), the
+  raw scores [batch, 1] (regression) or sigmoid probabilities (multi-label).
 
   Jitted at module level with the (hashable) model static, so each model and batch shape
   compiles once per process; a `jax.jit` made inside `predict` compiled on every call.
   """
-  logits = model.apply({"params": params}, input_ids, attention_mask, token_type_ids)
-  return jax.nn.softmax(logits.astype(jnp.float32), -1)
+  logits = model.apply({"params": params}, input_ids, attention_mask,
+                       token_type_ids).astype(jnp.float32)
+  if problem_type == REGRESSION:
+    return logits
+  if problem_type == MULTI:
+    return jax.nn.sigmoid(logits)
+  return jax.nn.softmax(logits, -1)
 
 
 TASK = Classification
@@ -206,69 +348,123 @@ class _ClassificationBatch:
   """[B] record indices -> the classification batch (texts tokenized here)."""
 
   def __init__(self, source, tokenizer, max_seq_length: int, text_key: str,
-               text_pair_key: str, label_key: str):
+               text_pair_key: str, label_key: str, problem_type: str = SINGLE,
+               num_labels: int = 0):
     self.source, self.tokenizer, self.max_seq_length = source, tokenizer, max_seq_length
     self.text_key, self.text_pair_key, self.label_key = text_key, text_pair_key, label_key
+    self.problem_type, self.num_labels = problem_type, num_labels
+
+  def _labels(self, records, n: int, real: np.ndarray) -> np.ndarray:
+    """int32 [n] ids, float32 [n] scores or float32 multi-hot [n, num_labels]."""
+    if self.problem_type == MULTI:
+      label = np.zeros((n, self.num_labels), np.float32)
+      for row, r in zip(np.flatnonzero(real), records):
+        label[row, np.asarray(r[self.label_key], np.int64)] = 1.0
+      return label
+    if self.problem_type == REGRESSION:
+      label = np.zeros(n, np.float32)
+      label[real] = [float(r[self.label_key]) for r in records]
+      return label
+    label = np.zeros(n, np.int32)
+    label[real] = [int(r[self.label_key]) for r in records]
+    return label
 
   def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     from bert_jax.input_pipeline import text
     real = indices >= 0
     records = self.source.__getitems__([int(i) for i in indices[real]])
     batch = {k: np.zeros((len(indices), self.max_seq_length), np.int32) for k in FIELDS}
-    label = np.zeros(len(indices), np.int32)
     if records:
       texts = [text(r[self.text_key]) for r in records]
       pairs = [text(r[self.text_pair_key]) for r in records] if self.text_pair_key else None
       encoded = self.tokenizer.encode_batch(texts, pairs, max_length=self.max_seq_length)
       for k in FIELDS:
         batch[k][real] = encoded[k]  # [B, S]
-      label[real] = [int(r[self.label_key]) for r in records]
-    batch["label"] = label  # [B]
+    batch["label"] = self._labels(records, len(indices), real)  # [B] ([B, L] multi-label)
     batch["example_mask"] = real.astype(np.int32)  # [B]
     return batch
 
 
-def data_info(data_config, data_dir: str | None = None) -> dict:
+def _describe(feature) -> str:
+  import tensorflow_datasets as tfds
+  if isinstance(feature, tfds.features.ClassLabel):
+    return f"a ClassLabel {list(feature.names)}"
+  if isinstance(feature, tfds.features.Sequence):
+    return f"a Sequence of {_describe(feature.feature)}"
+  if isinstance(feature, tfds.features.Tensor):
+    return f"a {np.dtype(feature.np_dtype).name} tensor of shape {feature.shape}"
+  return f"a {type(feature).__name__}"
+
+
+def label_names_of(builder, label_key: str, problem_type: str = SINGLE) -> list[str]:
+  """The label names of a dataset's label feature, checked against the problem type:
+  ClassLabel (single label), a float scalar (regression: no names), Sequence(ClassLabel)
+  (multi-label). ConfigError when the feature does not fit."""
+  import tensorflow_datasets as tfds
+  label = builder.info.features[label_key]
+  if problem_type == REGRESSION:
+    ok = (isinstance(label, tfds.features.Tensor) and tuple(label.shape) == ()
+          and not isinstance(label, tfds.features.ClassLabel)
+          and np.issubdtype(np.dtype(label.np_dtype), np.floating))
+    names = []
+  elif problem_type == MULTI:
+    ok = (isinstance(label, tfds.features.Sequence)
+          and isinstance(label.feature, tfds.features.ClassLabel))
+    names = list(label.feature.names) if ok else []
+  else:
+    ok = hasattr(label, "names")
+    names = list(label.names) if ok else []
+  if not ok:
+    want = {REGRESSION: "a float scalar", MULTI: "a Sequence of ClassLabel"}.get(
+        problem_type, "a ClassLabel")
+    raise ConfigError(f"problem_type={problem_type!r} but {builder.name} label "
+                      f"{label_key!r} is {_describe(label)} (needs {want}; set "
+                      "config.problem_type)")
+  return names
+
+
+def data_info(data_config, data_dir: str | None = None, *, problem_type: str = SINGLE) -> dict:
   """Prepares the labelled dataset if needed and describes it: name, num_examples
-  {split: n}, label_names, max_seq_length, vocab_file, vocab_size."""
+  {split: n}, label_names ([] for regression), max_seq_length, vocab_file, vocab_size."""
   from bert_jax import datasets, input_pipeline
   from bert_jax.tokenizer import Tokenizer
-  builder = datasets.classification_builder(data_config, data_dir)
-  label_key = _keys(data_config, builder)[2]
-  label = builder.info.features[label_key]
-  if not hasattr(label, "names"):
-    raise ValueError(f"{builder.name}: feature {label_key!r} is not a ClassLabel, so the "
-                     "label names are unknown")
+  builder = datasets.classification_builder(data_config, data_dir, problem_type=problem_type)
+  names = label_names_of(builder, _keys(data_config, builder)[2], problem_type)
   tokenizer = Tokenizer(input_pipeline.field(data_config, "vocab_file", ""))
   slices = (input_pipeline.field(data_config, "train_split", "train"),
             input_pipeline.field(data_config, "eval_split", ""))
   return {**input_pipeline.builder_info(builder, data_config.name, slices),
-          "label_names": list(label.names),
+          "label_names": names,
           "max_seq_length": int(input_pipeline.field(data_config, "max_seq_length", 128)),
           "vocab_size": tokenizer.vocab_size, "vocab_file": tokenizer.vocab_file}
 
 
-def _batcher(data_config, split: str, data_dir: str | None):
+def _batcher(data_config, split: str, data_dir: str | None, problem_type: str = SINGLE):
   """(builder, source, tokenizer, max_seq_length, record indices -> batch) of a split."""
   from bert_jax import datasets, input_pipeline
   from bert_jax.tokenizer import Tokenizer
-  builder = datasets.classification_builder(data_config, data_dir)
+  builder = datasets.classification_builder(data_config, data_dir, problem_type=problem_type)
   source = input_pipeline.data_source(builder, split)
   tokenizer = Tokenizer(input_pipeline.field(data_config, "vocab_file", ""))
   max_seq_length = int(input_pipeline.field(data_config, "max_seq_length", 128))
-  to_batch = _ClassificationBatch(source, tokenizer, max_seq_length,
-                                  *_keys(data_config, builder))
+  keys = _keys(data_config, builder)
+  num_labels = len(label_names_of(builder, keys[2], problem_type)) if problem_type == MULTI else 0
+  to_batch = _ClassificationBatch(source, tokenizer, max_seq_length, *keys,
+                                  problem_type=problem_type, num_labels=num_labels)
   return builder, source, tokenizer, max_seq_length, to_batch
 
 
 def make_packed_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
                          shuffle: bool, num_epochs: int | None, process_index: int = 0,
-                         process_count: int = 1, data_dir: str | None = None):
+                         process_count: int = 1, data_dir: str | None = None,
+                         problem_type: str = SINGLE):
   """Packed batches (`row_packing`): rows of max_seq_length holding up to
-  `data.max_examples_per_row` whole examples; `label`, `cls_positions`, `example_mask`
-  [B, max_examples_per_row]. The split is tokenized once, up front, to plan the rows."""
+  `data.max_examples_per_row` whole examples; `label` (multi-label: [.., labels]),
+  `cls_positions`, `example_mask` [B, max_examples_per_row]. The split is tokenized once, up
+  front, to plan the rows."""
   from bert_jax import input_pipeline
-  builder, source, tokenizer, max_seq_length, to_batch = _batcher(data_config, split, data_dir)
+  builder, source, tokenizer, max_seq_length, to_batch = _batcher(data_config, split, data_dir,
+                                                                  problem_type)
   features = to_batch(np.arange(len(source)))
   features.pop("example_mask")
   return input_pipeline.packed_array_iterator(
@@ -281,13 +477,16 @@ def make_packed_iterator(data_config, *, split: str, global_batch_size: int, see
 
 def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                   num_epochs: int | None, process_index: int = 0, process_count: int = 1,
-                  data_dir: str | None = None, num_threads: int = 2, prefetch_batches: int = 4):
-  """Batches of labelled text (int32): `input_ids`, `attention_mask`, `token_type_ids`
-  [B, S] (S = data_config.max_seq_length), `label` [B], `example_mask` [B].
+                  data_dir: str | None = None, num_threads: int = 2, prefetch_batches: int = 4,
+                  problem_type: str = SINGLE):
+  """Batches of labelled text: `input_ids`, `attention_mask`, `token_type_ids` [B, S] int32
+  (S = data_config.max_seq_length), `label` [B] (int32; regression float32; multi-label
+  float32 multi-hot [B, labels]), `example_mask` [B].
 
   Labels are passed through as stored (e.g. GLUE test splits store -1)."""
   from bert_jax import input_pipeline
-  builder, source, tokenizer, max_seq_length, to_batch = _batcher(data_config, split, data_dir)
+  builder, source, tokenizer, max_seq_length, to_batch = _batcher(data_config, split, data_dir,
+                                                                  problem_type)
   fingerprint = input_pipeline.fingerprint(builder, split, vocab=tokenizer.vocab_hash,
                                            max_seq_length=max_seq_length)
   return input_pipeline.make_iterator(

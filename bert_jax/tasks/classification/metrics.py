@@ -1,0 +1,133 @@
+"""Evaluation metrics of each problem type, numpy only, named and computed as scikit-learn /
+scipy compute them (tests/test_problem_types.py checks them against both).
+
+  single_label_classification  accuracy, f1 (two labels: binary, positive class = label id 1;
+                               more: macro over the labels present in gold or predicted, as
+                               sklearn's default `labels`), matthews_corrcoef (multi-class)
+  regression                   pearson, spearman (average ranks for ties, as
+                               scipy.stats.spearmanr), mse
+  multi_label_classification   f1_micro, f1_macro (over every label, zero_division=0),
+                               exact_match (every label right); predicted = sigmoid > 0.5
+
+Undefined values are 0.0, never nan: an F1 with no positives at all (zero_division=0), a
+Matthews coefficient of constant labels or predictions (as sklearn), and a correlation with
+constant predictions or gold scores or fewer than two examples (where scipy gives nan). That
+keeps eval_results.json valid JSON and the best-checkpoint comparison ordered; report.md's
+failure check names constant predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PROBLEM_TYPES = ("single_label_classification", "regression", "multi_label_classification")
+BEST_METRIC = {"single_label_classification": "accuracy", "regression": "pearson",
+               "multi_label_classification": "f1_micro"}
+THRESHOLD = 0.5  # multi-label: a label is predicted when its sigmoid is above this
+
+
+def confusion_matrix(labels, predicted, num_labels: int) -> np.ndarray:
+  """[N] gold ids, [N] predicted ids -> [num_labels, num_labels] counts [gold, predicted]."""
+  confusion = np.zeros((num_labels, num_labels), np.int64)
+  np.add.at(confusion, (np.asarray(labels, np.int64), np.asarray(predicted, np.int64)), 1)
+  return confusion
+
+
+def _f1(tp, fp, fn) -> np.ndarray:
+  """2 tp / (2 tp + fp + fn), 0 where the denominator is 0 (zero_division=0)."""
+  tp, fp, fn = (np.asarray(x, np.float64) for x in (tp, fp, fn))
+  denominator = 2 * tp + fp + fn
+  return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1e-300), 0.0)
+
+
+def matthews_corrcoef(confusion: np.ndarray) -> float:
+  """Multi-class MCC of a [gold, predicted] confusion matrix (sklearn's formula)."""
+  c = np.asarray(confusion, np.float64)
+  t, p, correct, n = c.sum(1), c.sum(0), np.trace(c), c.sum()
+  cov_tp = correct * n - t @ p
+  cov_pp, cov_tt = n * n - p @ p, n * n - t @ t
+  if cov_pp * cov_tt == 0:
+    return 0.0
+  return float(cov_tp / np.sqrt(cov_tt * cov_pp))
+
+
+def single_label(labels, probs) -> dict[str, float]:
+  """[N] gold ids, [N, L] probabilities -> accuracy, f1, matthews_corrcoef."""
+  probs = np.asarray(probs)
+  num_labels = probs.shape[-1]
+  predicted = probs.argmax(-1) if len(probs) else np.zeros(0, np.int64)
+  c = confusion_matrix(labels, predicted, num_labels)  # [gold, predicted]
+  tp, fp, fn = np.diag(c), c.sum(0) - np.diag(c), c.sum(1) - np.diag(c)
+  f1 = _f1(tp, fp, fn)
+  if num_labels == 2:
+    f1_value = float(f1[1])
+  else:
+    present = (c.sum(0) + c.sum(1)) > 0  # sklearn's labels: those in gold or predicted
+    f1_value = float(f1[present].mean()) if present.any() else 0.0
+  n = c.sum()
+  return {"accuracy": float(np.trace(c) / n) if n else 0.0, "f1": f1_value,
+          "matthews_corrcoef": matthews_corrcoef(c)}
+
+
+def pearson(x, y) -> float:
+  """Pearson's r (float64); 0.0 when either side is constant or there are < 2 values."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if len(x) < 2:
+    return 0.0
+  dx, dy = x - x.mean(), y - y.mean()
+  denominator = np.sqrt((dx @ dx) * (dy @ dy))
+  if denominator == 0:
+    return 0.0
+  return float(np.clip((dx @ dy) / denominator, -1.0, 1.0))
+
+
+def average_ranks(x) -> np.ndarray:
+  """1-based ranks, ties given their mean rank (scipy.stats.rankdata(method="average"))."""
+  x = np.asarray(x)
+  order = np.argsort(x, kind="mergesort")
+  xs = x[order]
+  starts_group = np.r_[True, xs[1:] != xs[:-1]] if len(x) else np.zeros(0, bool)
+  group = np.cumsum(starts_group) - 1  # [N] tie group of each sorted value
+  starts = np.flatnonzero(starts_group)
+  ends = np.r_[starts[1:], len(x)]
+  ranks = np.empty(len(x), np.float64)
+  ranks[order] = ((starts + ends - 1) / 2 + 1)[group]
+  return ranks
+
+
+def regression(labels, scores) -> dict[str, float]:
+  """[N] gold floats, [N] (or [N, 1]) predicted scores -> pearson, spearman, mse."""
+  gold = np.asarray(labels, np.float64).reshape(-1)
+  pred = np.asarray(scores, np.float64).reshape(-1)
+  return {"pearson": pearson(pred, gold),
+          "spearman": pearson(average_ranks(pred), average_ranks(gold)),
+          "mse": float(np.mean((pred - gold) ** 2)) if len(gold) else 0.0}
+
+
+def multi_label_counts(labels, probs) -> dict[str, np.ndarray]:
+  """[N, L] multi-hot gold, [N, L] sigmoids -> per-label tp, fp, fn, support [L] and the
+  predicted multi-hot [N, L] (bool)."""
+  gold = np.asarray(labels).astype(bool)
+  predicted = np.asarray(probs) > THRESHOLD
+  return {"tp": (gold & predicted).sum(0), "fp": (~gold & predicted).sum(0),
+          "fn": (gold & ~predicted).sum(0), "support": gold.sum(0), "predicted": predicted}
+
+
+def multi_label(labels, probs) -> dict[str, float]:
+  """[N, L] multi-hot gold, [N, L] sigmoids -> f1_micro, f1_macro, exact_match."""
+  c = multi_label_counts(labels, probs)
+  gold = np.asarray(labels).astype(bool)
+  f1_micro = _f1(c["tp"].sum(), c["fp"].sum(), c["fn"].sum())
+  return {"f1_micro": float(f1_micro),
+          "f1_macro": float(_f1(c["tp"], c["fp"], c["fn"]).mean()) if gold.shape[-1] else 0.0,
+          "exact_match": float((c["predicted"] == gold).all(-1).mean()) if len(gold) else 0.0}
+
+
+def compute(problem_type: str, labels, outputs) -> dict[str, float]:
+  """The metrics of `problem_type` from the gold labels and the task's outputs (probs or
+  scores)."""
+  if problem_type == "regression":
+    return regression(labels, outputs)
+  if problem_type == "multi_label_classification":
+    return multi_label(labels, outputs)
+  return single_label(labels, outputs)
