@@ -131,3 +131,50 @@ def compute(problem_type: str, labels, outputs) -> dict[str, float]:
   if problem_type == "multi_label_classification":
     return multi_label(labels, outputs)
   return single_label(labels, outputs)
+
+
+# The forms task.py calls (from in-step sums / per-prediction arrays) ------------------------
+
+def f1(confusion) -> float:
+  """F1 of a [gold, predicted] confusion matrix: binary (positive class 1) for two labels,
+  else macro over the labels present in gold or predicted (sklearn's default)."""
+  c = np.asarray(confusion, np.float64)
+  tp, fp, fn = np.diag(c), c.sum(0) - np.diag(c), c.sum(1) - np.diag(c)
+  per_label = _f1(tp, fp, fn)
+  if c.shape[0] == 2:
+    return float(per_label[1])
+  present = (c.sum(0) + c.sum(1)) > 0
+  return float(per_label[present].mean()) if present.any() else 0.0
+
+
+def f1_micro(tp, fp, fn) -> float:
+  """Micro F1 of total (or per-label, summed) tp, fp, fn counts."""
+  return float(_f1(np.sum(tp), np.sum(fp), np.sum(fn)))
+
+
+def f1_macro(tp, fp, fn) -> float:
+  """Macro F1 over every label of per-label [L] tp, fp, fn (zero_division=0)."""
+  per_label = _f1(tp, fp, fn)
+  return float(per_label.mean()) if per_label.size else 0.0
+
+
+def pearson_from_sums(n, pred_sum, gold_sum, pred_sq_sum, gold_sq_sum, pred_gold_sum) -> float:
+  """Pearson's r from the count and the sums of p, g, p², g², p·g (0.0 when undefined)."""
+  n = float(n)
+  if n < 2:
+    return 0.0
+  cov = pred_gold_sum - pred_sum * gold_sum / n
+  var_p, var_g = pred_sq_sum - pred_sum ** 2 / n, gold_sq_sum - gold_sum ** 2 / n
+  if var_p <= 0 or var_g <= 0:
+    return 0.0
+  return float(np.clip(cov / np.sqrt(var_p * var_g), -1.0, 1.0))
+
+
+def spearman(x, y) -> float:
+  """Spearman's rho: Pearson's r of the average ranks (scipy.stats.spearmanr's ties)."""
+  return pearson(average_ranks(np.asarray(x).reshape(-1)), average_ranks(np.asarray(y).reshape(-1)))
+
+
+def mse(x, y) -> float:
+  x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
+  return float(np.mean((x - y) ** 2)) if len(x) else 0.0
