@@ -37,6 +37,7 @@ import time
 from absl import flags, logging
 
 from bert_jax import errors, fileio
+from bert_jax.datasets.glue_tsv import SPECS
 from bert_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
@@ -44,9 +45,7 @@ FLAGS = flags.FLAGS
 DEFAULT_TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli")
 SHORT_STEPS = 250
 # The official dev metric(s) of each task (GLUE, Wang et al., 2019, table 1).
-OFFICIAL = {"cola": ("matthews_corrcoef",), "sst2": ("accuracy",), "mrpc": ("f1", "accuracy"),
-            "stsb": ("pearson", "spearman"), "rte": ("accuracy",), "wnli": ("accuracy",),
-            "qnli": ("accuracy",)}
+OFFICIAL = {task: spec.metrics for task, spec in SPECS.items()}
 TITLE = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE",
          "wnli": "WNLI", "qnli": "QNLI"}
 METRIC_TITLE = {"matthews_corrcoef": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "Pearson",

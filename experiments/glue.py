@@ -23,14 +23,11 @@ Data: the GLUE TSVs of `data.glue_dir` (`bert_jax/datasets/glue_tsv.py`); with
 internet), with the same examples and label names.
 """
 
+from bert_jax.datasets.glue_tsv import SPECS
 from experiments import base
 
-TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli", "qnli")
+TASKS = tuple(SPECS)  # cola, sst2, mrpc, stsb, rte, wnli, qnli
 EPOCHS = {"cola": 3, "sst2": 3, "qnli": 3, "mrpc": 5, "stsb": 5, "rte": 5, "wnli": 5}
-# TFDS glue/<task> feature names: (text, text pair).
-TFDS_KEYS = {"cola": ("sentence", ""), "sst2": ("sentence", ""), "mrpc": ("sentence1", "sentence2"),
-             "stsb": ("sentence1", "sentence2"), "rte": ("sentence1", "sentence2"),
-             "wnli": ("sentence1", "sentence2"), "qnli": ("question", "sentence")}
 EXAMPLES_PER_STEP = 32
 
 
@@ -39,7 +36,7 @@ def get_config(arg: str = "rte"):
     raise ValueError(f"glue.py takes a GLUE task ({', '.join(TASKS)}), not {arg!r}")
   c = base.get_config()
   c.task = "classification"
-  c.problem_type = "regression" if arg == "stsb" else "single_label_classification"
+  c.problem_type = SPECS[arg].problem_type
   c.data.update(name="glue_tsv", glue_task=arg, max_seq_length=128, train_split="train",
                 eval_split="validation", packing=True)
   c.model.update(hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
@@ -57,6 +54,6 @@ def get_config(arg: str = "rte"):
 
 def use_tfds(c, task: str) -> None:
   """Reads TFDS's `glue/<task>` instead of the TSV files (same examples)."""
-  text_key, pair_key = TFDS_KEYS[task]
+  text_key, pair_key = (SPECS[task].tfds_keys + ("",))[:2]
   c.data.update(name=f"glue/{task}", text_key=text_key, text_pair_key=pair_key,
                 label_key="label")
