@@ -170,7 +170,10 @@ def multi_label_analysis(texts: Sequence[str], gold, probs, label_names: Sequenc
   from bert_jax.tasks.classification import metrics
   gold = np.asarray(gold).reshape(len(texts), len(label_names))
   probs = np.asarray(probs).reshape(len(texts), len(label_names))
-  tp, fp, fn, matches = metrics.multilabel_counts(gold, probs)
+  predicted = probs > metrics.THRESHOLD  # [N, L]
+  hit = gold > 0.5
+  tp, fp, fn = ((hit & predicted).sum(0), (~hit & predicted).sum(0), (hit & ~predicted).sum(0))
+  matches = int((hit == predicted).all(-1).sum())
   per_label = []
   for j, name in enumerate(label_names):
     p, r = tp[j] + fp[j], tp[j] + fn[j]
@@ -181,7 +184,7 @@ def multi_label_analysis(texts: Sequence[str], gold, probs, label_names: Sequenc
   return {"problem_type": "multi_label_classification", "num_examples": int(len(texts)),
           "label_names": list(label_names), "f1_micro": metrics.f1_micro(tp, fp, fn),
           "f1_macro": metrics.f1_macro(tp, fp, fn),
-          "exact_match": metrics.exact_match(matches, len(texts)), "per_label": per_label}
+          "exact_match": matches / len(texts) if len(texts) else 0.0, "per_label": per_label}
 
 
 def _multi_label_lines(analysis: dict) -> list[str]:
