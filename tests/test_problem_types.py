@@ -271,7 +271,8 @@ def test_fine_tune_export_and_pipeline(tmp_path, problem_type):
                                function_to_apply="none" if problem_type == REG else "sigmoid")
   names = ["LABEL_0"] if problem_type == REG else list(loaded.label_names)
   for text, mine in zip(texts, ours):
-    theirs = {d["label"]: d["score"] for d in pipe(text)}
+    (scores,) = pipe([text])  # top_k=None: every label's score
+    theirs = {d["label"]: d["score"] for d in scores}
     np.testing.assert_allclose([theirs[n] for n in names], mine, atol=1e-4)
   # The export reads back with its problem type.
   again = inference.load(out, task="classification")

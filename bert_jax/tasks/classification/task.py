@@ -109,8 +109,10 @@ class Classification(Task):
                    hf_config.get(POOLING_KEY, "cls_pooler"), problem_type)
 
   def checkpoint_info(self) -> dict:
-    return {"label_names": list(self.label_names), "pooling": self.pooling,
-            "problem_type": self.problem_type}
+    info = {"label_names": list(self.label_names), "pooling": self.pooling}
+    if self.problem_type != SINGLE:  # absent = single label, as in older checkpoints
+      info["problem_type"] = self.problem_type
+    return info
 
   hf_head = "classification"
 
