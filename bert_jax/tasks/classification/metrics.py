@@ -51,24 +51,6 @@ def matthews_corrcoef(confusion: np.ndarray) -> float:
   return float(cov_tp / np.sqrt(cov_tt * cov_pp))
 
 
-def single_label(labels, probs) -> dict[str, float]:
-  """[N] gold ids, [N, L] probabilities -> accuracy, f1, matthews_corrcoef."""
-  probs = np.asarray(probs)
-  num_labels = probs.shape[-1]
-  predicted = probs.argmax(-1) if len(probs) else np.zeros(0, np.int64)
-  c = confusion_matrix(labels, predicted, num_labels)  # [gold, predicted]
-  tp, fp, fn = np.diag(c), c.sum(0) - np.diag(c), c.sum(1) - np.diag(c)
-  f1 = _f1(tp, fp, fn)
-  if num_labels == 2:
-    f1_value = float(f1[1])
-  else:
-    present = (c.sum(0) + c.sum(1)) > 0  # sklearn's labels: those in gold or predicted
-    f1_value = float(f1[present].mean()) if present.any() else 0.0
-  n = c.sum()
-  return {"accuracy": float(np.trace(c) / n) if n else 0.0, "f1": f1_value,
-          "matthews_corrcoef": matthews_corrcoef(c)}
-
-
 def pearson(x, y) -> float:
   """Pearson's r (float64); 0.0 when either side is constant or there are < 2 values."""
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -94,46 +76,6 @@ def average_ranks(x) -> np.ndarray:
   ranks[order] = ((starts + ends - 1) / 2 + 1)[group]
   return ranks
 
-
-def regression(labels, scores) -> dict[str, float]:
-  """[N] gold floats, [N] (or [N, 1]) predicted scores -> pearson, spearman, mse."""
-  gold = np.asarray(labels, np.float64).reshape(-1)
-  pred = np.asarray(scores, np.float64).reshape(-1)
-  return {"pearson": pearson(pred, gold),
-          "spearman": pearson(average_ranks(pred), average_ranks(gold)),
-          "mse": float(np.mean((pred - gold) ** 2)) if len(gold) else 0.0}
-
-
-def multi_label_counts(labels, probs) -> dict[str, np.ndarray]:
-  """[N, L] multi-hot gold, [N, L] sigmoids -> per-label tp, fp, fn, support [L] and the
-  predicted multi-hot [N, L] (bool)."""
-  gold = np.asarray(labels).astype(bool)
-  predicted = np.asarray(probs) > THRESHOLD
-  return {"tp": (gold & predicted).sum(0), "fp": (~gold & predicted).sum(0),
-          "fn": (gold & ~predicted).sum(0), "support": gold.sum(0), "predicted": predicted}
-
-
-def multi_label(labels, probs) -> dict[str, float]:
-  """[N, L] multi-hot gold, [N, L] sigmoids -> f1_micro, f1_macro, exact_match."""
-  c = multi_label_counts(labels, probs)
-  gold = np.asarray(labels).astype(bool)
-  f1_micro = _f1(c["tp"].sum(), c["fp"].sum(), c["fn"].sum())
-  return {"f1_micro": float(f1_micro),
-          "f1_macro": float(_f1(c["tp"], c["fp"], c["fn"]).mean()) if gold.shape[-1] else 0.0,
-          "exact_match": float((c["predicted"] == gold).all(-1).mean()) if len(gold) else 0.0}
-
-
-def compute(problem_type: str, labels, outputs) -> dict[str, float]:
-  """The metrics of `problem_type` from the gold labels and the task's outputs (probs or
-  scores)."""
-  if problem_type == "regression":
-    return regression(labels, outputs)
-  if problem_type == "multi_label_classification":
-    return multi_label(labels, outputs)
-  return single_label(labels, outputs)
-
-
-# The forms task.py calls (from in-step sums / per-prediction arrays) ------------------------
 
 def f1(confusion) -> float:
   """F1 of a [gold, predicted] confusion matrix: binary (positive class 1) for two labels,
