@@ -135,15 +135,22 @@ def test_multi_label_metrics_match_sklearn():
 
 # --- loss parity with transformers -----------------------------------------------------------
 
+@pytest.mark.parametrize("weights", ["random", "minilm"])
 @pytest.mark.parametrize("problem_type", [REG, MULTI])
-def test_loss_and_logits_match_transformers(tmp_path, problem_type):
+def test_loss_and_logits_match_transformers(tmp_path, problem_type, weights):
   torch = pytest.importorskip("torch")
   from bert_jax import hf
   from bert_jax import model as M
-  from tests.test_hf import IDS, MASK, SEGMENTS, check, torch_model, torch_run
+  from tests.test_hf import IDS, MASK, SEGMENTS, check, minilm_dir, torch_model, torch_run
   num_labels = 1 if problem_type == REG else 4
-  theirs = torch_model("BertForSequenceClassification", seed=5, num_labels=num_labels,
-                       problem_type=problem_type)
+  if weights == "minilm":  # the real encoder, a seeded random head
+    import transformers
+    torch.manual_seed(5)
+    theirs = transformers.BertForSequenceClassification.from_pretrained(
+        minilm_dir(), num_labels=num_labels, problem_type=problem_type).eval()
+  else:
+    theirs = torch_model("BertForSequenceClassification", seed=5, num_labels=num_labels,
+                         problem_type=problem_type)
   theirs.save_pretrained(tmp_path)
   if problem_type == REG:
     labels = np.array([0.7, -1.3], np.float32)
