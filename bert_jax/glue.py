@@ -358,11 +358,11 @@ def _read_json(path: str):
 
 def main(argv):
   from absl import app
+  if FLAGS.compare:  # --compare W1 W2 ... (or --compare=W1,W2)
+    print("\n".join(compare_lines(list(FLAGS.compare) + list(argv[1:]))))
+    return
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if FLAGS.compare:
-    print("\n".join(compare_lines(FLAGS.compare)))
-    return
   if not FLAGS.init_from or not FLAGS.workdir:
     raise app.UsageError("usage: python -m bert_jax.glue --init_from=CKPT --workdir=W "
                          "[--tasks=...] [--seeds=3] [--budget=full|short] (or --compare W1 W2)")

@@ -59,6 +59,9 @@ def test_compare_prints_suites_side_by_side(tmp_path, capsys):
   lines = glue.compare_lines(dirs)
   assert "random:a" in lines[0] and "random:b" in lines[0]
   assert "| RTE | acc | 60.0 | 70.0 |" in lines
+  cli = subprocess.run([sys.executable, "-m", "bert_jax.glue", "--compare", *dirs], cwd=ROOT,
+                       env=_env(), capture_output=True, text=True, timeout=300)
+  assert cli.returncode == 0 and "| RTE | acc | 60.0 | 70.0 |" in cli.stdout, cli.stderr
   with pytest.raises(ConfigError, match="no glue_results.json"):
     glue.compare_lines([str(tmp_path / "missing")])
 
