@@ -69,13 +69,9 @@ import tempfile
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # mlm_step (no torch at import)
-
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import mlm_step  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bert_jax import BertConfig, BertForMaskedLM, BertModel, ops, optim, steps  # noqa: E402
@@ -158,8 +154,9 @@ def make_batch(batch: int, seq: int, vocab: int, seed: int = 0, padded: bool = F
 
 def measure_peak(tiny: bool, log: Log) -> float:
   """Best bf16 [n, n] @ [n, n] rate (TFLOP/s) with float32 accumulation."""
+  from mlm_step import best_dot_flops  # a sibling script (benchmarks/ is sys.path[0])
   n, reps = (1024, 3) if tiny else (8192, 20)
-  tflops = mlm_step.best_dot_flops(n, "bfloat16", reps) / 1e12
+  tflops = best_dot_flops(n, "bfloat16", reps) / 1e12
   log(f"peak: bf16 {n}^3 jnp.dot best of {reps}: {tflops:.4g} TFLOP/s")
   return tflops
 

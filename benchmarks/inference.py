@@ -462,8 +462,7 @@ def main(argv=None) -> dict:
   import transformers
   transformers.logging.set_verbosity_error()
   transformers.logging.disable_progress_bar()
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from mlm_step import num_threads
+  from mlm_step import num_threads  # a sibling script (benchmarks/ is sys.path[0])
   threads = num_threads()
   torch.set_num_threads(threads)
   compile_timer = CompileTimer()
