@@ -28,7 +28,6 @@ trains it where `<glue_dir>/QNLI/train.tsv` (or TFDS glue/qnli) exists.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -119,10 +118,10 @@ def set_steps(c, task: str, *, budget: str, max_steps: int | None = None,
   here when not given); returns the plan."""
   import jax
 
-  from bert_jax import tasks, train
+  from bert_jax import restore, tasks
   from experiments import glue as exp
   if c.init_from and not c.data.vocab_file:
-    c.data.vocab_file = train.pretrained_vocab_file(c) or c.data.vocab_file
+    c.data.vocab_file = restore.pretrained_vocab_file(c) or c.data.vocab_file
   plan = plan or tasks.packing_plan(c)
   ways = jax.device_count()
   c.batch_size = max(1, round(exp.EXAMPLES_PER_STEP / plan["examples_per_row"] / ways)) * ways
@@ -137,9 +136,8 @@ def set_steps(c, task: str, *, budget: str, max_steps: int | None = None,
 def finished(workdir: str, num_train_steps: int) -> dict | None:
   """The final eval results of a completed run in `workdir`, else None."""
   try:
-    with open(os.path.join(workdir, "eval_results.json")) as f:
-      results = json.load(f)
-  except (FileNotFoundError, json.JSONDecodeError):
+    results = fileio.read_json(os.path.join(workdir, "eval_results.json"))
+  except (FileNotFoundError, errors.DataError):
     return None
   done = results.get("step") == num_train_steps and os.path.exists(
       os.path.join(workdir, "report.md"))
@@ -344,13 +342,9 @@ def compare_lines(workdirs: list[str]) -> list[str]:
 
 def _read_json(path: str):
   try:
-    with open(path) as f:
-      return json.load(f)
+    return fileio.read_json(path, "delete it to redo the run")
   except FileNotFoundError:
     return None
-  except json.JSONDecodeError as e:
-    raise errors.DataError(f"{path}: not valid JSON ({e.msg}); delete it to redo the run"
-                           ) from None
 
 
 # ============================================================================ CLI

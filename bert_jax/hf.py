@@ -199,8 +199,7 @@ def is_transformers_dir(path: str) -> bool:
 
 def read_label_names(path: str) -> list[str] | None:
   """The label names in config.json's `id2label`, in label order; None when it has none."""
-  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-    id2label = json.load(f).get("id2label")
+  id2label = fileio.read_json(os.path.join(path, "config.json")).get("id2label")
   if not id2label:
     return None
   return [id2label[k] for k in sorted(id2label, key=int)]
@@ -209,15 +208,13 @@ def read_label_names(path: str) -> list[str] | None:
 def read_pooling(path: str) -> str:
   """The sentence vector a directory's classifier was trained with: config.json's
   `bert_jax_pooling`, else "cls_pooler" (every transformers checkpoint)."""
-  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-    return json.load(f).get(POOLING_KEY, "cls_pooler")
+  return fileio.read_json(os.path.join(path, "config.json")).get(POOLING_KEY, "cls_pooler")
 
 
 def read_settings(path: str) -> dict[str, Any]:
   """The task settings in a directory's config.json: {name: value} of its `bert_jax_<name>`
   keys (pooling included); {} for a transformers checkpoint."""
-  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-    hf_config = json.load(f)
+  hf_config = fileio.read_json(os.path.join(path, "config.json"))
   return {k.removeprefix(SETTINGS_PREFIX): v for k, v in hf_config.items()
           if k.startswith(SETTINGS_PREFIX)}
 
@@ -227,8 +224,7 @@ def _read_weights(path: str) -> dict[str, np.ndarray]:
   if os.path.exists(safetensors):
     return load_file(safetensors)  # bf16 loads as ml_dtypes.bfloat16 (registered by jax)
   if os.path.exists(index):
-    with open(index, encoding="utf-8") as f:
-      shards = sorted(set(json.load(f)["weight_map"].values()))
+    shards = sorted(set(fileio.read_json(index)["weight_map"].values()))
     weights = {}
     for shard in shards:
       weights.update(load_file(os.path.join(path, shard)))
@@ -301,8 +297,7 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
   config_file = os.path.join(path, "config.json")
   if not os.path.exists(config_file):
     raise FileNotFoundError(f"{config_file} not found: not a transformers checkpoint directory")
-  with open(config_file, encoding="utf-8") as f:
-    hf_config = json.load(f)
+  hf_config = fileio.read_json(config_file)
   for key in [k for k in hf_config if k.startswith(SETTINGS_PREFIX)]:
     del hf_config[key]  # the task's settings, not the encoder's (read_settings)
   config = BertConfig.from_dict(hf_config, **(config_overrides or {}))
@@ -462,7 +457,8 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
 def _write_files(path: str, tensors: dict[str, np.ndarray], hf_config: dict,
                  extra_files: Mapping[str, str | bytes]) -> None:
   """Writes `extra_files`, model.safetensors and config.json into a temp directory in `path`,
-  gives each the umask's mode (safetensors writes 0600) and renames them into `path`."""
+  fsyncs each, gives each the umask's mode (safetensors writes 0600), renames them into `path`
+  and fsyncs `path` (`fileio`'s atomic writes, for a set of files)."""
   reserved = {"model.safetensors", "config.json"} & set(extra_files)
   if reserved or any(os.path.basename(n) != n or n.startswith(".") for n in extra_files):
     raise ValueError(f"extra_files must be plain file names other than model.safetensors and "
@@ -480,9 +476,11 @@ def _write_files(path: str, tensors: dict[str, np.ndarray], hf_config: dict,
       f.write("\n")
     names = [*extra_files, "model.safetensors", "config.json"]  # config last: a complete save
     for name in names:
+      fileio.fsync_file(os.path.join(tmp, name))
       fileio.chmod_for_umask(os.path.join(tmp, name))
     for name in names:
       os.replace(os.path.join(tmp, name), os.path.join(path, name))
+    fileio.fsync_dir(path)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -9,6 +9,8 @@ import time
 
 from absl import logging
 
+from bert_jax import fileio
+
 
 def drop_rows_after(path: str, step: int, *, final_step: int | None = None) -> int:
   """Rewrites `path` (metrics.jsonl) atomically without the rows a resume from `step` writes
@@ -30,12 +32,7 @@ def drop_rows_after(path: str, step: int, *, final_step: int | None = None) -> i
     kept.append(line if line.endswith("\n") else line + "\n")
   if len(kept) == len(lines):
     return 0
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.writelines(kept)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  fileio.write_text_atomic(path, "".join(kept))
   return len(lines) - len(kept)
 
 

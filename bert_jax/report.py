@@ -17,6 +17,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from bert_jax import fileio
+
 EXAMPLE_SINGLE = "A gorgeous, witty, seductive movie."
 EXAMPLE_PAIR = ("The plot was thin.", "The acting saved it anyway.")
 
@@ -101,12 +103,8 @@ def pct(x: float | None) -> str:
 
 
 def write_lines(path: str, lines) -> str:
-  """Writes text lines atomically (a temporary file renamed over `path`)."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    for line in lines:
-      f.write(line + "\n")
-  os.replace(tmp, path)
+  """Writes text lines atomically (`fileio.write_text_atomic`); returns `path`."""
+  fileio.write_text_atomic(path, "".join(line + "\n" for line in lines))
   return path
 
 

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bert_jax import fileio
+
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 CONTINUATION_PREFIX = "##"
@@ -55,13 +57,8 @@ def load_vocab(vocab_file: str) -> dict[str, int]:
   """Reads `vocab.txt` into {token: id}; clear errors for anything BERT cannot use."""
   if not os.path.isfile(vocab_file):
     raise FileNotFoundError(f"{vocab_file}: vocabulary file not found")
-  with open(vocab_file, "rb") as f:
-    raw = f.read()
-  try:
-    text = raw.decode("utf-8")
-  except UnicodeDecodeError as e:
-    raise ValueError(f"{vocab_file}: not UTF-8 (byte offset {e.start}); a BERT vocab.txt "
-                     "is UTF-8 with one token per line") from None
+  text = fileio.read_text(vocab_file, "a BERT vocab.txt is UTF-8 with one token per line",
+                          bom=False)
   lines = text.split("\n")
   if text.endswith("\n"):
     lines.pop()  # the final newline ends the last token, it is not an empty one

@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 
+from bert_jax import fileio
 from bert_jax.errors import ConfigError, WorkdirBusyError
 
 LOCK_FILE = ".lock"
@@ -137,12 +138,7 @@ def check_run(workdir: str, identity: dict, has_checkpoint: bool) -> None:
 
 def record_run(workdir: str, config_dict: dict, identity: dict) -> str:
   """Writes `<workdir>/config.json` = {**config_dict, "_run": identity} atomically (a temporary
-  file renamed over it); returns its path."""
+  file renamed over it, `fileio.write_json_atomic`); returns its path."""
   path = os.path.join(workdir, CONFIG_FILE)
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump({**config_dict, "_run": identity}, f, indent=2, default=str)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  fileio.write_json_atomic(path, {**config_dict, "_run": identity}, indent=2, default=str)
   return path

@@ -97,7 +97,7 @@ def test_conll_errors(tmp_path):
                        r"\(line 3\) has 4$")
   latin1 = write(tmp_path, "latin1.txt", "Peter B-PER\nM\xfcller I-PER\n".encode("latin-1"))
   one_line_error(conll.read_conll, latin1,
-                 match=f"^{re.escape(latin1)}: not UTF-8 \\(byte offset 13")
+                 match=f"^{re.escape(latin1)}: invalid UTF-8 at byte offset 13 ")
   single = write(tmp_path, "single.txt", "Peter\n")
   one_line_error(conll.read_conll, single, match=":1: one column")
   path = write(tmp_path, "a.txt", CONLL)

@@ -86,7 +86,7 @@ def test_read_small_file(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b'{"data": "\xff"}', "not UTF-8 (byte offset 10)"),
+    (b'{"data": "\xff"}', "invalid UTF-8 at byte offset 10 (invalid start byte)"),
     ('{"data": [\n  {"title": }', ":2:13: not valid JSON"),
     ({"version": "1.1"}, "no top-level 'data' list"),
     (_squad_json([_qa()], context="  \n"), "question q1: context has no text"),

@@ -144,7 +144,8 @@ def test_vocab_without_a_special_token(tmp_path, drop):
 def test_bad_vocab_files(tmp_path):
   specials = b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n"
   bad = _write(tmp_path / "latin1.txt", specials + b"caf\xe9\n")
-  with pytest.raises(ValueError, match=rf"{bad}: not UTF-8 \(byte offset {len(specials) + 3}\)"):
+  with pytest.raises(ValueError, match=rf"{bad}: invalid UTF-8 at byte offset {len(specials) + 3} "
+                                       r"\(invalid continuation byte\); a BERT vocab.txt is"):
     load_vocab(bad)
   dup = _write(tmp_path / "dup.txt", specials + b"a\nb\na\n")
   with pytest.raises(ValueError, match=r"dup.txt: token 'a' appears on line 6 and again on line 8"):

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -82,18 +81,6 @@ def module_path(file: str):
   `importlib_resources` backport, which is not installed (nor needed)."""
   from etils import epath
   return epath.Path(file)
-
-
-def json_lines(path: str, lines: Iterable[str]) -> Iterator[tuple[int, object]]:
-  """(line number, parsed value) for every non-blank line; bad JSON is a one-line error."""
-  for lineno, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    try:
-      yield lineno, json.loads(line)
-    except json.JSONDecodeError as e:
-      raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})"
-                      ) from None
 
 
 def validation_mask(num_documents: int, seed: int = 0) -> np.ndarray:

@@ -29,6 +29,7 @@ import os
 
 import tensorflow_datasets as tfds
 
+from bert_jax import fileio
 from bert_jax.datasets import base
 from bert_jax.errors import ConfigError, DataError
 
@@ -100,15 +101,9 @@ def _not_found(path: str) -> DataError:
 def _lines(path: str) -> list[str]:
   """The file's lines (BOM and line ends removed; a final newline is optional)."""
   try:
-    with open(path, "rb") as f:
-      raw = f.read()
+    content = fileio.read_text(path, "the GLUE files are UTF-8")
   except (FileNotFoundError, NotADirectoryError):
     raise _not_found(path) from None
-  try:
-    content = raw.decode("utf-8-sig")
-  except UnicodeDecodeError as e:
-    raise DataError(f"{path}: invalid UTF-8 at byte offset {e.start} ({e.reason}); the GLUE "
-                    "files are UTF-8") from None
   lines = content.split("\n")
   if lines and lines[-1] == "":
     lines.pop()

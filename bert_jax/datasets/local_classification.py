@@ -37,6 +37,7 @@ import os
 
 import tensorflow_datasets as tfds
 
+from bert_jax import fileio
 from bert_jax.datasets import base
 from bert_jax.errors import ConfigError, DataError
 
@@ -109,13 +110,8 @@ def read_rows(path: str, columns: Columns = Columns(), *,
   """Rows {"text", "label", "text_pair"?, "line"} of a .csv/.tsv/.jsonl file, and whether
   it has a text pair. Labels are strings (single label), floats (regression) or lists of
   strings (multi-label); rows with empty text are skipped."""
-  with open(path, "rb") as f:
-    raw = f.read()
-  try:
-    content = raw.decode("utf-8-sig")
-  except UnicodeDecodeError as e:
-    raise DataError(f"{path}: invalid UTF-8 at byte offset {e.start} ({e.reason}): the file "
-                    "is not UTF-8 text; convert it (e.g. iconv -f latin1 -t utf-8)") from None
+  content = fileio.read_text(path, "the file is not UTF-8 text; convert it (e.g. iconv -f "
+                             "latin1 -t utf-8)")
   if not content.strip():
     raise DataError(f"{path}: empty file (expected a header row with {columns.text},"
                     f"{columns.label} and rows)")
@@ -211,7 +207,7 @@ def _csv_rows(path: str, content: str, delimiter: str, columns: Columns, multi: 
 def _jsonl_rows(path: str, content: str, columns: Columns, multi: bool = False
                 ) -> tuple[list[dict], bool]:
   rows, has_pair = [], None
-  for lineno, record in base.json_lines(path, content.splitlines()):
+  for lineno, record in fileio.json_lines(path, content.splitlines()):
     if not isinstance(record, dict):
       raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
     pair = _pair_key(record, columns)

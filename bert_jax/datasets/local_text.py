@@ -36,6 +36,7 @@ import logging
 import os
 from collections.abc import Iterator
 
+from bert_jax import fileio
 from bert_jax.datasets import base
 from bert_jax.errors import DataError
 
@@ -147,7 +148,7 @@ def _txt_documents(path: str, stats: ReadStats, quiet: bool) -> Iterator[str]:
 
 
 def _jsonl_documents(path: str, stats: ReadStats, quiet: bool) -> Iterator[str]:
-  for lineno, record in base.json_lines(path, _decoded_lines(path, stats, quiet)):
+  for lineno, record in fileio.json_lines(path, _decoded_lines(path, stats, quiet)):
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
       raise DataError(f"{path}:{lineno}: expected a JSON object with a string \"text\" "
                        f"field, got {type(record).__name__}"

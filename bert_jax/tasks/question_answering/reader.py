@@ -26,11 +26,12 @@ error.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from bert_jax import fileio
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,16 +48,7 @@ def load_json(path: str) -> Any:
   """A JSON file, with one-line errors for a missing file, non-UTF-8 bytes or broken JSON."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such file")
-  with open(path, "rb") as f:
-    raw = f.read()
-  try:
-    text = raw.decode("utf-8-sig")
-  except UnicodeDecodeError as e:
-    raise ValueError(f"{path}: not UTF-8 (byte offset {e.start})") from None
-  try:
-    return json.loads(text)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+  return fileio.read_json(path)
 
 
 def read_squad(path: str, *, training: bool = False) -> list[Example]:

@@ -28,11 +28,12 @@ Only the standard library is imported (tensorflow_datasets in `read_tfds` alone)
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
+
+from bert_jax import fileio
 
 log = logging.getLogger("bert_jax.datasets")
 
@@ -139,20 +140,11 @@ def check_eval_labels(eval_sentences: Sequence[Sentence], label_names: Sequence[
 # ---------------------------------------------------------------------------------------------
 # Readers
 
-def _read_text(path: str) -> str:
-  with open(path, "rb") as f:
-    raw = f.read()
-  try:
-    return raw.decode("utf-8-sig")
-  except UnicodeDecodeError as e:
-    raise ValueError(f"{path}: not UTF-8 (byte offset {e.start}: {e.reason})") from None
-
-
 def read_conll(path: str, tag_column: int = -1) -> list[Sentence]:
   """A CoNLL file -> IOB2 sentences (see the module docstring). `tag_column` indexes the
   columns of a token line (0 is the word; default -1, the last)."""
   path = os.fspath(path)
-  text = _read_text(path)
+  text = fileio.read_text(path)
   sentences: list[Sentence] = []
   words: list[str] = []
   tags: list[str] = []
@@ -201,13 +193,7 @@ def read_jsonl(path: str, tokens_key: str = "tokens", tags_key: str = "tags"
   skipped) -> IOB2 sentences."""
   path = os.fspath(path)
   sentences = []
-  for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+  for lineno, record in fileio.json_lines(path, fileio.read_text(path).split("\n")):
     if not isinstance(record, dict):
       raise ValueError(f"{path}:{lineno}: expected a JSON object, got "
                        f"{type(record).__name__}")

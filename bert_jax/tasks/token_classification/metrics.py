@@ -7,7 +7,6 @@ numpy and seqeval only (no jax).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,7 +47,7 @@ def metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dic
 def write_conll(path: str, sentences: Sequence[Sentence], pred_tags: Sequence[Sequence[str]]
                 ) -> None:
   """`word gold predicted` lines, a blank line after each sentence (conlleval's input),
-  written atomically (a temporary file, then os.replace) with the umask's mode."""
+  written atomically (`fileio.write_text_atomic`) with the umask's mode."""
   if len(sentences) != len(pred_tags):
     raise ValueError(f"{len(sentences)} sentences but {len(pred_tags)} predictions")
   lines = []
@@ -57,18 +56,7 @@ def write_conll(path: str, sentences: Sequence[Sentence], pred_tags: Sequence[Se
       raise ValueError(f"sentence {i}: {len(s.words)} words, {len(s.tags)} gold tags, "
                        f"{len(pred)} predicted")
     lines += [f"{w} {g} {p}\n" for w, g, p in zip(s.words, s.tags, pred)] + ["\n"]
-  path = os.fspath(path)
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".conll")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.writelines(lines)
-    fileio.chmod_for_umask(tmp)  # mkstemp creates 0600
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  fileio.write_text_atomic(os.fspath(path), "".join(lines))
 
 
 def entities(tags: Sequence[str], spans: Sequence[tuple[int, int]] | None = None,
