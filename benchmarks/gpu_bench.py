@@ -50,8 +50,9 @@ Model FLOPs per step (forward + backward = 3 x forward, 2 FLOPs per multiply-add
 MFU = model FLOP/s / the bf16 matmul peak measured here (the spec sheet's dense bf16 figure,
 989 TFLOP/s for H100/H200 SXM, is printed alongside).
 
-Imports only jax, flax, optax, chex, numpy and bert_jax's core (the GPU image has no torch,
-tensorflow-datasets, grain or ml-collections).
+Imports only jax, flax, optax, chex, numpy, bert_jax's core and the sibling
+benchmarks/mlm_step.py (the synthetic batch, the FLOP count, the matmul peak; numpy only at
+import): the GPU image has no torch, tensorflow-datasets, grain or ml-collections.
 """
 
 from __future__ import annotations
@@ -69,15 +70,15 @@ import tempfile
 import time
 import traceback
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import mlm_step  # a sibling script (benchmarks/ is sys.path[0])
+import numpy as np
 
-from bert_jax import BertConfig, BertForMaskedLM, BertModel, ops, optim, steps  # noqa: E402
-from bert_jax.tasks import pretraining  # noqa: E402
+from bert_jax import BertConfig, BertForMaskedLM, BertModel, ops, optim, steps
+from bert_jax.tasks import pretraining
 
-CLS_ID, SEP_ID, MASK_ID = 101, 102, 103
 SPEC_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense, SXM
 
 # name -> (seq, batch, attention_impl[, PRNG impl of the step key]); --tiny shrinks them.
@@ -131,32 +132,16 @@ def max_predictions(seq: int) -> int:
   return 20 if seq <= 128 else 80  # google-research/bert: 20 at 128, 80 at 512
 
 
-def step_flops(c: BertConfig, batch: int, seq: int, predictions: float) -> float:
-  """Model FLOPs of one train step; see the module docstring."""
-  h, f, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
-  per_token = 6 * layers * (4 * h * h + 2 * h * f) + 12 * layers * seq * h
-  return batch * seq * per_token + predictions * 6 * (h * h + h * c.vocab_size)
-
-
-def make_batch(batch: int, seq: int, vocab: int, seed: int = 0, padded: bool = False) -> dict:
-  """Synthetic rows [CLS] ids [SEP]: full length, or right-padded to lengths in [seq/2, seq]."""
-  rs = np.random.RandomState(seed)
-  ids = rs.randint(1000, vocab, size=(batch, seq)).astype(np.int32)
-  lengths = rs.randint(seq // 2, seq + 1, size=batch) if padded else np.full(batch, seq)
-  mask = (np.arange(seq)[None] < lengths[:, None]).astype(np.int32)
-  ids[:, 0], ids[np.arange(batch), lengths - 1] = CLS_ID, SEP_ID
-  ids *= mask
-  special = ((ids == CLS_ID) | (ids == SEP_ID) | (mask == 0)).astype(np.int32)
-  b = dict(input_ids=ids, attention_mask=mask, token_type_ids=np.zeros_like(ids),
-           special_tokens_mask=special)
-  return {k: jnp.asarray(v) for k, v in b.items()}
+def device_batch(batch: int, seq: int, vocab: int, seed: int = 0, padded: bool = False) -> dict:
+  """mlm_step.make_batch's synthetic rows (full length, or right-padded), on the device."""
+  rows = mlm_step.make_batch(batch, seq, vocab, seed=seed, padded=padded)
+  return {k: jnp.asarray(v) for k, v in rows.items()}
 
 
 def measure_peak(tiny: bool, log: Log) -> float:
   """Best bf16 [n, n] @ [n, n] rate (TFLOP/s) with float32 accumulation."""
-  from mlm_step import best_dot_flops  # a sibling script (benchmarks/ is sys.path[0])
   n, reps = (1024, 3) if tiny else (8192, 20)
-  tflops = best_dot_flops(n, "bfloat16", reps) / 1e12
+  tflops = mlm_step.best_dot_flops(n, "bfloat16", reps) / 1e12
   log(f"peak: bf16 {n}^3 jnp.dot best of {reps}: {tflops:.4g} TFLOP/s")
   return tflops
 
@@ -181,7 +166,7 @@ def embed_grad_bench(args, log: Log) -> dict:
   batch, seq, hidden, vocab = (8, 128, 64, 2048) if args.tiny else (256, 128, 768, 30522)
   rs = np.random.RandomState(0)
   ids = (rs.zipf(1.3, size=(batch, seq)) % vocab).astype(np.int32)
-  ids[:, 0], ids[:, -1] = CLS_ID % vocab, SEP_ID % vocab
+  ids[:, 0], ids[:, -1] = mlm_step.CLS_ID % vocab, mlm_step.SEP_ID % vocab
   ids, segments = jnp.asarray(ids), jnp.zeros((batch, seq), jnp.int32)
   key_w, key_s, key_g = jax.random.split(jax.random.key(0), 3)
   words = jax.random.normal(key_w, (vocab, hidden), jnp.float32)
@@ -233,8 +218,9 @@ class Trainer:
     self.model = BertForMaskedLM(config)
     self.tx, schedule = optim.make_optimizer(learning_rate=1e-4, total_steps=10_000,
                                              warmup_steps=100)
-    self.masking = pretraining.MaskingConfig(vocab_size=config.vocab_size, mask_token_id=MASK_ID,
-                                       max_predictions=max_predictions(seq))
+    self.masking = pretraining.MaskingConfig(vocab_size=config.vocab_size,
+                                             mask_token_id=mlm_step.MASK_ID,
+                                             max_predictions=max_predictions(seq))
     self.step = jax.jit(functools.partial(steps.train_step, model=self.model, tx=self.tx,
                                           task=pretraining.Pretraining(self.masking),
                                           schedule=schedule),
@@ -322,7 +308,7 @@ def run_variant(name: str, seq: int, batch: int, impl: str, prng: str | None, ar
   config = base_config(args.tiny, attention_impl=impl, remat_policy=args.remat,
                        scan_layers=args.scan)
   trainer = Trainer(config, seq, prng)
-  data = make_batch(batch, seq, config.vocab_size)
+  data = device_batch(batch, seq, config.vocab_size)
   state = trainer.init(jax.random.key(0))
   compiled, compile_s = trainer.compile(state, data)
   cudnn = uses_cudnn_attention(compiled)
@@ -335,7 +321,9 @@ def run_variant(name: str, seq: int, batch: int, impl: str, prng: str | None, ar
   jax.block_until_ready((state, metrics))
   seconds = (time.perf_counter() - start) / args.steps
   predictions = float(metrics["mlm_count"])
-  flops = step_flops(config, batch, seq, predictions)
+  flops = mlm_step.step_flops(config.hidden_size, config.num_hidden_layers,
+                              config.intermediate_size, config.vocab_size, batch, seq,
+                              predictions)  # see the module docstring
   tokens_per_s = batch * seq / seconds
   tflops = flops / seconds / 1e12
   row = dict(seq=seq, batch=batch, attention_impl=impl, prng=prng or args.prng,
@@ -382,7 +370,7 @@ def max_batch_search(args, deadline: float, log: Log, max_tries: int | None = No
   while more():
     start = time.perf_counter()
     try:
-      data = make_batch(batch, seq, config.vocab_size)
+      data = device_batch(batch, seq, config.vocab_size)
       state = trainer.init(jax.random.key(0))
       compiled, _ = trainer.compile(state, data)
       mem = memory_analysis(compiled)
@@ -426,7 +414,7 @@ def check_attention(args, log: Log) -> dict:
   for name, impl, dtype in (("xla_f32", "xla", "float32"), ("xla_bf16", "xla", "bfloat16"),
                             ("cudnn_bf16", "cudnn", "bfloat16")):
     config = base_config(args.tiny, attention_impl=impl, dtype=dtype, scan_layers=True)
-    data = make_batch(batch, seq, config.vocab_size, seed=1, padded=True)
+    data = device_batch(batch, seq, config.vocab_size, seed=1, padded=True)
     model = BertModel(config, add_pooling_layer=False)
     if params is None:  # float32 parameters, shared by all three
       params = jax.jit(model.init)(jax.random.key(0), data["input_ids"])
@@ -449,8 +437,9 @@ def check_attention(args, log: Log) -> dict:
 def check_masking(args, log: Log) -> dict:
   """The in-step masking gives bit-identical corruption on the accelerator and on the CPU."""
   vocab = base_config(args.tiny).vocab_size
-  data = make_batch(16 if args.tiny else 256, 128, vocab, seed=3, padded=True)
-  masking = pretraining.MaskingConfig(vocab_size=vocab, mask_token_id=MASK_ID, max_predictions=20)
+  data = device_batch(16 if args.tiny else 256, 128, vocab, seed=3, padded=True)
+  masking = pretraining.MaskingConfig(vocab_size=vocab, mask_token_id=mlm_step.MASK_ID,
+                                      max_predictions=20)
   fields = ("input_ids", "masked_positions", "masked_labels", "masked_weights")
   outs = {}
   for name, device in (("accelerator", jax.devices()[0]), ("cpu", jax.devices("cpu")[0])):
@@ -477,7 +466,7 @@ def check_bf16_losses(args, log: Log) -> dict:
                          attention_impl=impl if dtype == "bfloat16" else "xla")
     trainer = Trainer(config, seq)
     state = trainer.init(jax.random.key(0))
-    data = make_batch(batch, seq, config.vocab_size, seed=2)
+    data = device_batch(batch, seq, config.vocab_size, seed=2)
     history = []
     for _ in range(n):
       state, metrics = trainer.step(state, data, trainer.rng)

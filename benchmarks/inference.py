@@ -58,11 +58,11 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
+from mlm_step import num_threads, pin_threads_and_malloc  # a sibling script (sys.path[0])
 
 from bert_jax.tasks.question_answering import reader as qa_reader
 from bert_jax.tasks.question_answering import windows as qa_windows
@@ -450,19 +450,13 @@ def main(argv=None) -> dict:
   if args.tiny:
     args.batch, args.examples, args.qa_examples, args.requests, args.rounds = 4, 8, 4, 4, 1
 
-  if args.threads:  # before jax starts: XLA sizes its CPU thread pool from the affinity mask
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
-  if args.malloc == "retain":  # before XLA's threads allocate
-    from bert_jax import malloc
-    if not malloc.retain_freed_memory():
-      raise RuntimeError("--malloc retain needs glibc")
+  pin_threads_and_malloc(args.threads, args.malloc)  # before jax starts
   load_before = os.getloadavg()
   import jax
   import torch
   import transformers
   transformers.logging.set_verbosity_error()
   transformers.logging.disable_progress_bar()
-  from mlm_step import num_threads  # a sibling script (benchmarks/ is sys.path[0])
   threads = num_threads()
   torch.set_num_threads(threads)
   compile_timer = CompileTimer()
@@ -520,5 +514,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, ROOT)
   main()

@@ -14,14 +14,10 @@ roughly 10-20k tokens/s here, so the default `--step-tokens-per-sec` is the uppe
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 import types
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bert_jax.tasks import pretraining  # noqa: E402
+from bert_jax.tasks import pretraining
 
 
 def main(argv=None) -> dict:

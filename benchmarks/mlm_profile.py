@@ -22,13 +22,10 @@ import json
 import os
 import re
 import resource
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import mlm_step  # noqa: E402
+import mlm_step  # a sibling script (benchmarks/ is sys.path[0])
 
 # (label, test on the op_name metadata), first match wins.
 CATEGORIES = (
@@ -58,11 +55,7 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=4)
   parser.add_argument("--top", type=int, default=25)
   args = parser.parse_args(argv)
-  if args.threads:
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
-  if args.malloc == "retain":
-    from bert_jax import malloc
-    malloc.retain_freed_memory()
+  mlm_step.pin_threads_and_malloc(args.threads, args.malloc)
   import jax
 
   step = mlm_step.JaxStep(mlm_step.CONFIGS[args.config], mlm_step.make_batch())
@@ -108,5 +101,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   main()

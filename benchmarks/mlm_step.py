@@ -28,6 +28,10 @@ glibc's heap for all three (see `bert_jax/malloc.py`).
 Also reported: model GFLOP/s (`step_flops`) against a float32 `jnp.dot` peak measured in the
 same run, minor page faults per step, the first step's compile time, XLA's memory analysis of
 the compiled step and the process's peak RSS. Figures: benchmarks/RESULTS.md.
+
+The other benchmarks import their shared parts from here (`import mlm_step`: a script's own
+folder is sys.path[0]): `make_batch`, `step_flops`, `best_dot_flops`, `num_threads`,
+`pin_threads_and_malloc` and the token ids. Importing it needs numpy only.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -63,27 +66,44 @@ def num_threads() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def make_batch(seed: int = 0) -> dict[str, np.ndarray]:
-  """[CLS] w1 .. w126 [SEP], no padding, random word-piece ids."""
+def pin_threads_and_malloc(threads: int, malloc: str):
+  """Before jax starts: pin the process to its first `threads` cores (0: all it may use; XLA
+  sizes its CPU thread pool from the affinity mask); `malloc == "retain"` keeps freed memory
+  in glibc's heap (bert_jax/malloc.py), before XLA's threads allocate."""
+  if threads:
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+  if malloc == "retain":
+    from bert_jax import malloc as glibc
+    if not glibc.retain_freed_memory():
+      raise RuntimeError("--malloc retain needs glibc")
+
+
+def make_batch(batch: int = BATCH, seq: int = SEQ, vocab: int = VOCAB, seed: int = 0,
+               padded: bool = False) -> dict[str, np.ndarray]:
+  """Synthetic rows [CLS] ids [SEP] of random word-piece ids: full length, or right-padded to
+  lengths in [seq/2, seq]. The defaults: this benchmark's batch, no padding."""
   rs = np.random.RandomState(seed)
-  ids = rs.randint(1000, VOCAB, size=(BATCH, SEQ)).astype(np.int32)
-  ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
-  special = np.zeros_like(ids)
-  special[:, 0] = special[:, -1] = 1
-  return dict(input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids),
+  ids = rs.randint(1000, vocab, size=(batch, seq)).astype(np.int32)
+  lengths = rs.randint(seq // 2, seq + 1, size=batch) if padded else np.full(batch, seq)
+  mask = (np.arange(seq)[None] < lengths[:, None]).astype(np.int32)
+  ids[:, 0], ids[np.arange(batch), lengths - 1] = CLS_ID, SEP_ID
+  ids *= mask
+  special = ((ids == CLS_ID) | (ids == SEP_ID) | (mask == 0)).astype(np.int32)
+  return dict(input_ids=ids, attention_mask=mask, token_type_ids=np.zeros_like(ids),
               special_tokens_mask=special)
 
 
-def step_flops(h: int, layers: int, ffn: int) -> float:
+def step_flops(h: int, layers: int, ffn: int, vocab: int = VOCAB, batch: int = BATCH,
+               seq: int = SEQ, predictions: float = BATCH * PREDICTIONS) -> float:
   """Model FLOPs of one train step (forward + backward = 3 x forward, 2 FLOPs per MAC).
 
   6 x matmul parameters per token (4h^2 + 2h*ffn per layer; embedding lookups are no matmuls)
   + attention 12 * layers * seq * h per token (QK^T and PV, forward and backward)
-  + the MLM head at the masked positions only: 6 x (h^2 + h * vocab) per prediction.
+  + the MLM head at the masked positions only: 6 x (h^2 + h * vocab) per prediction
+  (`predictions` in the whole batch). The defaults: this benchmark's batch.
   """
-  tokens, predictions = BATCH * SEQ, BATCH * PREDICTIONS
-  encoder = 6 * layers * (4 * h * h + 2 * h * ffn) + 12 * layers * SEQ * h
-  return tokens * encoder + predictions * 6 * (h * h + h * VOCAB)
+  per_token = 6 * layers * (4 * h * h + 2 * h * ffn) + 12 * layers * seq * h
+  return batch * seq * per_token + predictions * 6 * (h * h + h * vocab)
 
 
 def best_dot_flops(n: int = 2048, dtype: str = "float32", reps: int = 5) -> float:
@@ -255,12 +275,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--json", default=None, help="also write the results here")
   args = parser.parse_args(argv)
 
-  if args.threads:  # before jax starts: XLA sizes its CPU thread pool from the affinity mask
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
-  if args.malloc == "retain":  # before XLA's threads allocate
-    from bert_jax import malloc
-    if not malloc.retain_freed_memory():
-      raise RuntimeError("--malloc retain needs glibc")
+  pin_threads_and_malloc(args.threads, args.malloc)
   import jax
   import torch
   threads = num_threads()
@@ -373,5 +388,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   main()

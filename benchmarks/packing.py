@@ -24,12 +24,10 @@ import json
 import math
 import os
 import platform
-import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 METRIC = {"rt": "accuracy", "conll": "f1"}
 

@@ -17,7 +17,6 @@ import argparse
 import glob
 import json
 import os
-import sys
 
 import numpy as np
 
@@ -72,8 +71,7 @@ def pretraining_line(results_dir: str) -> list[str]:
 def pretraining_minutes(results_dir: str) -> dict[int, float]:
   """{step: training minutes up to it} of `pretrain/` (each logged window's steps over its
   steps/s: evaluation and checkpointing excluded)."""
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from recipe_study import train_minutes
+  from recipe_study import train_minutes  # a sibling script (scripts/ is sys.path[0])
   return train_minutes(os.path.join(results_dir, "pretrain"))
 
 

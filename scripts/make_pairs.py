@@ -32,14 +32,11 @@ import argparse
 import csv
 import json
 import os
-import sys
 from collections.abc import Iterator
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bert_jax.packing import split_sentences  # noqa: E402
+from bert_jax.packing import split_sentences
 from bert_jax.tasks.question_answering import reader as qa_reader
 
 SPLITS = ("train", "eval", "all")

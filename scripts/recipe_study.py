@@ -30,10 +30,9 @@ import statistics
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plot_curves import read_metrics  # a sibling script (scripts/ is sys.path[0])
 
-from plot_curves import read_metrics  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VOCAB_8K = "experiments/vocab/imdb_8k.txt"  # python -m bert_jax.train_vocab --vocab_size 8192
 

@@ -18,13 +18,9 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from bow_baseline import load_rotten_tomatoes  # noqa: E402
+from bow_baseline import load_rotten_tomatoes  # a sibling script (scripts/ is sys.path[0])
 
 LABELS = ("negative", "positive")
 

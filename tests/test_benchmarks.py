@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -19,10 +20,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load(name):
+  """benchmarks/<name>.py as a module; its `import mlm_step` (a sibling when run as a script)
+  gets benchmarks/mlm_step.py, for the import only (sys.modules is left as it was)."""
   spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks",
                                                                    name + ".py"))
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  siblings = {} if name == "mlm_step" else {"mlm_step": _load("mlm_step")}
+  with mock.patch.dict(sys.modules, siblings):
+    spec.loader.exec_module(module)
   return module
 
 
@@ -52,13 +57,35 @@ def test_mlm_step_flops_match_the_parameter_tree(size):
 
 
 def test_gpu_bench_flops_match_the_parameter_tree():
-  gpu_bench = _load("gpu_bench")
+  """The one step_flops (mlm_step's) at gpu_bench's BERT-base, batch and sequence length."""
+  mlm_step, gpu_bench = _load("mlm_step"), _load("gpu_bench")
   config = gpu_bench.base_config(tiny=False)  # BERT-base
   encoder, head = _matmul_weights(config)
   assert encoder == 84_934_656  # 12 x (4 x 768^2 + 2 x 768 x 3072)
   batch, seq, predictions = 256, 128, 256 * 19.0
   expected = (batch * seq * (6 * encoder + 12 * 12 * seq * 768) + predictions * 6 * head)
-  assert gpu_bench.step_flops(config, batch, seq, predictions) == pytest.approx(expected)
+  got = mlm_step.step_flops(config.hidden_size, config.num_hidden_layers,
+                            config.intermediate_size, config.vocab_size, batch, seq, predictions)
+  assert got == pytest.approx(expected)
+
+
+def test_make_batch_full_and_padded_rows():
+  """The one synthetic batch: [CLS] ids [SEP], full length or right-padded; special marks
+  [CLS], [SEP] and the padding."""
+  mlm_step = _load("mlm_step")
+  full = mlm_step.make_batch()
+  assert full["input_ids"].shape == (mlm_step.BATCH, mlm_step.SEQ) and full["attention_mask"].all()
+  assert (full["input_ids"][:, 0] == mlm_step.CLS_ID).all()
+  assert (full["input_ids"][:, -1] == mlm_step.SEP_ID).all()
+  assert full["special_tokens_mask"].sum() == 2 * mlm_step.BATCH
+  padded = mlm_step.make_batch(16, 64, 2048, seed=3, padded=True)
+  lengths = padded["attention_mask"].sum(1)
+  assert lengths.min() >= 32 and lengths.max() <= 64 and lengths.min() < 64
+  rows = np.arange(16)
+  assert (padded["input_ids"][rows, lengths - 1] == mlm_step.SEP_ID).all()
+  assert (padded["input_ids"][padded["attention_mask"] == 0] == 0).all()
+  np.testing.assert_array_equal(padded["special_tokens_mask"].sum(1), 2 + 64 - lengths)
+  assert padded["input_ids"].max() < 2048
 
 
 def _run(args, timeout):

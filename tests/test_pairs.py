@@ -2,20 +2,28 @@
 the shared SQuAD file; experiments/pairs_squad.py reads the CSV through local_classification."""
 
 import csv
+import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
+from bert_jax.tasks.question_answering import reader as qa_reader
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-import make_pairs  # noqa: E402
-import pair_baseline  # noqa: E402
 
-from bert_jax.tasks.question_answering import reader as qa_reader  # noqa: E402
+def _script(name):
+  """scripts/<name>.py as a module (the scripts are no package)."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", name + ".py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+make_pairs = _script("make_pairs")
+pair_baseline = _script("pair_baseline")
 
 
 @pytest.fixture(scope="module")
