@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "einsum")
-KERNELS = ("auto", "plain", "cpu", "gpu")
+KERNELS = ("auto", "plain", "cpu", "gpu", "tpu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -50,8 +50,8 @@ class BertConfig:
   # How to compute (not part of transformers' config.json).
   dtype: str = "float32"          # compute dtype of matmuls and activations
   param_dtype: str = "float32"    # storage dtype of parameters
-  attention_impl: str = "auto"    # auto: jax.nn.dot_product_attention; einsum: explicit softmax
-  kernels: str = "auto"           # plain | cpu | gpu kernel set (ops.py); auto: ops.resolve
+  attention_impl: str = "auto"    # xla | cudnn | einsum (ops.py); auto: the kernel set's choice
+  kernels: str = "auto"           # plain | cpu | gpu | tpu kernel set (ops.py); auto: ops.resolve
   remat_policy: str = "none"      # activation checkpointing of each encoder layer
   scan_layers: bool = False       # nn.scan over layers: params stacked on a leading 'layers' axis
 

@@ -3,8 +3,9 @@ sequence and token classification, question answering).
 
 Outputs match transformers' PyTorch models on the same weights (see `hf.py` and
 tests/test_hf.py). Every parameter carries logical axis names (`axes.py`), so the same
-module shards under any mesh. Where a faster kernel than the textbook op exists for some
-backend, the model calls `ops.*`, which picks it from `config.kernels` (see `ops.py`).
+module shards under any mesh. This file is the architecture only: every projection, lookup,
+the exact GELU and the attention core go through `ops.*`, which picks the kernel from
+`config.kernels` / `config.attention_impl` (see `ops.py`); nothing here asks the backend.
 Parameter tree of `BertModel`:
 
   embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding, layer_norm
@@ -57,16 +58,12 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
       bias_init=_zeros((axes.EMBED,)), name=name)
 
 
-def _gelu_erf(x: Array) -> Array:
-  # Exact GELU as PyTorch computes it, 0.5 x (1 + erf(x / sqrt 2)): jax.nn.gelu(approximate=False)
-  # goes through erfc, which costs about twice as much elementwise work on CPU.
-  return 0.5 * x * (1.0 + jax.lax.erf(x * np.asarray(1 / np.sqrt(2), x.dtype)))
-
-
-def activation(name: str):
-  if name == "gelu":
-    return _gelu_erf
-  if name in ("gelu_new", "gelu_pytorch_tanh"):
+def activation(config: BertConfig):
+  """`config.hidden_act` as a function: "gelu" exact (erf), "gelu_new" / "gelu_pytorch_tanh"
+  the tanh approximation, "relu"."""
+  if config.hidden_act == "gelu":
+    return functools.partial(ops.gelu, config)
+  if config.hidden_act in ("gelu_new", "gelu_pytorch_tanh"):
     return functools.partial(jax.nn.gelu, approximate=True)
   return jax.nn.relu
 
@@ -99,12 +96,8 @@ class BertEmbeddings(nn.Module):
                position_ids: Array | None = None) -> Array:
     c = self.config
     length = input_ids.shape[1]
-    # Words are gathered from the float32 table, so their gradient is a float32 scatter-add
-    # (a bfloat16 one is a compare-and-swap loop on GPU, see ops.one_hot_lookup); positions
-    # are a slice, so their gradient is a sum over the batch.
-    table = self.word_embeddings.embedding.astype(jnp.float32)  # [vocab, embed]
-    words = jnp.take(table, input_ids, axis=0)  # [batch, length, embed]
-    if position_ids is None:
+    words = ops.words(c, self.word_embeddings.embedding, input_ids)  # [b, l, embed] float32
+    if position_ids is None:  # a slice: the gradient is a sum over the batch
       positions = self.position_embeddings.embedding[:length][None]  # [1, length, embed]
     else:  # packed rows: positions restart at every example
       positions = ops.lookup(c, self.position_embeddings.embedding, position_ids)  # [b, l, e]
@@ -157,17 +150,11 @@ class SelfAttention(nn.Module):
     qkv_axes = (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV)
     q, k, v = (nn.with_logical_constraint(t, qkv_axes) for t in (q, k, v))
 
-    use_dropout = not deterministic and c.attention_probs_dropout_prob > 0
-    if c.attention_impl == "einsum" or use_dropout:
-      # Explicit softmax: the only path with dropout on the attention probabilities.
-      scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
-      scores = jnp.where(ops.attention_mask_4d(mask), scores.astype(jnp.float32),
-                         jnp.finfo(jnp.float32).min)
-      probs = jax.nn.softmax(scores, axis=-1).astype(c.compute_dtype)  # [batch, heads, q, k]
-      probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
-      ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-    else:
-      ctx = ops.attention(c, q, k, v, mask)
+    # softmax(q k^T / sqrt(kv)) v, dropout on the [batch, heads, q, k] probabilities in training
+    dropout = nn.Dropout(c.attention_probs_dropout_prob)
+    train = not deterministic and c.attention_probs_dropout_prob > 0
+    ctx = ops.attention(c, q, k, v, mask,
+                        functools.partial(dropout, deterministic=False) if train else None)
     ctx = nn.with_logical_constraint(ctx, qkv_axes)  # [batch, length, heads, kv]
     # [batch, length, heads, kv] -> [batch, length, embed]
     return Projection(c, (heads, head_dim, c.hidden_size), (axes.HEADS, axes.KV, axes.EMBED),
@@ -192,7 +179,7 @@ class BertLayer(nn.Module):
     # [batch, length, embed] -> [batch, length, mlp] -> [batch, length, embed]
     h = Projection(c, (c.hidden_size, c.intermediate_size), (axes.EMBED, axes.MLP), (axes.MLP,),
                    name="intermediate")(x)
-    h = nn.with_logical_constraint(activation(c.hidden_act)(h),
+    h = nn.with_logical_constraint(activation(c)(h),
                                    (axes.BATCH, axes.LENGTH, axes.MLP))
     h = Projection(c, (c.intermediate_size, c.hidden_size), (axes.MLP, axes.EMBED), (axes.EMBED,),
                    name="output")(h)
@@ -264,9 +251,8 @@ class BertModel(nn.Module):
     self.embeddings = BertEmbeddings(c)
     self.encoder = BertEncoder(c)
     if self.add_pooling_layer:
-      self.pooler = nn.Dense(
-          c.hidden_size, dtype=c.compute_dtype, param_dtype=c.storage_dtype,
-          kernel_init=_dense_init(c, (axes.EMBED, axes.MLP)), bias_init=_zeros((axes.MLP,)))
+      self.pooler = Projection(c, (c.hidden_size, c.hidden_size), (axes.EMBED, axes.MLP),
+                               (axes.MLP,))
 
   def __call__(self, input_ids: Array, attention_mask: Array | None = None,
                token_type_ids: Array | None = None, *, segment_ids: Array | None = None,
@@ -376,11 +362,10 @@ class MLMHead(nn.Module):
   def __call__(self, x: Array, table: Array) -> Array:
     """x [..., embed] and the [vocab, embed] word embeddings -> logits [..., vocab]."""
     c = self.config
-    x = nn.Dense(c.hidden_size, dtype=c.compute_dtype, param_dtype=c.storage_dtype,
-                 kernel_init=_dense_init(c, (axes.EMBED, axes.MLP)),
-                 bias_init=_zeros((axes.MLP,)), name="transform")(x)
+    x = Projection(c, (c.hidden_size, c.hidden_size), (axes.EMBED, axes.MLP), (axes.MLP,),
+                   name="transform")(x)  # [..., embed] -> [..., embed]
     x = nn.with_logical_constraint(x, (axes.BATCH, axes.PREDICTIONS, axes.EMBED)[-x.ndim:])
-    x = _layer_norm(c, "layer_norm")(activation(c.hidden_act)(x))
+    x = _layer_norm(c, "layer_norm")(activation(c)(x))
     bias = self.param("bias", _zeros((axes.VOCAB,)), (c.vocab_size,), c.storage_dtype)
     dtype = c.compute_dtype
     logits = ops.decoder(c, x.astype(dtype), table.astype(dtype), bias.astype(dtype))  # [b, P, V]
@@ -401,8 +386,8 @@ class ClassificationHead(nn.Module):
     kernel = self.param("kernel", _dense_init(c, (axes.EMBED, axes.LABELS)),
                         (x.shape[-1], self.num_labels), c.storage_dtype)
     bias = self.param("bias", _zeros((axes.LABELS,)), (self.num_labels,), c.storage_dtype)
-    x = x.astype(c.compute_dtype)
-    return x @ kernel.astype(c.compute_dtype) + bias.astype(c.compute_dtype)
+    dtype = c.compute_dtype
+    return ops.dense(c, x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
 
 
 def gather_positions(config: BertConfig, x: Array, positions: Array) -> Array:

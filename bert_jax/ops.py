@@ -1,26 +1,39 @@
-"""Kernels: how the model's matmuls, lookups and attention are computed, chosen by config.
+"""Kernels: how the model's matmuls, lookups, activations and attention are computed.
 
-`model.py` says *what* BERT computes and calls `ops.dense`, `ops.lookup`, `ops.gather`,
-`ops.decoder` and `ops.attention` where a backend-specific kernel pays. Which one runs is
-decided by the string `BertConfig.kernels` alone, never by the backend at trace time, so a
-graph lowered ahead of time for another backend cannot change silently:
+`model.py` says *what* BERT computes and calls `ops.dense`, `ops.lookup`, `ops.words`,
+`ops.gather`, `ops.decoder`, `ops.gelu` and `ops.attention` wherever a backend-specific kernel
+pays. Which one runs is decided by the config alone, through one table (`KERNEL_SETS`) and one
+dispatch (`kernel_set`), never by the backend at trace time, so a graph lowered ahead of time
+for another backend cannot change silently. `BertConfig.kernels` names the set:
 
-  "plain"  textbook ops: tensordot projections and `x @ table.T + b` decoder with autodiff
-           gradients, `jnp.take` lookups, `take_along_axis` gather, XLA attention.
+  "plain"  textbook ops: tensordot projections, `x @ table.T + b` decoder with autodiff
+           gradients, `jnp.take` lookups in the storage dtype, `take_along_axis` gather,
+           `jax.nn.gelu`, XLA attention.
   "cpu"    2-D projections whose weight gradients XLA:CPU runs fastest (`flat_matmul_cpu`,
-           `weight_grad`), the tied decoder's written-out VJP, one-hot lookups.
-  "gpu"    the accelerator path (also TPU's): 2-D projections with autodiff gradients (visible
-           to remat policies), the tied decoder's VJP, one-hot lookups (no contended
-           scatter-add), cuDNN attention for 16-bit compute when attention_impl="auto".
+           `weight_grad`), the tied decoder's written-out VJP, one-hot lookups, the word table
+           gathered in float32, GELU through erf (`gelu_erf`), XLA attention.
+  "gpu"    2-D projections with autodiff gradients (visible to remat policies), the tied
+           decoder's VJP, one-hot lookups and the float32 word gather (no contended or 16-bit
+           scatter-add), `gelu_erf`; cuDNN attention for 16-bit compute, XLA's otherwise.
+  "tpu"    the "gpu" set with XLA attention: other accelerators (TPU), where cuDNN is absent.
   "auto"   `resolve(config)` with the default backend: a convenience for eager and interactive
-           use. Training and benchmarks resolve once on the host and build the model from that.
+           use. Training, inference and benchmarks resolve once on the host and build the
+           model from that.
+
+`BertConfig.attention_impl` names the attention: "xla" (`jax.nn.dot_product_attention`),
+"cudnn" (its cuDNN flash kernel, GPU and 16-bit only), "einsum" (explicit softmax), or "auto":
+the kernel set's choice (`KernelSet.attention`). Dropout on the attention probabilities is
+computed by the explicit softmax whatever the choice (the only one with a probabilities
+tensor to drop from).
 
 Every choice computes the same values and gradients up to float rounding (tests/test_ops.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,99 +43,106 @@ from bert_jax.config import BertConfig
 
 Array = jax.Array
 _FUSED_DTYPES = (jnp.bfloat16, jnp.float16)  # cuDNN's flash attention exists for these
+_BACKEND_KERNELS = {"cpu": "cpu", "gpu": "gpu"}  # any other backend: "tpu"
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSet:
+  """One kernel set: what each `ops` entry point computes with (see the module docstring)."""
+
+  dense: Callable[[Array, Array, int], Array]  # x [..., *in], kernel [*in, *out], contract
+  lookup: Callable[[Array, Array], Array]  # small table [rows, embed], ids [...]
+  words: Callable[[Array, Array], Array]  # word table [vocab, embed], ids [...] -> float32
+  gather: Callable[[Array, Array], Array]  # x [batch, length, embed], positions [batch, P]
+  decoder: Callable[[Array, Array, Array], Array]  # x [..., embed], table, bias [vocab]
+  gelu: Callable[[Array], Array]  # exact GELU, 0.5 x (1 + erf(x / sqrt 2))
+  attention: Callable[[BertConfig], str]  # attention_impl="auto" -> a concrete one
 
 
 def resolve(config: BertConfig) -> BertConfig:
-  """`config` with kernels="auto" and attention_impl="auto" made concrete for this backend.
+  """`config` with kernels="auto" and attention_impl="auto" made concrete.
 
-  kernels: "cpu" on CPU, "gpu" elsewhere (GPU, TPU). attention_impl: "cudnn" on a GPU with
-  16-bit compute and "gpu" kernels, else "xla". Explicit values are kept; resolving twice
-  changes nothing. The only place the kernels consult `jax.default_backend()`.
+  kernels: "cpu" on CPU, "gpu" on GPU, "tpu" on any other backend; the only place the kernels
+  consult `jax.default_backend()`, and only for kernels="auto". attention_impl: the kernel
+  set's choice for this config (`KernelSet.attention`). Explicit values are kept; resolving
+  twice changes nothing.
   """
-  backend = jax.default_backend()
   if config.kernels == "auto":
-    config = config.replace(kernels="cpu" if backend == "cpu" else "gpu")
+    config = config.replace(kernels=_BACKEND_KERNELS.get(jax.default_backend(), "tpu"))
   if config.attention_impl == "auto":
-    fused = backend == "gpu" and _fused_attention(config)
-    config = config.replace(attention_impl="cudnn" if fused else "xla")
+    config = config.replace(attention_impl=KERNEL_SETS[config.kernels].attention(config))
   return config
 
 
+def kernel_set(config: BertConfig) -> KernelSet:
+  """The one dispatch: the `KernelSet` that `config` (resolved) names."""
+  return KERNEL_SETS[kernels(config)]
+
+
 def kernels(config: BertConfig) -> str:
-  """The kernel set `config` selects: "plain", "cpu" or "gpu" ("auto" resolved)."""
+  """The kernel set `config` selects: "plain", "cpu", "gpu" or "tpu" ("auto" resolved)."""
   return resolve(config).kernels if config.kernels == "auto" else config.kernels
 
 
-def _fused_attention(config: BertConfig) -> bool:
-  return config.kernels == "gpu" and config.compute_dtype in _FUSED_DTYPES
-
-
 def attention_implementation(config: BertConfig) -> str:
-  """The attention `config` selects: "xla", "cudnn" or "einsum" (explicit softmax)."""
-  if config.kernels == "auto":
-    config = resolve(config)
-  if config.attention_impl != "auto":
-    return config.attention_impl
-  return "cudnn" if _fused_attention(config) else "xla"
+  """The attention `config` selects without dropout: "xla", "cudnn" or "einsum"."""
+  return resolve(config).attention_impl
+
+
+def _xla_attention_choice(config: BertConfig) -> str:
+  del config
+  return "xla"
+
+
+def _gpu_attention_choice(config: BertConfig) -> str:
+  return "cudnn" if config.compute_dtype in _FUSED_DTYPES else "xla"
 
 
 # What the model calls ---------------------------------------------------------------------------
 
 def dense(config: BertConfig, x: Array, kernel: Array, contract: int = 1) -> Array:
   """x [..., *in] @ kernel [*in, *out] -> [..., *out], contracting x's last `contract` axes."""
-  name = kernels(config)
-  if name == "cpu":
-    return flat_matmul_cpu(x, kernel, contract)
-  if name == "gpu":
-    return flat_matmul(x, kernel, contract)
-  return jnp.tensordot(x, kernel, axes=contract)
+  return kernel_set(config).dense(x, kernel, contract)
 
 
 def lookup(config: BertConfig, table: Array, ids: Array) -> Array:
-  """`table[ids]` for a small table (segments): [rows, embed], [...] -> [..., embed]."""
-  if kernels(config) == "plain":
-    return jnp.take(table, ids, axis=0)
-  return one_hot_lookup(table, ids)
+  """`table[ids]` for a small table (segments, positions): [rows, embed], [...] ->
+  [..., embed]."""
+  return kernel_set(config).lookup(table, ids)
+
+
+def words(config: BertConfig, table: Array, ids: Array) -> Array:
+  """`table[ids]` for the word table, in float32: [vocab, embed], [...] -> [..., embed]."""
+  return kernel_set(config).words(table, ids)
 
 
 def gather(config: BertConfig, x: Array, positions: Array) -> Array:
   """x [batch, length, embed] at positions [batch, P] -> [batch, P, embed]."""
-  if kernels(config) == "plain":
-    return jnp.take_along_axis(x, positions[..., None], axis=1)
-  return one_hot_gather(x, positions)
+  return kernel_set(config).gather(x, positions)
 
 
 def decoder(config: BertConfig, x: Array, table: Array, bias: Array) -> Array:
   """The tied MLM output layer: [..., embed] x [vocab, embed] + [vocab] -> [..., vocab]."""
-  name = kernels(config)
-  if name == "plain":
-    return x @ table.T + bias
-  return tied_decoder(x, table, bias, name == "cpu")
+  return kernel_set(config).decoder(x, table, bias)
 
 
-def attention_mask_4d(mask: Array) -> Array:
-  """[batch, keys] or [batch, queries, keys] -> [batch, 1 (heads), queries or 1, keys]."""
-  return mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
+def gelu(config: BertConfig, x: Array) -> Array:
+  """Exact (erf) GELU, as transformers' "gelu": [...] -> [...]."""
+  return kernel_set(config).gelu(x)
 
 
-def attention(config: BertConfig, q: Array, k: Array, v: Array, mask: Array) -> Array:
-  """Softmax attention without dropout: q, k, v [batch, length, heads, kv], mask [batch, keys]
-  or, for packed rows, [batch, queries, keys] (True = attend) -> [batch, length, heads, kv], by
-  `attention_implementation(config)`."""
-  impl = attention_implementation(config)
-  if impl == "cudnn" and mask.ndim == 3:
-    # Packed rows: cuDNN's flash kernel takes the block-diagonal mask as a bias operand.
-    return jax.nn.dot_product_attention(q, k, v, mask=attention_mask_4d(mask),
-                                        implementation="cudnn")
-  if impl == "cudnn":
-    # cuDNN's flash kernel takes key lengths, not a [batch, 1, 1, k] mask: BERT inputs (our
-    # tokenizer and packing) are right-padded, so the mask is a length per row.
-    return jax.nn.dot_product_attention(
-        q, k, v, key_value_seq_lengths=jnp.sum(mask, axis=-1, dtype=jnp.int32),
-        implementation="cudnn")
-  if impl != "xla":
-    raise ValueError(f"ops.attention computes attention_impl 'xla' or 'cudnn', got {impl!r}")
-  return jax.nn.dot_product_attention(q, k, v, mask=attention_mask_4d(mask), implementation="xla")
+def attention(config: BertConfig, q: Array, k: Array, v: Array, mask: Array,
+              dropout: Callable[[Array], Array] | None = None) -> Array:
+  """Softmax attention: q, k, v [batch, length, heads, kv], mask [batch, keys] or, for packed
+  rows, [batch, queries, keys] (True = attend) -> [batch, length, heads, kv].
+
+  `dropout` (training) is applied to the [batch, heads, queries, keys] probabilities, by the
+  explicit softmax ("einsum"); without it, `attention_implementation(config)` runs.
+  """
+  impl = "einsum" if dropout is not None else attention_implementation(config)
+  if impl == "einsum":
+    return einsum_attention(q, k, v, mask, dropout)
+  return _ATTENTIONS[impl](q, k, v, mask)
 
 
 # The kernels ------------------------------------------------------------------------------------
@@ -224,3 +244,111 @@ def one_hot_gather(x: Array, positions: Array) -> Array:
   """
   one_hot = jax.nn.one_hot(positions, x.shape[1], dtype=x.dtype)  # [batch, P, length]
   return jnp.einsum("bpl,ble->bpe", one_hot, x, precision=jax.lax.Precision.HIGHEST)
+
+
+def gelu_erf(x: Array) -> Array:
+  """Exact GELU as PyTorch computes it, 0.5 x (1 + erf(x / sqrt 2)).
+
+  `jax.nn.gelu(approximate=False)` goes through erfc, which costs about twice as much
+  elementwise work on CPU.
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * np.asarray(1 / np.sqrt(2), x.dtype)))
+
+
+def float32_take(table: Array, ids: Array) -> Array:
+  """`table[ids]` gathered from the float32 table: [vocab, embed], [...] -> [..., embed].
+
+  The gradient is then a float32 scatter-add into the word table: a bfloat16 one is a
+  compare-and-swap loop on GPU (see `one_hot_lookup`) and drops the low bits of every add.
+  """
+  return jnp.take(table.astype(jnp.float32), ids, axis=0)
+
+
+def _plain_words(table: Array, ids: Array) -> Array:
+  return jnp.take(table, ids, axis=0).astype(jnp.float32)
+
+
+def _plain_lookup(table: Array, ids: Array) -> Array:
+  return jnp.take(table, ids, axis=0)
+
+
+def _plain_gather(x: Array, positions: Array) -> Array:
+  return jnp.take_along_axis(x, positions[..., None], axis=1)
+
+
+def _plain_dense(x: Array, kernel: Array, contract: int) -> Array:
+  return jnp.tensordot(x, kernel, axes=contract)
+
+
+def _plain_decoder(x: Array, table: Array, bias: Array) -> Array:
+  return x @ table.T + bias
+
+
+def _decoder(x: Array, table: Array, bias: Array) -> Array:
+  return tied_decoder(x, table, bias, False)
+
+
+def _decoder_cpu(x: Array, table: Array, bias: Array) -> Array:
+  return tied_decoder(x, table, bias, True)
+
+
+# Attention: q, k, v [batch, length, heads, kv], mask [batch, keys] or [batch, queries, keys]
+# (True = attend) -> [batch, length, heads, kv].
+
+def attention_mask_4d(mask: Array) -> Array:
+  """[batch, keys] or [batch, queries, keys] -> [batch, 1 (heads), queries or 1, keys]."""
+  return mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
+
+
+def xla_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+  """XLA's `dot_product_attention`: the [batch, heads, q, k] scores in full, softmax in f32."""
+  return jax.nn.dot_product_attention(q, k, v, mask=attention_mask_4d(mask), implementation="xla")
+
+
+def cudnn_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+  """cuDNN's flash attention (GPU, 16-bit compute)."""
+  if mask.ndim == 3:
+    # Packed rows: cuDNN's flash kernel takes the block-diagonal mask as a bias operand.
+    return jax.nn.dot_product_attention(q, k, v, mask=attention_mask_4d(mask),
+                                        implementation="cudnn")
+  # cuDNN's flash kernel takes key lengths, not a [batch, 1, 1, k] mask: BERT inputs (our
+  # tokenizer and packing) are right-padded, so the mask is a length per row.
+  return jax.nn.dot_product_attention(
+      q, k, v, key_value_seq_lengths=jnp.sum(mask, axis=-1, dtype=jnp.int32),
+      implementation="cudnn")
+
+
+def einsum_attention(q: Array, k: Array, v: Array, mask: Array,
+                     dropout: Callable[[Array], Array] | None = None) -> Array:
+  """Explicit softmax, the only attention with dropout on the probabilities (`dropout`, a
+  function of the [batch, heads, q, k] probabilities)."""
+  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+  scores = jnp.where(attention_mask_4d(mask), scores.astype(jnp.float32),
+                     jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)  # [batch, heads, q, k]
+  if dropout is not None:
+    probs = dropout(probs)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+_ATTENTIONS = {"xla": xla_attention, "cudnn": cudnn_attention, "einsum": einsum_attention}
+
+
+# The table --------------------------------------------------------------------------------------
+
+_ACCELERATOR = dict(  # "gpu" and "tpu"
+    dense=flat_matmul, lookup=one_hot_lookup, words=float32_take, gather=one_hot_gather,
+    decoder=_decoder, gelu=gelu_erf)
+
+KERNEL_SETS: dict[str, KernelSet] = {
+    "plain": KernelSet(
+        dense=_plain_dense, lookup=_plain_lookup, words=_plain_words, gather=_plain_gather,
+        decoder=_plain_decoder, gelu=functools.partial(jax.nn.gelu, approximate=False),
+        attention=_xla_attention_choice),
+    "cpu": KernelSet(
+        dense=flat_matmul_cpu, lookup=one_hot_lookup, words=float32_take,
+        gather=one_hot_gather, decoder=_decoder_cpu,
+        gelu=gelu_erf, attention=_xla_attention_choice),
+    "gpu": KernelSet(**_ACCELERATOR, attention=_gpu_attention_choice),
+    "tpu": KernelSet(**_ACCELERATOR, attention=_xla_attention_choice),
+}

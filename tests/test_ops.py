@@ -1,5 +1,7 @@
 """ops.py: each kernel against its textbook form, the kernel sets against each other, resolve."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,6 +9,8 @@ import numpy as np
 import pytest
 
 from bert_jax import BertConfig, BertForMaskedLM, ops
+from bert_jax.config import KERNELS
+from bert_jax.model import segment_attention_mask
 
 TINY = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=64, max_position_embeddings=16)
@@ -65,6 +69,70 @@ def test_one_hot_lookups_are_exact():
                          jnp.take_along_axis(x, positions[..., None], axis=1))
 
 
+def test_gelu_and_word_lookup_kernels_match_the_textbook():
+  x = jnp.linspace(-6.0, 6.0, 97)
+  # 1 + erf(x) cancels in the negative tail: absolute float32 rounding of ~|x| * 6e-8 there.
+  np.testing.assert_allclose(ops.gelu_erf(x), jax.nn.gelu(x, approximate=False), rtol=1e-6,
+                             atol=1e-6)
+  table = jax.random.normal(jax.random.key(6), (7, 4)).astype(jnp.bfloat16)
+  ids = jnp.array([[0, 6, 6], [3, 0, 1]])
+  for name in ("plain", "cpu", "gpu", "tpu"):
+    words = ops.words(TINY.replace(kernels=name), table, ids)
+    assert words.dtype == jnp.float32 and jnp.array_equal(words, table[ids].astype(jnp.float32))
+  # The float32 gather differentiates into a float32 scatter-add (the word-table gradient).
+  grad = jax.grad(lambda t: jnp.sum(ops.float32_take(t, ids)))(table)
+  assert grad.dtype == jnp.bfloat16 and float(grad[6, 0]) == 2.0
+
+
+def test_one_table_of_kernel_sets():
+  assert set(ops.KERNEL_SETS) == set(KERNELS) - {"auto"}
+  for name, kernel_set in ops.KERNEL_SETS.items():
+    assert ops.kernel_set(TINY.replace(kernels=name)) is kernel_set
+    for field in dataclasses.fields(kernel_set):
+      assert callable(getattr(kernel_set, field.name)), (name, field.name)
+
+
+def _attention_inputs(length, packed, seed=0, batch=3, heads=2, head_dim=8):
+  """q, k, v [batch, length, heads, kv] and a padded or packed mask (True = attend)."""
+  kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
+  shape = (batch, length, heads, head_dim)
+  q, k, v = (jax.random.normal(key, shape) for key in (kq, kk, kv))
+  lengths = np.array([length, max(1, length - 5), max(1, length // 3)])[:batch]
+  real = np.arange(length)[None] < lengths[:, None]  # [batch, length]
+  if not packed:
+    return q, k, v, jnp.asarray(real)
+  # Packed rows: two examples where there is room, then padding.
+  segments = np.where(real, 1 + (np.arange(length)[None] >= lengths[:, None] // 2), 0)
+  return q, k, v, segment_attention_mask(jnp.asarray(segments))
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_einsum_attention_matches_xla_attention(packed):
+  q, k, v, mask = _attention_inputs(11, packed)
+  g = jax.random.normal(jax.random.key(9), q.shape)
+  ours, ours_vjp = jax.vjp(lambda *a: ops.einsum_attention(*a, mask), q, k, v)
+  ref, ref_vjp = jax.vjp(lambda *a: ops.xla_attention(*a, mask), q, k, v)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+  for a, b in zip(ours_vjp(g), ref_vjp(g)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_dropout_goes_through_the_explicit_softmax():
+  q, k, v, mask = _attention_inputs(6, False)
+  seen = []
+
+  def dropout(probs):
+    seen.append(probs.shape)
+    return probs * 0.5
+  for impl in ("xla", "einsum"):
+    seen.clear()
+    config = TINY.replace(kernels="cpu", attention_impl=impl)
+    out = ops.attention(config, q, k, v, mask, dropout)
+    assert seen == [(3, 2, 6, 6)], impl  # [batch, heads, q, k]
+    np.testing.assert_allclose(out, 0.5 * ops.xla_attention(q, k, v, mask), rtol=1e-5,
+                               atol=1e-6)
+
+
 def _mlm_value_and_grads(config, params):
   model = BertForMaskedLM(config)
   weights = jax.random.normal(jax.random.key(5), (2, 2, config.vocab_size))
@@ -86,7 +154,7 @@ def test_kernel_sets_give_the_same_values_and_gradients():
       nn.meta.unbox(shapes)["params"])
   logits, grads = _mlm_value_and_grads(config.replace(kernels="plain"), params)
   scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads))
-  for name in ("cpu", "gpu"):
+  for name in ("cpu", "gpu", "tpu"):
     other_logits, other_grads = _mlm_value_and_grads(config.replace(kernels=name), params)
     diff = float(jnp.max(jnp.abs(other_logits - logits)))
     grad_diff = max(float(jnp.max(jnp.abs(a - b)))
@@ -101,7 +169,7 @@ def test_kernel_sets_give_the_same_values_and_gradients():
 def test_resolve_by_backend(monkeypatch):
   bf16 = TINY.replace(dtype="bfloat16")
   for backend, kernels, f32_attention, bf16_attention in [
-      ("cpu", "cpu", "xla", "xla"), ("gpu", "gpu", "xla", "cudnn"), ("tpu", "gpu", "xla", "xla")]:
+      ("cpu", "cpu", "xla", "xla"), ("gpu", "gpu", "xla", "cudnn"), ("tpu", "tpu", "xla", "xla")]:
     monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
     resolved = ops.resolve(TINY)
     assert (resolved.kernels, resolved.attention_impl) == (kernels, f32_attention), backend
@@ -112,6 +180,10 @@ def test_resolve_by_backend(monkeypatch):
         kernels="plain", attention_impl="einsum")
     assert ops.kernels(TINY) == kernels
     assert ops.attention_implementation(bf16) == bf16_attention
+    # One answer: what ops computes with is what resolve writes, for explicit kernels too.
+    for name in ops.KERNEL_SETS:
+      for config in (TINY.replace(kernels=name), bf16.replace(kernels=name)):
+        assert ops.attention_implementation(config) == ops.resolve(config).attention_impl
   assert ops.resolve(bf16.replace(kernels="plain")).attention_impl == "xla"
 
 
@@ -119,7 +191,7 @@ def test_attention_choice_depends_only_on_the_config():
   bf16 = TINY.replace(dtype="bfloat16")
   assert ops.attention_implementation(bf16.replace(kernels="gpu")) == "cudnn"
   assert ops.attention_implementation(TINY.replace(kernels="gpu")) == "xla"  # float32
-  for kernels in ("plain", "cpu"):
+  for kernels in ("plain", "cpu", "tpu"):
     assert ops.attention_implementation(bf16.replace(kernels=kernels)) == "xla"
   assert ops.attention_implementation(bf16.replace(kernels="gpu", attention_impl="xla")) == "xla"
 
@@ -137,7 +209,7 @@ def test_a_resolved_model_never_asks_the_backend(monkeypatch):
 
 
 def test_kernels_is_validated_and_not_written_to_config_json():
-  with pytest.raises(ValueError, match=r"BertConfig.kernels='tpu' is not one of auto, plain"):
-    TINY.replace(kernels="tpu")
+  with pytest.raises(ValueError, match=r"BertConfig.kernels='cuda' is not one of auto, plain"):
+    TINY.replace(kernels="cuda")
   assert "kernels" not in TINY.replace(kernels="cpu").to_dict()
   assert BertConfig.from_dict(TINY.to_dict()) == TINY
