@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging as py_logging
 import os
 import shutil
 import time
@@ -36,6 +37,8 @@ from bert_jax import errors
 
 ITEMS = ("state", "data", "meta")
 CORRUPT_DIR = "corrupt_checkpoints"
+# The `meta` item's layout: 2 = task modules (task name + task settings in "task_info").
+FORMAT = 2
 
 
 class CheckpointMismatchError(errors.ConfigError):
@@ -288,3 +291,37 @@ def restore_params(directory: str) -> tuple[Any, dict]:
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
     state = ckptr.restore(path, abstract)
   return state["params"], dict(meta)
+
+
+def restore_run(directory: str) -> tuple[Any, dict]:
+  """`restore_params` of a checkpoint this bert_jax can read (meta `format` == FORMAT), without
+  Orbax's notes on a read-only restore."""
+  with _quiet_read_only_restore():
+    params, meta = restore_params(directory)
+  if meta.get("format") != FORMAT:
+    raise errors.ConfigError(
+        f"{directory}: checkpoint written by a bert_jax before task modules (no format "
+        f"{FORMAT} metadata); retrain it, or export it with that older version")
+  return params, meta
+
+
+class _ReadOnlyRestoreNotes:
+  """Drops Orbax's warnings that merely describe a read-only restore (`read_only=True,
+  setting ...`, `Given directory is read only`, `Metadata file does not exist`)."""
+
+  NOTES = ("read_only=True", "directory is read only", "Metadata file does not exist")
+
+  def filter(self, record) -> bool:
+    return not ("/orbax/" in record.pathname.replace(os.sep, "/")
+                and any(n in record.getMessage() for n in self.NOTES))
+
+
+@contextlib.contextmanager
+def _quiet_read_only_restore():
+  """Without `_ReadOnlyRestoreNotes` on absl's logger: 4 such lines before every output."""
+  logger, note_filter = py_logging.getLogger("absl"), _ReadOnlyRestoreNotes()
+  logger.addFilter(note_filter)
+  try:
+    yield
+  finally:
+    logger.removeFilter(note_filter)

@@ -1,14 +1,10 @@
 """train_and_evaluate: the one loop for every task (`bert_jax/tasks/`), named by `config.task`.
 
-Sections: config -> data -> model and optimizer -> mesh and state (restore order) ->
-step functions -> loop (log, eval, checkpoint, preemption) -> final evaluation and report.
-The loop never asks which task it runs: the task builds the model, the batches, the loss and
-metrics, and writes its report.
-
-Restore order (logged): resume from `workdir/checkpoints` if it holds a checkpoint; else
-`config.init_from` (a bert_jax workdir/checkpoint or a transformers BERT directory; the
-encoder goes into the task's model with a fresh head unless the head matches); else fresh
-initialization from `config.seed`.
+Reads top-down: config checks -> `_setup` (data, task, model, optimizer, runner, first state)
+-> `_train_loop` (train steps; log, evaluate, checkpoint on their schedules; SIGTERM saves
+and stops) -> final evaluation and the task's report (`_finish`). The loop never asks which
+task it runs: the task builds the model, the batches, the loss and metrics, and writes its
+report. Where the first state comes from (resume, `init_from`, fresh) is `bert_jax.restore`.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ import math
 import os
 import signal
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,14 +24,12 @@ import numpy as np
 from absl import logging
 
 from bert_jax import checkpoint as ckpt_lib
-from bert_jax import inference, ops, optim, sharding, steps, tasks
+from bert_jax import inference, ops, optim, restore, sharding, steps, tasks
 from bert_jax import workdir as workdir_lib
 from bert_jax.config import BertConfig
 from bert_jax.errors import ConfigError, NonFiniteLossError
 from bert_jax.metric_writer import MetricWriter, Progress
 
-# Checkpoint metadata format: 2 = task modules (task name + task settings in "task_info").
-CHECKPOINT_FORMAT = 2
 # BertConfig fields that choose how to compute, not what: a run may resume with other values.
 COMPUTE_FIELDS = ("dtype", "attention_impl", "kernels", "remat_policy")
 
@@ -131,7 +125,38 @@ def _run_identity(config, model_cfg: BertConfig) -> dict:
   return {"task": config.task, "model": model, "max_seq_length": int(config.data.max_seq_length)}
 
 
-# ============================================================================ model + state
+# ============================================================================ setup
+
+
+@dataclasses.dataclass
+class _Run:
+  """One run as `_setup` builds it: what the loop, the evaluations and the saves read."""
+  config: Any
+  workdir: str
+  task: tasks.Task
+  model: Any                            # the task's Flax model
+  model_cfg: BertConfig
+  tokenizer: Any
+  runner: Any                           # sharding.MeshRunner or sharding.PmapRunner
+  checkpointer: ckpt_lib.Checkpointer   # workdir/checkpoints: resume from here
+  best: ckpt_lib.Checkpointer | None    # workdir/best: the best evaluation (task.best_metric)
+  meta: dict                            # saved with every checkpoint; a resume must agree
+  has_eval: bool
+  eval_rng: jax.Array
+  split_args: dict                      # seed and process split of every iterator
+
+  @property
+  def is_lead(self) -> bool:
+    return jax.process_index() == 0
+
+  def diverged(self, step: int, what: str) -> NonFiniteLossError:
+    return _divergence_error(step, what, self.checkpointer, self.config.optimizer.learning_rate)
+
+  def close(self):
+    for checkpointer in (self.checkpointer, self.best):
+      if checkpointer is not None:
+        checkpointer.wait()
+        checkpointer.close()
 
 
 def _init_fn(model, dummy_batch: dict, tx) -> Callable[[jax.Array], steps.TrainState]:
@@ -144,78 +169,96 @@ def _init_fn(model, dummy_batch: dict, tx) -> Callable[[jax.Array], steps.TrainS
   return init
 
 
-def _merge_pretrained(fresh: dict, pretrained: dict, where: str) -> tuple[dict, list[str]]:
-  """Takes every pretrained leaf (host array) whose path exists in `fresh`; shapes must agree.
-
-  Leaves without a pretrained value stay the fresh (device) arrays.
-  """
-  loaded = []
-  flat_pre = {jax.tree_util.keystr(p): v
-              for p, v in jax.tree_util.tree_leaves_with_path(pretrained)}
-
-  def take(path, x):
-    key = jax.tree_util.keystr(path)
-    if key not in flat_pre:
-      return x
-    y = flat_pre[key]
-    if tuple(y.shape) != tuple(x.shape):
-      raise ConfigError(f"init_from {where}: {key} has shape {tuple(y.shape)}, the model "
-                        f"expects {tuple(x.shape)}")
-    loaded.append(key)
-    return np.asarray(y, x.dtype)
-  merged = jax.tree_util.tree_map_with_path(take, fresh)
-  return merged, loaded
+def _read_data(config, task_cls) -> tuple[dict, Any, bool]:
+  """(data info, tokenizer, has_eval): the task's data, prepared once (cached under data_dir)
+  and read through grain; an `init_from` checkpoint's own vocabulary unless one is named."""
+  from bert_jax.datasets.base import check_enough_examples
+  from bert_jax.tokenizer import Tokenizer
+  if config.init_from and not config.data.vocab_file:
+    vocab = restore.pretrained_vocab_file(config)
+    if vocab:
+      logging.info("data.vocab_file: %s (the vocabulary of init_from)", vocab)
+      config.data.vocab_file = vocab
+  data_info = task_cls.data_info(config)
+  logging.info("Data: %s, examples %s", data_info["name"], data_info["num_examples"])
+  check_enough_examples(data_info, config.data.train_split, int(config.batch_size))
+  has_eval = data_info["num_examples"].get(config.data.eval_split, 0) > 0
+  if not has_eval:
+    logging.warning("No evaluation: %s has no examples in eval split %r (splits: %s); "
+                    "training without evaluation.", data_info["name"], config.data.eval_split,
+                    data_info["num_examples"])
+  return data_info, Tokenizer(data_info["vocab_file"]), has_eval
 
 
-def load_pretrained(config, task_cls: type[tasks.Task]
-                    ) -> tuple[BertConfig | None, dict | None, str]:
-  """Reads `config.init_from`: (architecture, params in our model's layout, description).
-
-  A transformers directory gives its encoder, plus the head when it has this task's head; a
-  bert_jax checkpoint of the same task gives everything, of another task only its encoder.
-  """
-  path = config.init_from
-  if not path:
-    return None, None, ""
-  if not os.path.exists(path):
-    raise ConfigError(f"config.init_from={path!r} does not exist")
-  from bert_jax import hf, inference
-  if hf.is_transformers_dir(path):
-    head = task_cls.init_head(config)
-    try:
-      base, params = hf.load_hf_checkpoint(path, head=head)
-    except (KeyError, ValueError):
-      head = None
-      base, params = hf.load_hf_checkpoint(path)
-    if head is None:  # BertModel's tree is our models' "bert" subtree
-      params = {"bert": params}
-    return base, params, f"transformers checkpoint {path}"
-  loaded = inference.load(path)
-  params = loaded.params
-  if loaded.task_name != config.task:
-    params = {"bert": params["bert"]}
-  return loaded.config, params, f"bert_jax checkpoint {path} ({loaded.task_name})"
+def _make_runner(config, task, model):
+  """(runner, tx): the optimizer and the pure steps, run by jit on the mesh or by pmap."""
+  opt = config.optimizer
+  tx, schedule = optim.make_optimizer(
+      learning_rate=opt.learning_rate, total_steps=config.num_train_steps,
+      warmup_steps=_warmup_steps(config), name=opt.name, weight_decay=opt.weight_decay,
+      b1=opt.b1, b2=opt.b2, eps=opt.eps, clip_norm=opt.clip_norm)
+  axis_name = sharding.PMAP_AXIS if config.parallelism == "pmap" else None
+  train_fn = functools.partial(steps.train_step, task=task, model=model, tx=tx,
+                               schedule=schedule, grad_accum_steps=config.grad_accum_steps,
+                               axis_name=axis_name)
+  eval_fn = functools.partial(steps.eval_step, task=task, model=model, axis_name=axis_name)
+  if axis_name is not None:
+    return sharding.PmapRunner(train_fn, eval_fn), tx
+  rules = tuple((k, tuple(v) if isinstance(v, list) else v)
+                for k, v in config.logical_axis_rules)
+  mesh = sharding.make_mesh(dict(config.mesh))
+  return sharding.MeshRunner(mesh, rules, train_fn, eval_fn), tx
 
 
-def pretrained_vocab_file(config) -> str:
-  """The vocabulary a bert_jax `init_from` checkpoint was trained with, when it is not the
-  default one ("" otherwise, or for a transformers directory, which uses the default)."""
-  from bert_jax import hf
-  from bert_jax.tokenizer import default_vocab_file, resolve_vocab_file
-  path = config.init_from
-  if not path or not os.path.exists(path) or hf.is_transformers_dir(path):
-    return ""
-  try:
-    vocab = ckpt_lib.read_newest_meta(path).get("vocab_file") or ""
-  except FileNotFoundError:
-    return ""  # load_pretrained says what is wrong with init_from
-  vocab = resolve_vocab_file(vocab) if vocab else ""
-  if not vocab or vocab == default_vocab_file():
-    return ""
-  if not os.path.isfile(vocab):
-    raise ConfigError(f"config.init_from={path!r} was trained with vocabulary {vocab}, which "
-                      "no longer exists; pass it as --config.data.vocab_file")
-  return vocab
+def _setup(config, workdir: str, task_cls):
+  """(run, first state, its step, train iterator, step rng on the devices): data, task, model,
+  optimizer and runner; the first state from `restore.first_state`."""
+  data_info, tokenizer, has_eval = _read_data(config, task_cls)
+  resume = workdir_lib.has_checkpoint(workdir)
+  pretrained = restore.load_pretrained(config, task_cls)
+  model_cfg = model_config(config, data_info["vocab_size"], pretrained and pretrained.config)
+  task = task_cls.from_config(config, data_info)
+  identity = {**_run_identity(config, model_cfg), "task_info": task.checkpoint_info()}
+  workdir_lib.check_run(workdir, identity, resume)
+  model = task.model(model_cfg)
+  runner, tx = _make_runner(config, task, model)
+  init_rng, step_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
+  dummy = task.dummy_batch(int(config.data.max_seq_length))
+  fresh = runner.init(_init_fn(model, dummy, tx), init_rng)  # created sharded
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       max_to_keep=config.keep_checkpoints)
+  meta = {"format": ckpt_lib.FORMAT, "task": config.task, "task_info": identity["task_info"],
+          "model": identity["model"], "seed": config.seed, "vocab_file": data_info["vocab_file"],
+          "max_seq_length": identity["max_seq_length"],
+          "rng": np.asarray(jax.random.key_data(step_rng)).tolist()}
+  split_args = dict(seed=config.seed, process_index=jax.process_index(),
+                    process_count=jax.process_count())
+  train_iter = task.iterator(config, split=config.data.train_split,
+                             global_batch_size=config.batch_size, shuffle=True,
+                             num_epochs=None, packed=bool(config.data.get("packing", False)),
+                             **split_args)
+  state, start_step = restore.first_state(
+      runner, fresh, checkpointer, meta=meta, resume=resume, pretrained=pretrained, tx=tx,
+      train_iter=train_iter, seed=config.seed)
+  if jax.process_index() == 0:  # everything is validated: this workdir now holds this run
+    workdir_lib.record_run(workdir, config.to_dict(), identity)
+  best = (ckpt_lib.Checkpointer(os.path.join(workdir, "best"), max_to_keep=1,
+                                best_metric=task.best_metric)
+          if task.best_metric and has_eval else None)
+  run = _Run(config, workdir, task, model, model_cfg, tokenizer, runner, checkpointer, best,
+             meta, has_eval, eval_rng, split_args)
+  return run, state, start_step, train_iter, runner.put_rng(step_rng)
+
+
+# ============================================================================ evaluate, save
+
+
+@dataclasses.dataclass
+class _Eval:
+  metrics: dict[str, float]
+  outputs: dict[str, np.ndarray]      # the task's per-example outputs (real examples only)
+  rows: dict[str, np.ndarray]         # the host fields of those examples (task.host_keys)
+  first_batch: dict[str, np.ndarray]  # model inputs of the first batch (inference cost)
 
 
 def _gather(tree):
@@ -230,6 +273,125 @@ def _concat(chunks: list[dict]) -> dict[str, np.ndarray]:
   if not chunks:
     return {}
   return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def _evaluate(run: _Run, state) -> _Eval:
+  """The task's metrics over the eval split (at most config.num_eval_batches batches)."""
+  config, task, runner = run.config, run.task, run.runner
+  sums, outputs, rows, first_batch = [], [], [], {}
+  it = task.iterator(config, split=config.data.eval_split,
+                     global_batch_size=config.eval_batch_size, shuffle=False, num_epochs=1,
+                     **run.split_args)
+  for i, batch in enumerate(it):
+    if 0 <= config.num_eval_batches <= i:
+      break
+    first_batch = first_batch or {k: batch[k] for k in inference.FIELDS}
+    s, o = runner.eval_step(runner.params(state), runner.put_batch(task.device_keys(batch)),
+                            runner.put_rng(jax.random.fold_in(run.eval_rng, i)))
+    sums.append(s)
+    if o:
+      outputs.append(o)
+      rows.append({"example_mask": batch["example_mask"],
+                   **{k: batch[k] for k in task.host_keys}})
+  metrics = task.summarize(steps.accumulate_metrics(sharding.fetch(sums)))
+  outputs, rows = _concat(_gather(outputs)), _concat(_gather(rows))
+  if outputs:
+    real = rows.pop("example_mask").astype(bool)
+    outputs = {k: v[real] for k, v in outputs.items()}
+    rows = {k: v[real] for k, v in rows.items()}
+    metrics.update(task.host_metrics(config, outputs, rows))
+  return _Eval(metrics, outputs, rows, first_batch)
+
+
+def _evaluate_and_record(run: _Run, state, step: int, writer, *, final: bool) -> _Eval:
+  """Evaluates, writes and logs the eval row, and offers the state to `best`; a non-finite
+  loss in an evaluation during training stops the run."""
+  result = _evaluate(run, state)
+  writer.write(step, result.metrics, split="eval")
+  logging.info("%s at step %d: %s", "final eval" if final else "eval", step,
+               _fmt(result.metrics))
+  loss = result.metrics.get("loss", 0.0)
+  if not final and not math.isfinite(loss):
+    raise run.diverged(step, f"the evaluation loss is {loss} at step {step}")
+  if run.best is not None:
+    run.best.save(step, run.runner.host_state(state), data_state=None, meta=run.meta,
+                  metrics=result.metrics)
+  return result
+
+
+def _save(run: _Run, state, step: int, data_state: dict, last_batch, *, force: bool = False):
+  """Saves `step` once the state's own loss on its last training batch (on device) is finite:
+  a huge update can leave finite parameters whose next loss is NaN (issue 23), and a saved
+  state must resume."""
+  runner = run.runner
+  if last_batch is not None:
+    sums, _ = runner.eval_step(runner.params(state), last_batch,
+                               runner.put_rng(jax.random.fold_in(run.eval_rng, step)))
+    loss = run.task.summarize(steps.accumulate_metrics(sharding.fetch([sums])))["loss"]
+    if not math.isfinite(loss):
+      raise run.diverged(step, f"the state after step {step} gives loss {loss} on its own "
+                               "training batch")
+  run.checkpointer.save(step, runner.host_state(state), data_state=data_state, meta=run.meta,
+                        force=force)
+
+
+class _TrainMetrics:
+  """Training metrics on their way to the log: fetched from the devices at each `flush` (not
+  every step, which would wait for every step), checked for a divergence, written as one row."""
+
+  def __init__(self, run: _Run, writer: MetricWriter, progress: Progress):
+    self.run, self.writer, self.progress = run, writer, progress
+    self.pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet fetched
+    self.restart_clock()
+
+  def restart_clock(self):
+    """tokens/s and steps/s measure training only: evaluations and saves restart the clock."""
+    self.t = time.time()
+
+  def add(self, step: int, metrics: dict):
+    self.pending.append((step, metrics))
+
+  def flush(self, step: int):
+    """Fetches pending metrics, stops on a non-finite loss or state, writes one train row."""
+    if not self.pending:
+      return
+    task = self.run.task
+    fetched = sharding.fetch([m for _, m in self.pending])
+    for (s, _), m in zip(self.pending, fetched):
+      summary = task.summarize(steps.accumulate_metrics([m]))
+      # The loss is taken before step s's update, the norms after it: a finite loss with
+      # non-finite parameters means the state after step s is already lost.
+      bad = {k: summary[k] for k in ("loss", "param_norm", "grad_norm")
+             if k in summary and not math.isfinite(summary[k])}
+      if bad:
+        raise self.run.diverged(
+            s, ", ".join(f"{k} is {v}" for k, v in bad.items()) + f" at step {s}")
+    self.pending.clear()
+    summary = task.summarize(steps.accumulate_metrics(fetched))
+    elapsed = max(time.time() - self.t, 1e-9)
+    summary["tokens_per_sec"] = summary.pop("num_tokens", 0.0) / elapsed
+    summary["steps_per_sec"] = len(fetched) / elapsed
+    self.restart_clock()
+    self.writer.write(step, summary)
+    if self.run.is_lead:
+      logging.info("%s", self.progress.line(step, summary))
+
+
+class _Preemption:
+  """While active, SIGTERM (a preempted VM, a scheduler's stop) is noted instead of killing
+  the process: the loop saves and stops at the next step."""
+
+  signal: int | None = None
+
+  def __enter__(self):
+    self._previous = signal.signal(signal.SIGTERM, self._note)
+    return self
+
+  def _note(self, signum, _frame):
+    self.signal = signum
+
+  def __exit__(self, *exc_info):
+    signal.signal(signal.SIGTERM, self._previous)
 
 
 # ============================================================================ the loop
@@ -249,265 +411,89 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
 
 def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[str, float]:
-  is_lead = jax.process_index() == 0
-  if config.init_from and not config.data.vocab_file:
-    vocab = pretrained_vocab_file(config)  # fine-tune with the vocabulary it was trained on
-    if vocab:
-      logging.info("data.vocab_file: %s (the vocabulary of init_from)", vocab)
-      config.data.vocab_file = vocab
-
-  # --- data: prepared once (cached under data_dir), read through grain.
-  from bert_jax.datasets.base import check_enough_examples
-  from bert_jax.tokenizer import Tokenizer
-  data_info = task_cls.data_info(config)
-  tokenizer = Tokenizer(data_info["vocab_file"])
-  logging.info("Data: %s, examples %s", data_info["name"], data_info["num_examples"])
-  check_enough_examples(data_info, config.data.train_split, int(config.batch_size))
-  has_eval = data_info["num_examples"].get(config.data.eval_split, 0) > 0
-  if not has_eval:
-    logging.warning("No evaluation: %s has no examples in eval split %r (splits: %s); "
-                    "training without evaluation.", data_info["name"], config.data.eval_split,
-                    data_info["num_examples"])
-
-  # --- task, model and optimizer.
-  base_cfg, pretrained, pretrained_desc = (None, None, "")
-  resume_dir = os.path.join(workdir, "checkpoints")
-  has_checkpoint = workdir_lib.has_checkpoint(workdir)
-  if config.init_from:
-    base_cfg, pretrained, pretrained_desc = load_pretrained(config, task_cls)
-  model_cfg = model_config(config, data_info["vocab_size"], base_cfg)
-  task = task_cls.from_config(config, data_info)
-  identity = {**_run_identity(config, model_cfg), "task_info": task.checkpoint_info()}
-  workdir_lib.check_run(workdir, identity, has_checkpoint)
-
-  pmap = config.parallelism == "pmap"
-  axis_name = sharding.PMAP_AXIS if pmap else None
-  model = task.model(model_cfg)
-  warmup = _warmup_steps(config)
-  tx, schedule = optim.make_optimizer(
-      learning_rate=config.optimizer.learning_rate, total_steps=config.num_train_steps,
-      warmup_steps=warmup, name=config.optimizer.name,
-      weight_decay=config.optimizer.weight_decay, b1=config.optimizer.b1,
-      b2=config.optimizer.b2, eps=config.optimizer.eps,
-      clip_norm=config.optimizer.clip_norm)
-  train_fn = functools.partial(steps.train_step, task=task, model=model, tx=tx,
-                               schedule=schedule, grad_accum_steps=config.grad_accum_steps,
-                               axis_name=axis_name)
-  eval_fn = functools.partial(steps.eval_step, task=task, model=model, axis_name=axis_name)
-  rules = tuple((k, tuple(v) if isinstance(v, list) else v)
-                for k, v in config.logical_axis_rules)
-  rng = jax.random.key(config.seed)
-  init_rng, step_rng, eval_rng = jax.random.split(rng, 3)
-
-  # --- state: created sharded; restore order: workdir, init_from, fresh.
-  if pmap:
-    runner = sharding.PmapRunner(train_fn, eval_fn)
-  else:
-    runner = sharding.MeshRunner(sharding.make_mesh(dict(config.mesh)), rules, train_fn,
-                                 eval_fn)
-  dummy = task.dummy_batch(int(config.data.max_seq_length))
-  state = runner.init(_init_fn(model, dummy, tx), init_rng)
-  checkpointer = ckpt_lib.Checkpointer(resume_dir, max_to_keep=config.keep_checkpoints)
-  meta = {"format": CHECKPOINT_FORMAT, "task": config.task,
-          "task_info": task.checkpoint_info(), "model": identity["model"],
-          "seed": config.seed, "vocab_file": data_info["vocab_file"],
-          "max_seq_length": identity["max_seq_length"],
-          "rng": np.asarray(jax.random.key_data(step_rng)).tolist()}
-  split_args = dict(seed=config.seed, process_index=jax.process_index(),
-                    process_count=jax.process_count())
-  train_iter = task.iterator(config, split=config.data.train_split,
-                             global_batch_size=config.batch_size, shuffle=True,
-                             num_epochs=None, packed=bool(config.data.get("packing", False)),
-                             **split_args)
-  start_step = 0
-  if has_checkpoint and checkpointer.latest_step() is not None:
+  run, state, start_step, train_iter, step_rng = _setup(config, workdir, task_cls)
+  total = int(config.num_train_steps)
+  writer = MetricWriter(workdir, enabled=run.is_lead, resume_step=start_step, final_step=total)
+  metrics = _TrainMetrics(run, writer, Progress(total, start_step))
+  with _Preemption() as preemption:
     try:
-      start_step, restored, data_state, _ = checkpointer.restore(
-          runner.abstract(state), expect_meta=meta)
-    except ckpt_lib.CheckpointMismatchError as e:
-      raise ConfigError(str(e)) from None
-    state = runner.place(restored)
-    if data_state:
-      train_iter.set_state(data_state)
-    logging.info("Restore: resumed from %s at step %d", resume_dir, start_step)
-  elif pretrained is not None:
-    params, loaded = _merge_pretrained(runner.host_state(state).params, pretrained,
-                                       pretrained_desc)
-    state = runner.place(steps.create_train_state(params, tx))
-    logging.info("Restore: initialized %d parameter arrays from %s; %d fresh", len(loaded),
-                 pretrained_desc, len(jax.tree_util.tree_leaves(params)) - len(loaded))
-  else:
-    logging.info("Restore: fresh initialization from seed %d", config.seed)
-  if is_lead:  # everything is validated: this workdir now holds this run
-    workdir_lib.record_run(workdir, config.to_dict(), identity)
-  best = (ckpt_lib.Checkpointer(os.path.join(workdir, "best"), max_to_keep=1,
-                                best_metric=task.best_metric)
-          if task.best_metric and has_eval else None)
-
-  first_batch: dict[str, np.ndarray] = {}  # of the last evaluation (inference cost)
-
-  def evaluate() -> tuple[dict[str, float], dict, dict]:
-    """(metrics, outputs, host rows) over the eval split; outputs/rows of real rows only."""
-    sums, outputs, rows = [], [], []
-    first_batch.clear()
-    it = task.iterator(config, split=config.data.eval_split,
-                       global_batch_size=config.eval_batch_size, shuffle=False, num_epochs=1,
-                       **split_args)
-    for i, batch in enumerate(it):
-      if 0 <= config.num_eval_batches <= i:
-        break
-      if not first_batch:
-        first_batch.update({k: batch[k] for k in inference.FIELDS})
-      s, o = runner.eval_step(runner.params(state), runner.put_batch(task.device_keys(batch)),
-                              runner.put_rng(jax.random.fold_in(eval_rng, i)))
-      sums.append(s)
-      if o:
-        outputs.append(o)
-        rows.append({"example_mask": batch["example_mask"],
-                     **{k: batch[k] for k in task.host_keys}})
-    result = task.summarize(steps.accumulate_metrics(sharding.fetch(sums)))
-    outputs, rows = _concat(_gather(outputs)), _concat(_gather(rows))
-    if outputs:
-      real = rows.pop("example_mask").astype(bool)
-      outputs = {k: v[real] for k, v in outputs.items()}
-      rows = {k: v[real] for k, v in rows.items()}
-      result.update(task.host_metrics(config, outputs, rows))
-    return result, outputs, rows
-
-  last_batch: dict = {}  # the newest training batch on device: the save check runs on it
-
-  def diverged(step: int, what: str) -> NonFiniteLossError:
-    return _divergence_error(step, what, checkpointer, config.optimizer.learning_rate)
-
-  def save(step: int, data_state: dict, force: bool = False):
-    """Saves `step` once the state's own loss on its last training batch is finite: a huge
-    update can leave finite parameters whose next loss is NaN (issue 23), and a saved state
-    must resume."""
-    if last_batch:
-      sums, _ = runner.eval_step(runner.params(state), last_batch["batch"],
-                                 runner.put_rng(jax.random.fold_in(eval_rng, step)))
-      loss = task.summarize(steps.accumulate_metrics(sharding.fetch([sums])))["loss"]
-      if not math.isfinite(loss):
-        raise diverged(step, f"the state after step {step} gives loss {loss} on its own "
-                             "training batch")
-    checkpointer.save(step, runner.host_state(state), data_state=data_state, meta=meta,
-                      force=force)
-
-  # --- the loop.
-  writer = MetricWriter(workdir, enabled=is_lead, resume_step=start_step,
-                        final_step=config.num_train_steps)
-  progress = Progress(config.num_train_steps, start_step)
-  stop = {"signal": None}
-
-  def on_sigterm(signum, _frame):
-    stop["signal"] = signum
-  previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
-
-  pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet fetched
-  window = {"t": time.time()}
-
-  def flush(step: int):
-    """Fetches pending metrics, stops on a non-finite loss or state, writes one train row."""
-    if not pending:
-      return
-    fetched = sharding.fetch([m for _, m in pending])
-    for (s, _), m in zip(pending, fetched):
-      summary = task.summarize(steps.accumulate_metrics([m]))
-      # The loss is taken before step s's update, the norms after it: a finite loss with
-      # non-finite parameters means the state after step s is already lost.
-      bad = {k: summary[k] for k in ("loss", "param_norm", "grad_norm")
-             if k in summary and not math.isfinite(summary[k])}
-      if bad:
-        raise diverged(s, ", ".join(f"{k} is {v}" for k, v in bad.items()) + f" at step {s}")
-    pending.clear()
-    summary = task.summarize(steps.accumulate_metrics(fetched))
-    elapsed = time.time() - window["t"]
-    summary["tokens_per_sec"] = summary.pop("num_tokens", 0.0) / max(elapsed, 1e-9)
-    summary["steps_per_sec"] = len(fetched) / max(elapsed, 1e-9)
-    window["t"] = time.time()
-    writer.write(step, summary)
-    if is_lead:
-      logging.info("%s", progress.line(step, summary))
-
-  data_state = train_iter.get_state()
-  step_rng = runner.put_rng(step_rng)
-  step = start_step
-  try:
-    with runner.context():
-      while step < config.num_train_steps:
-        if stop["signal"] is not None:
-          flush(step)
-          save(step, data_state, force=True)
-          checkpointer.wait()
-          logging.warning("Preempted (signal %d): saved step %d to %s; exiting.",
-                          stop["signal"], step, resume_dir)
+      with run.runner.context():
+        state, step = _train_loop(run, state, start_step, train_iter, step_rng, metrics,
+                                  preemption)
+        if step < total:
           return {"preempted_at_step": step}
-        batch = next(train_iter)
-        data_state = train_iter.get_state()
-        t = time.time()
-        last_batch["batch"] = runner.put_batch(task.device_keys(batch))
-        state, metrics = runner.train_step(state, last_batch["batch"], step_rng)
-        step += 1
-        checkpointer.check()  # a failed asynchronous save stops the run at once
-        pending.append((step, metrics))
-        if step == start_step + 1:
-          jax.block_until_ready(metrics)
-          logging.info("First step (compile + run) took %.1f s", time.time() - t)
-          progress.start_timing(step)
-          flush(step)
-        if step % config.log_every_steps == 0 or step == config.num_train_steps:
-          flush(step)
-        if (has_eval and step % config.eval_every_steps == 0
-            and step < config.num_train_steps):
-          result, _, _ = evaluate()
-          writer.write(step, result, split="eval")
-          logging.info("eval at step %d: %s", step, _fmt(result))
-          if not math.isfinite(result.get("loss", 0.0)):
-            raise diverged(step, f"the evaluation loss is {result['loss']} at step {step}")
-          if best is not None:
-            best.save(step, runner.host_state(state), data_state=None, meta=meta, metrics=result)
-          window["t"] = time.time()  # tokens/s measures training only
-        if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
-          flush(step)  # never checkpoint a state whose loss went non-finite
-          save(step, data_state, force=step == config.num_train_steps)
-          window["t"] = time.time()
-      if not has_eval:
-        if is_lead:
-          _write_json(os.path.join(workdir, "eval_results.json"),
-                      {"step": step, "evaluated": False})
-        return {}
-      result, outputs, rows = evaluate()
-      writer.write(step, result, split="eval")
-      logging.info("final eval at step %d: %s", step, _fmt(result))
-      if best is not None:
-        best.save(step, runner.host_state(state), data_state=None, meta=meta, metrics=result)
-      if is_lead:
-        _write_json(os.path.join(workdir, "eval_results.json"), {"step": step, **result})
-        from bert_jax.model import count_params
-        params = jax.device_get(runner.host_state(state).params)
-        cost = None
-        if task.measures_inference and first_batch:
-          cost = inference.measure_cost(model, params, first_batch)
-          logging.info("Inference cost: %.1f examples/s at batch %d x %d; batch-1 p50 %.1f ms",
-                       cost["examples_per_s"], cost["batch"], cost["length"], cost["p50_ms"])
-        finished = tasks.FinishedRun(
-            workdir=workdir, config=config, model_config=model_cfg, params=params,
-            num_params=count_params(params), tokenizer=tokenizer,
-            eval_results={"step": step, **result}, outputs=outputs, rows=rows,
-            wall_time_s=time.time() - t_start,
-            device=f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-            inference_cost=cost)
-        for path in task.finish(finished):
-          logging.info("Wrote %s", path)
-      return result
-  finally:
-    checkpointer.wait()
-    checkpointer.close()
-    if best is not None:
-      best.wait()
-      best.close()
-    writer.close()
-    signal.signal(signal.SIGTERM, previous_handler)
+        if not run.has_eval:
+          if run.is_lead:
+            _write_json(os.path.join(workdir, "eval_results.json"),
+                        {"step": step, "evaluated": False})
+          return {}
+        result = _evaluate_and_record(run, state, step, writer, final=True)
+        if run.is_lead:
+          _finish(run, state, step, result, t_start)
+        return result.metrics
+    finally:
+      run.close()
+      writer.close()
+
+
+def _train_loop(run: _Run, state, step: int, train_iter, step_rng, metrics: _TrainMetrics,
+                preemption: _Preemption):
+  """Steps to config.num_train_steps, logging, evaluating and checkpointing on their
+  schedules; returns (state, step), stopping early (saved) on SIGTERM."""
+  config, runner, task = run.config, run.runner, run.task
+  total, start_step = int(config.num_train_steps), step
+  data_state, batch = train_iter.get_state(), None
+  while step < total:
+    if preemption.signal is not None:
+      metrics.flush(step)
+      _save(run, state, step, data_state, batch, force=True)
+      run.checkpointer.wait()
+      logging.warning("Preempted (signal %d): saved step %d to %s; exiting.",
+                      preemption.signal, step, run.checkpointer.directory)
+      return state, step
+    host_batch = next(train_iter)
+    data_state = train_iter.get_state()
+    t = time.time()
+    batch = runner.put_batch(task.device_keys(host_batch))
+    state, step_metrics = runner.train_step(state, batch, step_rng)
+    step += 1
+    run.checkpointer.check()  # a failed asynchronous save stops the run at once
+    metrics.add(step, step_metrics)
+    if step == start_step + 1:
+      jax.block_until_ready(step_metrics)
+      logging.info("First step (compile + run) took %.1f s", time.time() - t)
+      metrics.progress.start_timing(step)
+      metrics.flush(step)
+    if step % config.log_every_steps == 0 or step == total:
+      metrics.flush(step)
+    if run.has_eval and step % config.eval_every_steps == 0 and step < total:
+      _evaluate_and_record(run, state, step, metrics.writer, final=False)
+      metrics.restart_clock()
+    if step % config.checkpoint_every_steps == 0 or step == total:
+      metrics.flush(step)  # never checkpoint a state whose loss went non-finite
+      _save(run, state, step, data_state, batch, force=step == total)
+      metrics.restart_clock()
+  return state, step
+
+
+def _finish(run: _Run, state, step: int, result: _Eval, t_start: float):
+  """The lead process's outputs: eval_results.json, the inference cost, the task's report."""
+  from bert_jax.model import count_params
+  _write_json(os.path.join(run.workdir, "eval_results.json"), {"step": step, **result.metrics})
+  params = jax.device_get(run.runner.host_state(state).params)
+  cost = None
+  if run.task.measures_inference and result.first_batch:
+    cost = inference.measure_cost(run.model, params, result.first_batch)
+    logging.info("Inference cost: %.1f examples/s at batch %d x %d; batch-1 p50 %.1f ms",
+                 cost["examples_per_s"], cost["batch"], cost["length"], cost["p50_ms"])
+  finished = tasks.FinishedRun(
+      workdir=run.workdir, config=run.config, model_config=run.model_cfg, params=params,
+      num_params=count_params(params), tokenizer=run.tokenizer,
+      eval_results={"step": step, **result.metrics}, outputs=result.outputs, rows=result.rows,
+      wall_time_s=time.time() - t_start,
+      device=f"{jax.device_count()} x {jax.devices()[0].device_kind}", inference_cost=cost)
+  for path in run.task.finish(finished):
+    logging.info("Wrote %s", path)
 
 
 def _divergence_error(step: int, what: str, checkpointer, learning_rate: float
