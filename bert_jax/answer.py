@@ -23,7 +23,8 @@ import sys
 
 from absl import app, flags
 
-from bert_jax import errors, inference
+from bert_jax import errors, fileio, inference
+from bert_jax.errors import ConfigError, DataError
 
 FLAGS = flags.FLAGS
 
@@ -45,8 +46,8 @@ def answer(loaded: inference.Loaded, questions: list[str], contexts: list[str], 
   """Per question {question, answer, start, end, score, alternatives}; the indices of
   questions cut to the model's max_query_length are appended to `truncated` when given."""
   if loaded.task_name != "question_answering":
-    raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not "
-                     "an extractive QA model; fine-tune one (experiments/qa_squad.py)")
+    raise ConfigError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not "
+                      "an extractive QA model; fine-tune one (experiments/qa_squad.py)")
   return loaded.task.answer(loaded.model(), loaded.params, loaded.tokenizer,
                             questions, contexts, max_length=loaded.max_seq_length,
                             batch_size=batch_size, top_k=top_k, truncated=truncated)
@@ -57,8 +58,7 @@ def _context() -> str | None:
   if FLAGS.context is not None and FLAGS.context_file is not None:
     raise errors.ConfigError("give --context (the text) or --context_file (a file), not both")
   if FLAGS.context_file is not None:
-    with open(FLAGS.context_file, encoding="utf-8") as f:
-      return f.read()
+    return fileio.read_text(FLAGS.context_file, universal_newlines=True)
   context = FLAGS.context
   if context is not None and (os.path.exists(context) or re.fullmatch(
       r"\S*[/\\]\S*|\S+\.[A-Za-z]\w{0,4}", context.strip())):
@@ -82,8 +82,8 @@ def _read_requests(argv: list[str]) -> tuple[list[str], list[str]]:
       questions.append(str(request["question"]))
       contexts.append(str(request["context"]))
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-      raise ValueError(f"stdin:{n}: expected a JSON object with \"question\" and \"context\" "
-                       f"({type(e).__name__}: {e})") from None
+      raise DataError(f"stdin:{n}: expected a JSON object with \"question\" and \"context\" "
+                      f"({type(e).__name__}: {e})") from None
   if not questions:
     raise errors.DataError("no input: stdin has no JSON Lines {\"question\", \"context\"} "
                            "(give questions after --context / --context_file, or lines on stdin)")

@@ -13,6 +13,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from bert_jax.errors import ConfigError
+
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "einsum")
 KERNELS = ("auto", "plain", "cpu", "gpu", "tpu")
@@ -60,22 +62,22 @@ class BertConfig:
                  "intermediate_size", "max_position_embeddings", "type_vocab_size"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"BertConfig.{name} must be a positive integer, got {value!r}")
     if self.hidden_size % self.num_attention_heads:
-      raise ValueError(
+      raise ConfigError(
           f"BertConfig.hidden_size={self.hidden_size} is not divisible by "
           f"num_attention_heads={self.num_attention_heads}")
     for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
       value = getattr(self, name)
       if not 0.0 <= value < 1.0:
-        raise ValueError(f"BertConfig.{name} must be in [0, 1), got {value!r}")
+        raise ConfigError(f"BertConfig.{name} must be in [0, 1), got {value!r}")
     if self.initializer_range <= 0 or self.layer_norm_eps <= 0:
-      raise ValueError(
+      raise ConfigError(
           f"BertConfig.initializer_range={self.initializer_range!r} and "
           f"layer_norm_eps={self.layer_norm_eps!r} must be positive")
     if not 0 <= self.pad_token_id < self.vocab_size:
-      raise ValueError(f"BertConfig.pad_token_id={self.pad_token_id} is outside the vocabulary "
-                       f"of size {self.vocab_size}")
+      raise ConfigError(f"BertConfig.pad_token_id={self.pad_token_id} is outside the vocabulary "
+                        f"of size {self.vocab_size}")
     self._check_choice("hidden_act", ACTIVATIONS)
     self._check_choice("attention_impl", ATTENTION_IMPLS)
     self._check_choice("kernels", KERNELS)
@@ -86,7 +88,7 @@ class BertConfig:
   def _check_choice(self, name: str, choices: tuple[str, ...]):
     value = getattr(self, name)
     if value not in choices:
-      raise ValueError(f"BertConfig.{name}={value!r} is not one of {', '.join(choices)}")
+      raise ConfigError(f"BertConfig.{name}={value!r} is not one of {', '.join(choices)}")
 
   @property
   def head_dim(self) -> int:
@@ -111,10 +113,10 @@ class BertConfig:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in d if k not in names and k not in _HF_IGNORED)
     if unknown:
-      raise ValueError(f"config.json has keys BertConfig does not know: {unknown}")
+      raise ConfigError(f"config.json has keys BertConfig does not know: {unknown}")
     if d.get("position_embedding_type", "absolute") != "absolute":
-      raise ValueError("only position_embedding_type='absolute' is supported, got "
-                       f"{d['position_embedding_type']!r}")
+      raise ConfigError("only position_embedding_type='absolute' is supported, got "
+                        f"{d['position_embedding_type']!r}")
     kwargs = {k: v for k, v in d.items() if k in names}
     # transformers writes its storage dtype as "dtype"/"torch_dtype"; ours lives in param_dtype.
     kwargs.pop("dtype", None)

@@ -7,11 +7,13 @@
     NonFiniteLossError training diverged (also a RuntimeError)
     WorkdirBusyError   another run holds the workdir
 
-`run_cli(main)` is `absl.app.run(main)` for bert_jax's CLIs: a user error, a FileNotFoundError,
-or a ValueError raised inside bert_jax's config and input-reading code (`is_user_error`) prints
-`error: <message>` as one stderr line and exits with 1; `--verbose` shows the traceback
-instead. Anything else is a bug and keeps its traceback. `quiet_libraries()` drops the INFO
-chatter of Orbax, TFDS, grain and jax's backend probe from the console.
+`run_cli(main)` is `absl.app.run(main)` for bert_jax's CLIs: a UserError or a FileNotFoundError
+(`is_user_error`) prints `error: <message>` as one stderr line and exits with 1; `--verbose`
+shows the traceback instead. Anything else, a plain ValueError included, is a bug and keeps its
+traceback: code that detects the user's mistake raises ConfigError or DataError, and a library's
+error about a user's value is re-raised as one of them where bert_jax knows which value it was.
+`quiet_libraries()` drops the INFO chatter of Orbax, TFDS, grain and jax's backend probe from
+the console.
 
 Imports nothing heavy (no jax): the data builders and the entry point both use it.
 """
@@ -43,25 +45,9 @@ class WorkdirBusyError(UserError):
   """Another live process holds the workdir's lock."""
 
 
-# Where a plain ValueError is the user's mistake: bert_jax code that validates configs and
-# reads input files raises ValueError with a message meant for the user.
-_USER_INPUT_CODE = ("bert_jax/datasets/", "bert_jax/input_pipeline.py", "bert_jax/tokenizer.py",
-                    "bert_jax/config.py", "bert_jax/tasks/", "bert_jax/hf.py",
-                    "bert_jax/inference.py", "bert_jax/export.py", "bert_jax/fill_mask.py",
-                    "bert_jax/predict.py", "bert_jax/tag.py", "bert_jax/answer.py")
-
-
 def is_user_error(e: BaseException) -> bool:
-  """A UserError, a FileNotFoundError, or a ValueError raised in bert_jax's input code."""
-  if isinstance(e, (UserError, FileNotFoundError)):
-    return True
-  if isinstance(e, ValueError) and e.__traceback__ is not None:
-    tb = e.__traceback__
-    while tb.tb_next is not None:  # the frame that raised it
-      tb = tb.tb_next
-    where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/")
-    return any(part in where for part in _USER_INPUT_CODE)
-  return False
+  """A UserError or a FileNotFoundError: the user's mistake, reported as one line."""
+  return isinstance(e, (UserError, FileNotFoundError))
 
 
 def one_line(e: BaseException) -> str:

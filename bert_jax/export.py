@@ -20,6 +20,7 @@ import os
 from absl import app, flags
 
 from bert_jax import errors, hf, inference
+from bert_jax.errors import ConfigError
 from bert_jax.tokenizer import CLS, MASK, PAD, SEP, UNK
 
 FLAGS = flags.FLAGS
@@ -35,9 +36,9 @@ def export(checkpoint: str, out: str, *, overwrite: bool = False) -> str:
   """Writes `out`; returns the transformers architecture name."""
   if os.path.isdir(out) and os.listdir(out):
     if os.path.samefile(out, checkpoint) or os.path.exists(os.path.join(out, "checkpoints")):
-      raise ValueError(f"--out {out} is a bert_jax workdir; export into another directory")
+      raise ConfigError(f"--out {out} is a bert_jax workdir; export into another directory")
     if not overwrite:
-      raise ValueError(f"--out {out} is not empty; pass --overwrite to replace its files")
+      raise ConfigError(f"--out {out} is not empty; pass --overwrite to replace its files")
   loaded = inference.load(checkpoint)
   task = loaded.task
   settings = None

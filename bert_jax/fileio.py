@@ -99,17 +99,20 @@ def write_json_atomic(path: str, value: Any, *, indent: int | None = None,
   write_text_atomic(path, json.dumps(value, ensure_ascii=False, indent=indent, default=default))
 
 
-def read_text(path: str, hint: str = "", *, bom: bool = True) -> str:
-  """The UTF-8 text of `path` (a leading BOM dropped unless `bom=False`). Bytes that are not
-  UTF-8 raise DataError `<path>: invalid UTF-8 at byte offset N (reason)[; hint]`."""
+def read_text(path: str, hint: str = "", *, bom: bool = True,
+              universal_newlines: bool = False) -> str:
+  """The UTF-8 text of `path` (a leading BOM dropped unless `bom=False`; "\r\n" and "\r" read
+  as "\n" with `universal_newlines`, as text-mode `open` does). Bytes that are not UTF-8 raise
+  DataError `<path>: invalid UTF-8 at byte offset N (reason)[; hint]`."""
   path = os.fspath(path)
   with open(path, "rb") as f:
     raw = f.read()
   try:
-    return raw.decode("utf-8-sig" if bom else "utf-8")
+    text = raw.decode("utf-8-sig" if bom else "utf-8")
   except UnicodeDecodeError as e:
     raise DataError(f"{path}: invalid UTF-8 at byte offset {e.start} ({e.reason})"
                     + (f"; {hint}" if hint else "")) from None
+  return text.replace("\r\n", "\n").replace("\r", "\n") if universal_newlines else text
 
 
 def read_json(path: str, hint: str = "") -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from bert_jax import errors, inference
+from bert_jax.errors import ConfigError, DataError
 
 FLAGS = flags.FLAGS
 
@@ -28,18 +29,18 @@ def fill_mask(loaded: inference.Loaded, texts: list[str], top_k: int = 5):
   """Returns, per text, per [MASK], a list of (token, probability), best first."""
   from bert_jax.model import BertForMaskedLM
   if loaded.task_name != "pretraining":
-    raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model; "
-                     "fill-mask needs a pretraining checkpoint or a transformers BertForMaskedLM")
+    raise ConfigError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model; "
+                      "fill-mask needs a pretraining checkpoint or a transformers BertForMaskedLM")
   tok = loaded.tokenizer
   window = min(loaded.max_seq_length, loaded.config.max_position_embeddings)
   for text, pieces in zip(texts, tok.tokenize_to_ids(texts)):
     masks = np.flatnonzero(pieces == tok.mask_id)
     if masks.size == 0:
-      raise ValueError(f"no [MASK] token in {text[:80]!r}")
+      raise DataError(f"no [MASK] token in {text[:80]!r}")
     if len(pieces) + 2 > window:  # [CLS] ... [SEP] keeps window - 2 pieces
       if masks[-1] >= window - 2:
-        raise ValueError(f"a [MASK] is word piece {masks[-1] + 1} of {len(pieces)}, beyond the "
-                         f"model's window of {window - 2} pieces; shorten the text")
+        raise DataError(f"a [MASK] is word piece {masks[-1] + 1} of {len(pieces)}, beyond the "
+                        f"model's window of {window - 2} pieces; shorten the text")
       logging.warning("input of %d word pieces truncated to the model's window of %d: %r",
                       len(pieces), window - 2, text[:60])
   enc = tok.encode_batch(texts, max_length=window)

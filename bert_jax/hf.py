@@ -52,6 +52,7 @@ from safetensors.numpy import load_file, save_file
 
 from bert_jax import fileio
 from bert_jax.config import BertConfig
+from bert_jax.errors import DataError
 
 HEADS = (None, "mlm", "pretraining", "classification", "token_classification",
          "question_answering")
@@ -254,7 +255,7 @@ def _normalize_keys(weights: dict[str, np.ndarray], path: str) -> dict[str, np.n
     if name in _IGNORED:
       continue
     if name in out:
-      raise ValueError(f"{path}: weight {name!r} appears twice (with and without 'bert.')")
+      raise DataError(f"{path}: weight {name!r} appears twice (with and without 'bert.')")
     out[name] = value
   return out
 
@@ -286,7 +287,7 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
   (`bert.`-prefixed, plus `cls.*` / `classifier.*` / `qa_outputs.*`) both load. Head weights
   the chosen model does not use are dropped (e.g. `head=None` on bert-base-uncased's
   BertForPreTraining weights); a tied `cls.predictions.decoder.weight` must equal the word
-  embeddings. Any other unknown key, any missing key and any shape mismatch raise ValueError
+  embeddings. Any other unknown key, any missing key and any shape mismatch raise DataError
   naming the keys.
   `config_overrides` sets fields that config.json lacks (dtype, param_dtype, scan_layers,
   remat_policy, attention_impl, kernels); with scan_layers=True the layers come stacked
@@ -304,30 +305,30 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
   weights = _normalize_keys(_read_weights(path), path)
 
   if head in ("mlm", "pretraining") and not any(k.startswith("cls.predictions.") for k in weights):
-    raise ValueError(f"{path} has no MLM head (no cls.predictions.* weights), so head={head!r} "
-                     "cannot load; use head=None for the encoder alone")
+    raise DataError(f"{path} has no MLM head (no cls.predictions.* weights), so head={head!r} "
+                    "cannot load; use head=None for the encoder alone")
   if head == "pretraining" and not any(k.startswith("cls.seq_relationship.") for k in weights):
-    raise ValueError(f"{path} has no next-sentence head (no cls.seq_relationship.* weights); "
-                     "use head='mlm'")
+    raise DataError(f"{path} has no next-sentence head (no cls.seq_relationship.* weights); "
+                    "use head='mlm'")
   if "cls.predictions.decoder.bias" in weights:
     bias = weights.pop("cls.predictions.decoder.bias")
     if "cls.predictions.bias" not in weights:
       weights["cls.predictions.bias"] = bias
     elif not np.array_equal(bias, weights["cls.predictions.bias"]):
-      raise ValueError(f"{path}: cls.predictions.decoder.bias differs from cls.predictions.bias; "
-                       "this model has one output bias")
+      raise DataError(f"{path}: cls.predictions.decoder.bias differs from cls.predictions.bias; "
+                      "this model has one output bias")
   decoder = weights.pop("cls.predictions.decoder.weight", None)
   embeddings = weights.get("embeddings.word_embeddings.weight")
   if (decoder is not None and embeddings is not None and head in ("mlm", "pretraining")
       and not np.array_equal(decoder, embeddings)):
-    raise ValueError(f"{path}: cls.predictions.decoder.weight is not tied to "
-                     "embeddings.word_embeddings.weight; this model ties them")
+    raise DataError(f"{path}: cls.predictions.decoder.weight is not tied to "
+                    "embeddings.word_embeddings.weight; this model ties them")
 
   head_key = "qa_outputs.weight" if head == "question_answering" else "classifier.weight"
   num_labels = weights[head_key].shape[0] if head_key in weights else None
   if head == "question_answering" and num_labels not in (None, 2):
-    raise ValueError(f"{path}: qa_outputs.weight has {num_labels} outputs; "
-                     "BertForQuestionAnswering has 2 (start, end)")
+    raise DataError(f"{path}: qa_outputs.weight has {num_labels} outputs; "
+                    "BertForQuestionAnswering has 2 (start, end)")
   table = _weight_table(config, head, num_labels)
   used = {w.hf_key for w in table}
   missing = [k for k in used if k not in weights]
@@ -338,15 +339,15 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
     if missing and set(missing) <= set(_POOLER_KEYS):
       hint = (" (BertForMaskedLM, BertForTokenClassification and BertForQuestionAnswering save "
               "no pooler: load with head='mlm', 'token_classification' or 'question_answering')")
-    raise ValueError(f"{path} does not match {_ARCHITECTURES[head]} for its config.json: "
-                     f"missing keys {sorted(missing)}, unknown keys {unknown}{hint}")
+    raise DataError(f"{path} does not match {_ARCHITECTURES[head]} for its config.json: "
+                    f"missing keys {sorted(missing)}, unknown keys {unknown}{hint}")
 
   params: dict[str, Any] = {}
   for w in table:
     value = weights[w.hf_key]
     if tuple(value.shape) != w.hf_shape:
-      raise ValueError(f"{path}: weight {w.hf_key!r} has shape {tuple(value.shape)}, expected "
-                       f"{w.hf_shape} from config.json")
+      raise DataError(f"{path}: weight {w.hf_key!r} has shape {tuple(value.shape)}, expected "
+                      f"{w.hf_shape} from config.json")
     _set(params, w.path, np.asarray(w.to_flax(value), dtype=config.storage_dtype))
   if config.scan_layers:
     encoder = params["encoder"] if head is None else params["bert"]["encoder"]

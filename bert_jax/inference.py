@@ -24,8 +24,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from bert_jax import ops
+from bert_jax import fileio, ops
 from bert_jax.config import BertConfig
+from bert_jax.errors import ConfigError, DataError
 
 # Static sequence lengths of prediction batches: each batch is padded to the smallest bucket
 # that holds its longest input (at most the model's max_seq_length). Neighbours differ by at
@@ -112,22 +113,20 @@ def _quiet_read_only_restore():
 
 
 def _load_transformers(path: str, task: str | None) -> Loaded:
-  import json
-
   from bert_jax import hf, tasks
   from bert_jax.tokenizer import default_vocab_file
   task_obj = None
   head = None
   if task is not None:
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-      task_obj = tasks.get(task).from_transformers_config(path, json.load(f))
+    hf_config = fileio.read_json(os.path.join(path, "config.json"))
+    task_obj = tasks.get(task).from_transformers_config(path, hf_config)
     head = task_obj.hf_head
   config, params = hf.load_hf_checkpoint(path, head=head)
   if head is not None and set(params) <= {"bert"}:  # the weights hold an encoder only
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-      found = ", ".join(json.load(f).get("architectures") or ()) or "BertModel"
-    raise ValueError(f"{path}: a {found} checkpoint, without the {task} head of a "
-                     f"transformers {hf.architecture(head)}; fine-tune one first")
+    hf_config = fileio.read_json(os.path.join(path, "config.json"))
+    found = ", ".join(hf_config.get("architectures") or ()) or "BertModel"
+    raise ConfigError(f"{path}: a {found} checkpoint, without the {task} head of a "
+                      f"transformers {hf.architecture(head)}; fine-tune one first")
   config = ops.resolve(config)
   if head is None:
     params = {"bert": params}
@@ -149,26 +148,28 @@ def _max_seq_length(path: str, config: BertConfig) -> int:
     return config.max_position_embeddings
   if (isinstance(length, bool) or not isinstance(length, int)
       or not 3 <= length <= config.max_position_embeddings):
-    raise ValueError(f"{path}/config.json: {hf.SETTINGS_PREFIX}max_seq_length={length!r} is "
-                     f"not an integer in [3, max_position_embeddings="
-                     f"{config.max_position_embeddings}]")
+    raise DataError(f"{path}/config.json: {hf.SETTINGS_PREFIX}max_seq_length={length!r} is "
+                    f"not an integer in [3, max_position_embeddings="
+                    f"{config.max_position_embeddings}]")
   return length
 
 
 def read_lines(path: str | None, what: str = "text") -> tuple[list[str], list[int]]:
   """The non-blank lines of `path` (stdin when None) and their 1-based line numbers.
 
-  No such line is `errors.DataError("no input: ...")`: every prediction CLI exits 1 on an
+  No such line is `DataError("no input: ...")`: every prediction CLI exits 1 on an
   empty input instead of printing nothing.
   """
   import sys
 
-  from bert_jax import errors
   where = path or "stdin"
-  with (open(path, encoding="utf-8") if path else sys.stdin) as stream:
-    numbered = [(n, line.rstrip("\n")) for n, line in enumerate(stream, 1) if line.strip()]
+  if path:
+    lines = fileio.read_text(path, universal_newlines=True).split("\n")
+  else:
+    lines = [line.rstrip("\n") for line in sys.stdin]
+  numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
   if not numbered:
-    raise errors.DataError(f"no input: {where} has no {what} (every line is blank)")
+    raise DataError(f"no input: {where} has no {what} (every line is blank)")
   return [line for _, line in numbered], [n for n, _ in numbered]
 
 

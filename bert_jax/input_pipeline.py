@@ -33,6 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bert_jax.errors import ConfigError
+
 
 class DataIterator:
   """Python iterator over this process's batches, with a small resumable state."""
@@ -59,7 +61,7 @@ class DataIterator:
   def set_state(self, state: dict) -> None:
     """Continues exactly where the iterator that produced `state` stood."""
     if state.get("fingerprint") != self._fingerprint:
-      raise ValueError(
+      raise ConfigError(
           "Iterator state was saved for a different input pipeline; resuming it here would "
           f"not reproduce the same batches.\n saved: {state.get('fingerprint')}\n "
           f"this:  {self._fingerprint}")
@@ -79,7 +81,7 @@ def _index_batches(num_records: int, *, batch_size: int, seed: int, shuffle: boo
     raise ValueError(f"process_index {process_index} not in [0, {process_count})")
   global_batch = batch_size * process_count
   if num_records < global_batch and num_epochs is None:
-    raise ValueError(f"{num_records} examples cannot fill one global batch of {global_batch}")
+    raise ConfigError(f"{num_records} examples cannot fill one global batch of {global_batch}")
   indices = grain.MapDataset.range(num_records)
   if shuffle:
     indices = indices.shuffle(seed=seed % 2**32)
@@ -87,7 +89,7 @@ def _index_batches(num_records: int, *, batch_size: int, seed: int, shuffle: boo
     batches = indices.repeat(None).batch(global_batch, drop_remainder=True)
   else:
     if num_epochs < 1:
-      raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
+      raise ConfigError(f"num_epochs must be >= 1 or None, got {num_epochs}")
     indices = indices.repeat(num_epochs)
     rows = math.ceil(len(indices) / global_batch) * global_batch
     if rows > len(indices):  # pad the last global batch with -1 rows
@@ -100,8 +102,8 @@ def _index_batches(num_records: int, *, batch_size: int, seed: int, shuffle: boo
 
 def _check_batch_size(global_batch_size: int, process_count: int) -> int:
   if global_batch_size <= 0 or global_batch_size % process_count:
-    raise ValueError(f"global_batch_size {global_batch_size} must be a positive multiple of "
-                     f"process_count {process_count}")
+    raise ConfigError(f"global_batch_size {global_batch_size} must be a positive multiple of "
+                      f"process_count {process_count}")
   return global_batch_size // process_count
 
 
@@ -110,9 +112,9 @@ def split_size(builder, split: str) -> int:
   try:
     return int(builder.info.splits[split].num_examples)
   except (KeyError, ValueError, AssertionError):
-    raise ValueError(f"{builder.name}: no split {split!r}; it has "
-                     f"{sorted(builder.info.splits)} (or slices of them: 'train[:90%]')"
-                     ) from None
+    raise ConfigError(f"{builder.name}: no split {split!r}; it has "
+                      f"{sorted(builder.info.splits)} (or slices of them: 'train[:90%]')"
+                      ) from None
 
 
 def data_source(builder, split: str):
@@ -173,7 +175,7 @@ def make_packed_iterator(lengths: np.ndarray, to_batch, *, row_length: int, max_
   from bert_jax.row_packing import PackedPlan
   batch_size = _check_batch_size(global_batch_size, process_count)
   if num_epochs is not None and num_epochs < 1:
-    raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
+    raise ConfigError(f"num_epochs must be >= 1 or None, got {num_epochs}")
   plan = PackedPlan(lengths, row_length=row_length, max_per_row=max_per_row,
                     rows_per_batch=global_batch_size, seed=seed, shuffle=shuffle,
                     num_epochs=num_epochs)

@@ -20,6 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from bert_jax import errors, inference
+from bert_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 ECHO_CHARS = 200  # characters of each input printed back
@@ -38,8 +39,8 @@ def predict(loaded: inference.Loaded, texts: list[str], batch_size: int = 32, *,
   [n, 1]); multi-label (bool [n, num_labels] predicted labels, sigmoid probabilities). The
   indices of texts cut to the checkpoint's max_seq_length are appended to `truncated`."""
   if not hasattr(loaded.task, "predict") or loaded.task_name != "classification":
-    raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not a "
-                     "classifier; fine-tune one first (experiments/finetune_csv.py)")
+    raise ConfigError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not a "
+                      "classifier; fine-tune one first (experiments/finetune_csv.py)")
   probs = loaded.task.predict(loaded.model(), loaded.params, loaded.tokenizer, texts,
                               max_length=loaded.max_seq_length, batch_size=batch_size,
                               truncated=truncated)

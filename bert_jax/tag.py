@@ -16,6 +16,7 @@ import json
 from absl import app, flags
 
 from bert_jax import errors, inference
+from bert_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
@@ -29,8 +30,8 @@ def define_flags():
 def tag(loaded: inference.Loaded, texts: list[str], batch_size: int = 32) -> list[list[dict]]:
   """Per text, its entities (see the module docstring)."""
   if loaded.task_name != "token_classification":
-    raise ValueError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not a "
-                     "token classifier; fine-tune one (experiments/ner_conll2003.py)")
+    raise ConfigError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not a "
+                      "token classifier; fine-tune one (experiments/ner_conll2003.py)")
   return loaded.task.tag(loaded.model(), loaded.params, loaded.tokenizer, texts,
                          max_length=loaded.max_seq_length, batch_size=batch_size)
 

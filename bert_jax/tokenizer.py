@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bert_jax import fileio
+from bert_jax.errors import ConfigError, DataError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -66,14 +67,14 @@ def load_vocab(vocab_file: str) -> dict[str, int]:
   for index, token in enumerate(lines):
     token = token.rstrip("\r")
     if token in vocab:
-      raise ValueError(f"{vocab_file}: token {token!r} appears on line {vocab[token] + 1} "
-                       f"and again on line {index + 1}")
+      raise DataError(f"{vocab_file}: token {token!r} appears on line {vocab[token] + 1} "
+                      f"and again on line {index + 1}")
     vocab[token] = index
   missing = [t for t in SPECIAL_TOKENS if t not in vocab]
   if missing:
-    raise ValueError(f"{vocab_file}: vocabulary lacks {', '.join(missing)} "
-                     f"(a BERT vocabulary needs all of {', '.join(SPECIAL_TOKENS)}; "
-                     f"{len(vocab)} tokens read)")
+    raise DataError(f"{vocab_file}: vocabulary lacks {', '.join(missing)} "
+                    f"(a BERT vocabulary needs all of {', '.join(SPECIAL_TOKENS)}; "
+                    f"{len(vocab)} tokens read)")
   return vocab
 
 
@@ -132,7 +133,7 @@ class Tokenizer:
   def _fixed_length_backend(self, max_length: int):
     import tokenizers
     if max_length < 3:
-      raise ValueError(f"max_length must be at least 3 ([CLS] x [SEP]), got {max_length}")
+      raise ConfigError(f"max_length must be at least 3 ([CLS] x [SEP]), got {max_length}")
     backend = tokenizers.Tokenizer.from_str(self._backend.to_str())
     backend.enable_truncation(max_length, strategy="longest_first")
     backend.enable_padding(length=max_length, pad_id=self.pad_id, pad_token=PAD)

@@ -64,6 +64,9 @@ def test_read_text_drops_a_bom_and_names_the_byte_offset_of_bad_utf8(tmp_path):
   path.write_bytes(b"\xef\xbb\xbfok\n")
   assert fileio.read_text(str(path)) == "ok\n"
   assert fileio.read_text(str(path), bom=False) == "\ufeffok\n"
+  path.write_bytes(b"a\r\nb\rc\n")
+  assert fileio.read_text(str(path)) == "a\r\nb\rc\n"
+  assert fileio.read_text(str(path), universal_newlines=True) == "a\nb\nc\n"
   path.write_bytes(b"ok\ncaf\xe9\n")
   with pytest.raises(DataError) as e:
     fileio.read_text(str(path), "convert it")

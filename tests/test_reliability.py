@@ -32,13 +32,48 @@ def test_which_errors_are_the_users():
   missing = FileNotFoundError(2, "No such file or directory", "/data/x.csv")
   assert errors.is_user_error(missing)
   assert errors.one_line(missing) == "/data/x.csv: No such file or directory"
-  with pytest.raises(ValueError) as from_input_code:
+  with pytest.raises(errors.ConfigError) as from_input_code:
     input_pipeline._check_batch_size(6, 4)
   assert errors.is_user_error(from_input_code.value)
   with pytest.raises(ValueError) as elsewhere:
     int("a bug, not a mistake")
   assert not errors.is_user_error(elsewhere.value)
   assert errors.one_line(ValueError("first\n  second\n")) == "first; second"
+
+
+def _report(raise_it):
+  """Runs `raise_it` as an absl main wrapped by `errors.report_user_errors`."""
+  def main(argv):
+    del argv
+    raise_it()
+  return errors.report_user_errors(main)([])
+
+
+def test_only_user_errors_become_one_line_wherever_they_are_raised(tmp_path, capsys):
+  """The type decides, not the file that raised it: a plain ValueError (a bug) keeps its
+  traceback also when bert_jax's input code raised it; ConfigError / DataError from any
+  module, this one included, are one `error:` line and exit code 1."""
+  from bert_jax import fileio, hf, input_pipeline
+  with pytest.raises(ValueError, match="stack_layers expects") as bug:
+    _report(lambda: hf.stack_layers({}, 2))  # a plain ValueError in the old list's hf.py
+  assert type(bug.value) is ValueError and not errors.is_user_error(bug.value)
+  with pytest.raises(ValueError, match="invalid literal"):
+    _report(lambda: int("x"))
+  latin1 = tmp_path / "latin1.txt"
+  latin1.write_bytes(b"caf\xe9\n")
+
+  def here():
+    raise errors.ConfigError("config.x=1 is wrong\n  (see the docs)")
+  cases = [(lambda: input_pipeline._check_batch_size(6, 4), "global_batch_size 6 must be"),
+           (lambda: fileio.read_text(str(latin1)), f"{latin1}: invalid UTF-8 at byte offset 3"),
+           (here, "config.x=1 is wrong; (see the docs)"),
+           (lambda: open(tmp_path / "missing.txt"), f"{tmp_path}/missing.txt: No such file")]
+  for raise_it, message in cases:
+    with pytest.raises(SystemExit) as done:
+      _report(raise_it)
+    assert done.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
 
 
 # ----------------------------------------------------------------------------- checkpoints

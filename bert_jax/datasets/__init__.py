@@ -32,6 +32,8 @@ import logging
 import os
 import sys
 
+from bert_jax.errors import ConfigError
+
 log = logging.getLogger("bert_jax.datasets")
 
 PRETRAINING_BUILDERS = ("movie_reviews_text", "local_text")
@@ -77,20 +79,20 @@ def pretraining_builder(data_config, data_dir: str | None = None):
     cls = local_text.LocalText
     text_files = _field(data_config, "text_files", "")
     if not text_files:
-      raise ValueError("data.name='local_text' needs data.text_files (a glob or folder "
-                       "of .txt/.txt.gz/.jsonl files)")
+      raise ConfigError("data.name='local_text' needs data.text_files (a glob or folder "
+                        "of .txt/.txt.gz/.jsonl files)")
     tag = "f" + local_text.files_fingerprint(local_text.list_files(text_files))
     config = base.pretraining_config(source=text_files, source_tag=tag, **kwargs)
   elif name in CLASSIFICATION_BUILDERS:
-    raise ValueError(f"data.name={name!r} is a classification dataset, not a corpus")
+    raise ConfigError(f"data.name={name!r} is a classification dataset, not a corpus")
   else:  # a prepared TFDS text dataset, packed by tfds_text
     from bert_jax.datasets import tfds_text
     cls = tfds_text.TfdsText
     features = tfds_text.open_prepared(name, data_dir).info.features  # fail early
     text_key = _field(data_config, "text_key", "text")
     if text_key not in features:
-      raise ValueError(f"{name}: no text feature {text_key!r} (features: "
-                       f"{sorted(features)}); set data.text_key")
+      raise ConfigError(f"{name}: no text feature {text_key!r} (features: "
+                        f"{sorted(features)}); set data.text_key")
     tag = name.replace("/", "-").replace(":", "-")
     config = base.pretraining_config(source=name, source_tag=tag, text_key=text_key,
                                      **kwargs)
@@ -116,7 +118,6 @@ def classification_builder(data_config, data_dir: str | None = None, *,
         label_separator=_field(data_config, "label_separator", "|"))
   elif name == "glue_tsv":
     from bert_jax.datasets import glue_tsv
-    from bert_jax.errors import ConfigError
     cls = glue_tsv.GlueTsv
     task, glue_dir = _field(data_config, "glue_task", ""), _field(data_config, "glue_dir", "")
     if task not in glue_tsv.SPECS:
@@ -126,7 +127,7 @@ def classification_builder(data_config, data_dir: str | None = None, *,
                         "(e.g. ../shared/data/glue)")
     config = glue_tsv.glue_config(task, glue_dir)
   elif name in PRETRAINING_BUILDERS:
-    raise ValueError(f"data.name={name!r} is a pretraining corpus, not a labelled dataset")
+    raise ConfigError(f"data.name={name!r} is a pretraining corpus, not a labelled dataset")
   else:
     from bert_jax.datasets import tfds_text
     return tfds_text.open_prepared(name, data_dir)

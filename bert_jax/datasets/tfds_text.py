@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from bert_jax.datasets import base
+from bert_jax.errors import DataError
 
 
 def open_prepared(name: str, data_dir: str):
@@ -33,7 +34,7 @@ def open_prepared(name: str, data_dir: str):
     builder = read_only_builder.builder_from_directory(builder.data_dir, file_format=array_record)
     file_format = array_record
   if file_format != array_record:
-    raise ValueError(
+    raise DataError(
         f"{builder.data_dir}: prepared as {file_format.value if file_format else 'tfrecord'}, "
         f"but reading without TensorFlow needs array_record: re-prepare with "
         f"file_format='array_record' or run `tfds convert_format`.")

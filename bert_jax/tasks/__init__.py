@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from bert_jax.errors import ConfigError
 from bert_jax.tasks.base import FinishedRun, Task
 
 __all__ = ["FinishedRun", "Task", "get", "names", "packing_plan"]
@@ -32,7 +33,7 @@ def names() -> list[str]:
 def get(name: str) -> type[Task]:
   """The task class registered as `name`; one clear error for an unknown name."""
   if name not in names():
-    raise ValueError(f"unknown task {name!r}; tasks: {', '.join(names())}")
+    raise ConfigError(f"unknown task {name!r}; tasks: {', '.join(names())}")
   return importlib.import_module(f"{__name__}.{name}").TASK
 
 

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from bert_jax.config import BertConfig
+from bert_jax.errors import ConfigError
 
 Array = jax.Array
 Batch = dict[str, Any]
@@ -107,7 +108,7 @@ class Task:
     Args: `path` the directory (for messages); `hf_config` its parsed config.json (labels,
     `bert_jax_*` settings an export recorded). Returns the task; the default refuses.
     """
-    raise ValueError(f"{path}: reading a transformers {cls.name} model is not supported")
+    raise ConfigError(f"{path}: reading a transformers {cls.name} model is not supported")
 
   @classmethod
   def init_head(cls, config) -> str | None:
@@ -277,8 +278,8 @@ def split_file(data, split: str, local_name: str) -> str:
   if data.name == local_name:
     path = data.train_file if split == data.train_split else data.eval_file
     if not path:
-      raise ValueError(f"data.name={local_name!r} needs data.train_file and data.eval_file "
-                       f"(split {split!r} has none)")
+      raise ConfigError(f"data.name={local_name!r} needs data.train_file and data.eval_file "
+                        f"(split {split!r} has none)")
     return os.path.abspath(path)
   return f"{data.name}:{split}"
 

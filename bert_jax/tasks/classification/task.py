@@ -67,8 +67,8 @@ class Classification(Task):
   def __post_init__(self):
     from bert_jax.model import POOLINGS
     if self.pooling not in POOLINGS:
-      raise ValueError(f"pooling={self.pooling!r} is not one of {', '.join(POOLINGS)} "
-                       "(config.pooling)")
+      raise ConfigError(f"pooling={self.pooling!r} is not one of {', '.join(POOLINGS)} "
+                        "(config.pooling)")
     if self.problem_type not in PROBLEM_TYPES:
       raise ConfigError(f"problem_type={self.problem_type!r} is not one of "
                         f"{', '.join(PROBLEM_TYPES)} (config.problem_type)")
@@ -325,7 +325,7 @@ def _labels_of(path: str, hf_config: dict) -> tuple[int, tuple[str, ...]]:
   """(num_labels, names) from a transformers config.json's id2label."""
   id2label = hf_config.get("id2label") or {}
   if not id2label:
-    raise ValueError(f"{path}/config.json has no id2label: not a fine-tuned classifier")
+    raise ConfigError(f"{path}/config.json has no id2label: not a fine-tuned classifier")
   names = tuple(id2label[k] for k in sorted(id2label, key=int))
   return len(names), names
 
@@ -340,9 +340,9 @@ def _keys(data_config, builder) -> tuple[str, str, str]:
           field(data_config, "label_key", "label"))
   missing = [k for k in keys if k and k not in builder.info.features]
   if missing:
-    raise ValueError(f"{builder.name}: no feature {missing[0]!r} (features: "
-                     f"{sorted(builder.info.features)}); set data.text_key / "
-                     f"data.text_pair_key / data.label_key")
+    raise ConfigError(f"{builder.name}: no feature {missing[0]!r} (features: "
+                      f"{sorted(builder.info.features)}); set data.text_key / "
+                      f"data.text_pair_key / data.label_key")
   return keys
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from bert_jax import losses
 from bert_jax.config import BertConfig
+from bert_jax.errors import ConfigError
 from bert_jax.masking import MaskedBatch, mask_tokens
 from bert_jax.tasks.base import Task, is_sum, mean, packed_inputs, rngs
 
@@ -268,8 +269,8 @@ def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
   source = input_pipeline.data_source(builder, split)
   documents = bool(input_pipeline.field(data_config, "packing", False))
   if documents and bc.nsp:
-    raise ValueError("data.packing=True (per-document attention) needs full-sentence rows; "
-                     "this corpus has NSP pairs (data.nsp=True)")
+    raise ConfigError("data.packing=True (per-document attention) needs full-sentence rows; "
+                      "this corpus has NSP pairs (data.nsp=True)")
   to_batch = _PretrainingBatch(source, Tokenizer(bc.vocab_file), bc.max_seq_length, bc.nsp,
                                documents)
   return input_pipeline.make_iterator(

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bert_jax import fileio
+from bert_jax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,22 +66,22 @@ def examples_from_json(data: Any, *, source: str = "<data>", training: bool = Fa
     title = article.get("title", "") if isinstance(article, dict) else ""
     paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
     if not isinstance(paragraphs, list):
-      raise ValueError(f"{source}: article {a} ({title!r}) has no 'paragraphs' list")
+      raise DataError(f"{source}: article {a} ({title!r}) has no 'paragraphs' list")
     for p, paragraph in enumerate(paragraphs):
       qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
       if not isinstance(qas, list):
-        raise ValueError(f"{source}: article {a} ({title!r}) paragraph {p} has no 'qas' list")
+        raise DataError(f"{source}: article {a} ({title!r}) paragraph {p} has no 'qas' list")
       for qa in qas:
         if not isinstance(qa, dict):
-          raise ValueError(f"{source}: article {a} ({title!r}) paragraph {p}: a question is "
-                           f"{type(qa).__name__}, not an object")
+          raise DataError(f"{source}: article {a} ({title!r}) paragraph {p}: a question is "
+                          f"{type(qa).__name__}, not an object")
         if qa.get("is_impossible"):
-          raise ValueError(f"{source}: question {qa.get('id')}: is_impossible (SQuAD v2 "
-                           "unanswerable questions are not supported)")
+          raise DataError(f"{source}: question {qa.get('id')}: is_impossible (SQuAD v2 "
+                          "unanswerable questions are not supported)")
         answers = qa.get("answers")
         if not isinstance(answers, list) or not all(isinstance(x, dict) for x in answers):
-          raise ValueError(f"{source}: question {qa.get('id')}: 'answers' is not a list of "
-                           "objects")
+          raise DataError(f"{source}: question {qa.get('id')}: 'answers' is not a list of "
+                          "objects")
         rows.append((title, paragraph.get("context"), qa.get("id"), qa.get("question"),
                      [(x.get("text"), x.get("answer_start")) for x in answers]))
   return _make_examples(rows, source, training)
@@ -111,8 +112,8 @@ def examples_from_records(records: Iterable[Mapping[str, Any]], *, source: str,
     starts = [int(s) for s in answers.get("answer_start", ())]
     qid = _str(record.get("id"))
     if len(texts) != len(starts):
-      raise ValueError(f"{source}: question {qid}: {len(texts)} answer texts but "
-                       f"{len(starts)} answer_starts")
+      raise DataError(f"{source}: question {qid}: {len(texts)} answer texts but "
+                      f"{len(starts)} answer_starts")
     rows.append((_str(record.get("title", "")), _str(record.get("context")), qid,
                  _str(record.get("question")), list(zip(texts, starts))))
   return _make_examples(rows, source, training)
@@ -124,7 +125,7 @@ def _str(value):
 
 def _articles(data: Any, source: str) -> list:
   if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-    raise ValueError(f"{source}: not SQuAD JSON (no top-level 'data' list of articles)")
+    raise DataError(f"{source}: not SQuAD JSON (no top-level 'data' list of articles)")
   return data["data"]
 
 
@@ -135,23 +136,23 @@ def _make_examples(rows, source: str, training: bool) -> list[Example]:
   first_dropped = None  # (id, context, (text, answer_start)) of the first question dropped
   for title, context, qid, question, answers in rows:
     if not isinstance(qid, str) or not qid:
-      raise ValueError(f"{source}: a question of article {title!r} has no id")
+      raise DataError(f"{source}: a question of article {title!r} has no id")
     if qid in seen:
-      raise ValueError(f"{source}: question {qid}: id appears twice")
+      raise DataError(f"{source}: question {qid}: id appears twice")
     seen.add(qid)
     if not isinstance(context, str) or not context.strip():
-      raise ValueError(f"{source}: question {qid}: context has no text")
+      raise DataError(f"{source}: question {qid}: context has no text")
     if not isinstance(question, str) or not question.strip():
-      raise ValueError(f"{source}: question {qid}: empty question")
+      raise DataError(f"{source}: question {qid}: empty question")
     if not answers:
-      raise ValueError(f"{source}: question {qid}: no answers (SQuAD v1.1 answers every "
-                       "question)")
+      raise DataError(f"{source}: question {qid}: no answers (SQuAD v1.1 answers every "
+                      "question)")
     kept = []
     for text, start in answers:
       if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{source}: question {qid}: an answer has no text")
+        raise DataError(f"{source}: question {qid}: an answer has no text")
       if isinstance(start, bool) or not isinstance(start, int):
-        raise ValueError(f"{source}: question {qid}: answer_start {start!r} is not an integer")
+        raise DataError(f"{source}: question {qid}: answer_start {start!r} is not an integer")
       if training and (start < 0 or context[start:start + len(text)] != text):
         dropped_answers += 1
         continue
@@ -164,7 +165,7 @@ def _make_examples(rows, source: str, training: bool) -> list[Example]:
                             answers=tuple(kept)))
   if training and not examples and first_dropped:
     qid, context, (text, start) = first_dropped
-    raise ValueError(
+    raise DataError(
         f"{source}: every training question was dropped: all {dropped_answers} answers do not "
         f"match their context at answer_start (the first, question {qid}: {text!r} at "
         f"{start}, where the context has {context[max(start, 0):max(start, 0) + len(text)]!r}); "
@@ -189,8 +190,8 @@ def split_articles(path_or_data: str | Mapping[str, Any], num_eval_articles: int
     source, data = "<data>", path_or_data
   articles = _articles(data, source)
   if not 1 <= num_eval_articles < len(articles):
-    raise ValueError(f"{source}: num_eval_articles must be between 1 and {len(articles) - 1} "
-                     f"(the file has {len(articles)} articles), got {num_eval_articles}")
+    raise ConfigError(f"{source}: num_eval_articles must be between 1 and {len(articles) - 1} "
+                      f"(the file has {len(articles)} articles), got {num_eval_articles}")
   version = data.get("version", "1.1")
   cut = len(articles) - num_eval_articles
   return ({"version": version, "data": articles[:cut]},

@@ -38,6 +38,7 @@ import numpy as np
 
 from bert_jax import losses
 from bert_jax.config import BertConfig
+from bert_jax.errors import DataError
 from bert_jax.tasks.base import (
   FinishedRun,
   Task,
@@ -96,8 +97,8 @@ class QuestionAnswering(Task):
       if value is None:
         continue
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{path}/config.json: {SETTINGS_PREFIX}{field.name}={value!r} is not "
-                         "a positive integer")
+        raise DataError(f"{path}/config.json: {SETTINGS_PREFIX}{field.name}={value!r} is not "
+                        "a positive integer")
       found[field.name] = value
     return cls(**found)
 
@@ -244,9 +245,9 @@ class QuestionAnswering(Task):
                 for i, (q, c) in enumerate(zip(questions, contexts, strict=True))]
     for e in examples:
       if not e.question.strip():
-        raise ValueError(f"question {int(e.id) + 1} is empty")
+        raise DataError(f"question {int(e.id) + 1} is empty")
       if not e.context.strip():
-        raise ValueError(f"the context of question {int(e.id) + 1} has no text")
+        raise DataError(f"the context of question {int(e.id) + 1} has no text")
     features = qa_windows.encode(examples, tokenizer, max_seq_length=max_length,
                                  max_query_length=self.max_query_length, doc_stride=self.doc_stride,
                                  training=False, truncated=truncated)

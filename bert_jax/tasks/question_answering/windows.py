@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bert_jax.errors import ConfigError, DataError
 from bert_jax.tasks.question_answering.reader import Example
 
 FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "start_positions",
@@ -83,12 +84,12 @@ def encode(examples: Sequence[Example], tokenizer, *, max_seq_length: int = 384,
   evaluation the labels are filled the same way where possible (for an eval loss). The indices
   of questions longer than `max_query_length` pieces (cut to it) are appended to `truncated`
   when given.
-  Raises ValueError naming the question id when the (truncated) question leaves a window no
+  Raises DataError naming the question id when the (truncated) question leaves a window no
   more than `doc_stride` context pieces.
   """
   if max_query_length < 1 or doc_stride < 0 or max_seq_length < 4:
-    raise ValueError(f"need max_seq_length >= 4, max_query_length >= 1 and doc_stride >= 0; "
-                     f"got {max_seq_length}, {max_query_length}, {doc_stride}")
+    raise ConfigError(f"need max_seq_length >= 4, max_query_length >= 1 and doc_stride >= 0; "
+                      f"got {max_seq_length}, {max_query_length}, {doc_stride}")
   # Paragraphs carry several questions: tokenize each distinct context once.
   context_ids = {}
   for example in examples:
@@ -105,7 +106,7 @@ def encode(examples: Sequence[Example], tokenizer, *, max_seq_length: int = 384,
     ids, offsets = context_pieces[context_ids[example.context]]
     window = max_seq_length - len(question) - 3
     if window <= doc_stride:
-      raise ValueError(
+      raise DataError(
           f"question {example.id}: its {len(question)} pieces leave {max(window, 0)} context "
           f"pieces per window of {max_seq_length}, not more than doc_stride {doc_stride} "
           "(raise max_seq_length, or lower max_query_length or doc_stride)")
@@ -114,8 +115,8 @@ def encode(examples: Sequence[Example], tokenizer, *, max_seq_length: int = 384,
       text, start = example.answers[0]
       answer = answer_pieces(offsets, start, start + len(text))
     if training and answer is None:
-      raise ValueError(f"question {example.id}: the first answer covers no wordpiece of the "
-                       "context")
+      raise DataError(f"question {example.id}: the first answer covers no wordpiece of the "
+                      "context")
     spans = window_spans(len(ids), window, doc_stride)
     plans.append((question, ids, offsets, spans, max_context_window(spans, len(ids)), answer))
 

@@ -34,6 +34,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from bert_jax import fileio
+from bert_jax.errors import ConfigError, DataError
 
 log = logging.getLogger("bert_jax.datasets")
 
@@ -66,7 +67,7 @@ def split_tag(tag: str) -> tuple[str, str]:
 
 
 def check_tag(tag: str, where: str) -> None:
-  """A one-line ValueError unless `tag` is `O`, `B-TYPE` or `I-TYPE`."""
+  """A one-line DataError unless `tag` is `O`, `B-TYPE` or `I-TYPE`."""
   if tag == OUTSIDE or (len(tag) > 2 and tag[0] in "BI" and tag[1] == "-"):
     return
   hint = ""
@@ -74,7 +75,7 @@ def check_tag(tag: str, where: str) -> None:
     hint = " (BIOES/IOBES tags are not supported: convert the file to IOB2)"
   elif tag.isalpha():
     hint = " (a bare type: tags need a B- or I- prefix)"
-  raise ValueError(f"{where}: tag {tag!r} is not IOB (O, B-TYPE, I-TYPE){hint}")
+  raise DataError(f"{where}: tag {tag!r} is not IOB (O, B-TYPE, I-TYPE){hint}")
 
 
 def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
@@ -90,7 +91,7 @@ def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
 
 
 def check_scheme(tags: Sequence[str], where: str) -> bool:
-  """Validates IOB tags (one-line ValueError naming the tag, `where` and the word number);
+  """Validates IOB tags (one-line DataError naming the tag, `where` and the word number);
   True when they are already IOB2, False when some `I-X` starts an entity (IOB1: convert with
   `iob1_to_iob2`)."""
   is_iob2, prev_kind = True, ""
@@ -128,13 +129,13 @@ def label_list(sentences: Iterable[Sentence]) -> list[str]:
 
 def check_eval_labels(eval_sentences: Sequence[Sentence], label_names: Sequence[str],
                       path: str) -> None:
-  """A one-line ValueError (`path:line`) for the first eval tag outside `label_names`."""
+  """A one-line DataError (`path:line`) for the first eval tag outside `label_names`."""
   known = set(label_names)
   for s in eval_sentences:
     for word, tag in zip(s.words, s.tags):
       if tag not in known:
-        raise ValueError(f"{path}:{s.line}: tag {tag!r} (word {word!r}) never occurs in the "
-                         f"training data, whose labels are {', '.join(label_names)}")
+        raise DataError(f"{path}:{s.line}: tag {tag!r} (word {word!r}) never occurs in the "
+                        f"training data, whose labels are {', '.join(label_names)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,14 +169,14 @@ def read_conll(path: str, tag_column: int = -1) -> list[Sentence]:
     if not num_columns:
       num_columns, first_line = len(columns), lineno
       if num_columns < 2:
-        raise ValueError(f"{path}:{lineno}: one column; a token line needs the word and "
-                         "its tag")
+        raise DataError(f"{path}:{lineno}: one column; a token line needs the word and "
+                        "its tag")
       if not -num_columns <= tag_column < num_columns or tag_column in (0, -num_columns):
-        raise ValueError(f"{path}:{lineno}: tag_column {tag_column} is not a tag column of "
-                         f"a {num_columns}-column line (the word is column 0)")
+        raise ConfigError(f"{path}:{lineno}: tag_column {tag_column} is not a tag column of "
+                          f"a {num_columns}-column line (the word is column 0)")
     elif len(columns) != num_columns:
-      raise ValueError(f"{path}:{lineno}: {len(columns)} columns, but the first token line "
-                       f"(line {first_line}) has {num_columns}")
+      raise DataError(f"{path}:{lineno}: {len(columns)} columns, but the first token line "
+                      f"(line {first_line}) has {num_columns}")
     if not words:
       start = lineno
     check_tag(columns[tag_column], f"{path}:{lineno}")
@@ -183,7 +184,7 @@ def read_conll(path: str, tag_column: int = -1) -> list[Sentence]:
     tags.append(columns[tag_column])
   end_sentence()
   if not sentences:
-    raise ValueError(f"{path}: no sentences (an empty file, or only -DOCSTART- lines)")
+    raise DataError(f"{path}: no sentences (an empty file, or only -DOCSTART- lines)")
   return to_iob2(sentences, path)
 
 
@@ -195,22 +196,22 @@ def read_jsonl(path: str, tokens_key: str = "tokens", tags_key: str = "tags"
   sentences = []
   for lineno, record in fileio.json_lines(path, fileio.read_text(path).split("\n")):
     if not isinstance(record, dict):
-      raise ValueError(f"{path}:{lineno}: expected a JSON object, got "
-                       f"{type(record).__name__}")
+      raise DataError(f"{path}:{lineno}: expected a JSON object, got "
+                      f"{type(record).__name__}")
     for key in (tokens_key, tags_key):
       value = record.get(key)
       if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{path}:{lineno}: {key!r} must be a list of strings (fields: "
-                         f"{sorted(record)})")
+        raise DataError(f"{path}:{lineno}: {key!r} must be a list of strings (fields: "
+                        f"{sorted(record)})")
     tokens, tags = record[tokens_key], record[tags_key]
     if len(tokens) != len(tags):
-      raise ValueError(f"{path}:{lineno}: {len(tokens)} {tokens_key} but {len(tags)} "
-                       f"{tags_key}")
+      raise DataError(f"{path}:{lineno}: {len(tokens)} {tokens_key} but {len(tags)} "
+                      f"{tags_key}")
     if not tokens:
-      raise ValueError(f"{path}:{lineno}: an empty sentence (no {tokens_key})")
+      raise DataError(f"{path}:{lineno}: an empty sentence (no {tokens_key})")
     sentences.append(Sentence(tuple(tokens), tuple(tags), lineno))
   if not sentences:
-    raise ValueError(f"{path}: no sentences (an empty file)")
+    raise DataError(f"{path}: no sentences (an empty file)")
   return to_iob2(sentences, path)
 
 
@@ -238,7 +239,7 @@ def read_tfds(name: str = "conll2003", split: str = "train", data_dir: str | Non
   features = source.dataset_info.features
   for key in (tokens_key, tags_key):
     if key not in features:
-      raise ValueError(f"{name}: no feature {key!r} (features: {sorted(features)})")
+      raise ConfigError(f"{name}: no feature {key!r} (features: {sorted(features)})")
   names = features[tags_key].feature.names
   sentences = []
   for i in range(len(source)):
@@ -247,6 +248,6 @@ def read_tfds(name: str = "conll2003", split: str = "train", data_dir: str | Non
                   for w in record[tokens_key])
     sentences.append(Sentence(words, tuple(names[int(t)] for t in record[tags_key]), i + 1))
   if not sentences:
-    raise ValueError(f"{name}[{split}]: no sentences")
+    raise DataError(f"{name}[{split}]: no sentences")
   # Messages name the record as name[split]:<index + 1>.
   return to_iob2(sentences, f"{name}[{split}]")

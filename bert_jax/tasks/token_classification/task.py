@@ -37,6 +37,7 @@ import numpy as np
 
 from bert_jax import losses
 from bert_jax.config import BertConfig
+from bert_jax.errors import ConfigError
 from bert_jax.tasks.base import (
   FinishedRun,
   Task,
@@ -84,7 +85,7 @@ class TokenClassification(Task):
   def from_transformers_config(cls, path: str, hf_config: dict) -> TokenClassification:
     id2label = hf_config.get("id2label") or {}
     if not id2label:
-      raise ValueError(f"{path}/config.json has no id2label: not a token classifier")
+      raise ConfigError(f"{path}/config.json has no id2label: not a token classifier")
     return cls(tuple(id2label[k] for k in sorted(id2label, key=int)))
 
   def checkpoint_info(self) -> dict:

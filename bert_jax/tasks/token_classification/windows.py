@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from bert_jax.errors import ConfigError, DataError
 from bert_jax.tasks.token_classification.conll import OUTSIDE, Sentence, split_tag
 
 FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "label_mask",
@@ -77,11 +78,11 @@ def encode(sentences: Sequence[Sentence], tokenizer, label_to_id: Mapping[str, i
   """
   budget = max_seq_length - 2
   if budget < 1:
-    raise ValueError(f"max_seq_length must be at least 3 ([CLS] word [SEP]), got "
-                     f"{max_seq_length}")
+    raise ConfigError(f"max_seq_length must be at least 3 ([CLS] word [SEP]), got "
+                      f"{max_seq_length}")
   stride = budget // 2 if stride is None else stride
   if not 1 <= stride <= budget:
-    raise ValueError(f"stride must be in [1, max_seq_length - 2 = {budget}], got {stride}")
+    raise ConfigError(f"stride must be in [1, max_seq_length - 2 = {budget}], got {stride}")
   if label_to_id is not None:
     continuation = {}  # tag -> the label of a word's later pieces
     for tag in label_to_id:
@@ -89,8 +90,8 @@ def encode(sentences: Sequence[Sentence], tokenizer, label_to_id: Mapping[str, i
       continuation[tag] = tag if prefix == OUTSIDE else "I-" + kind
     missing = sorted({c for c in continuation.values() if c not in label_to_id})
     if label_all_pieces and missing:
-      raise ValueError(f"label_all_pieces needs {', '.join(missing)} among the labels "
-                       f"{list(label_to_id)}")
+      raise ConfigError(f"label_all_pieces needs {', '.join(missing)} among the labels "
+                        f"{list(label_to_id)}")
 
   pieces = tokenizer.encode_words([s.words for s in sentences])
   per_sentence = []  # (ids, word_ids, first, windows, label of each piece or None, predictor)
@@ -114,8 +115,8 @@ def encode(sentences: Sequence[Sentence], tokenizer, label_to_id: Mapping[str, i
         later = (np.array([label_to_id[continuation[t]] for t in sentence.tags], np.int32)
                  if label_all_pieces else word_labels)  # unused without label_all_pieces
       except KeyError as e:
-        raise ValueError(f"sentence {i} (line {sentence.line}): tag {e.args[0]!r} is not one "
-                         f"of the labels {list(label_to_id)}") from None
+        raise DataError(f"sentence {i} (line {sentence.line}): tag {e.args[0]!r} is not one "
+                        f"of the labels {list(label_to_id)}") from None
       piece_labels = np.where(first, word_labels[wids], later[wids])  # [P]
     per_sentence.append((ids, wids, first, windows, piece_labels, predictor))
 
