@@ -13,10 +13,8 @@ batch_size.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -60,7 +58,7 @@ class Loaded:
   def model(self):
     """The task's Flax model for these parameters."""
     if self.task is None:
-      raise ValueError("this checkpoint holds an encoder only (no task head)")
+      raise ConfigError("this checkpoint holds an encoder only (no task head)")
     return self.task.model(self.config)
 
 
@@ -76,11 +74,7 @@ def load(path: str, *, task: str | None = None) -> Loaded:
   if hf.is_transformers_dir(path):
     return _load_transformers(path, task)
   from bert_jax import checkpoint
-  with _quiet_read_only_restore():
-    params, meta = checkpoint.restore_params(path)
-  if meta.get("format") != 2:
-    raise ValueError(f"{path}: checkpoint written by a bert_jax before task modules (no "
-                     "format 2 metadata); retrain it, or export it with that older version")
+  params, meta = checkpoint.restore_run(path)
   from bert_jax.tokenizer import resolve_vocab_file
   task_obj = tasks.get(meta["task"]).from_checkpoint_info(meta.get("task_info") or {})
   config = ops.resolve(BertConfig(**meta["model"]))
@@ -88,28 +82,6 @@ def load(path: str, *, task: str | None = None) -> Loaded:
                 resolve_vocab_file(meta.get("vocab_file") or ""),
                 int(meta.get("max_seq_length", 128)),
                 getattr(task_obj, "pooling", "cls_pooler"))
-
-
-class _ReadOnlyRestoreNotes:
-  """Drops Orbax's warnings that merely describe a read-only restore (`read_only=True,
-  setting ...`, `Given directory is read only`, `Metadata file does not exist`)."""
-
-  NOTES = ("read_only=True", "directory is read only", "Metadata file does not exist")
-
-  def filter(self, record) -> bool:
-    return not ("/orbax/" in record.pathname.replace(os.sep, "/")
-                and any(n in record.getMessage() for n in self.NOTES))
-
-
-@contextlib.contextmanager
-def _quiet_read_only_restore():
-  """Without `_ReadOnlyRestoreNotes` on absl's logger: 4 such lines before every output."""
-  logger, note_filter = logging.getLogger("absl"), _ReadOnlyRestoreNotes()
-  logger.addFilter(note_filter)
-  try:
-    yield
-  finally:
-    logger.removeFilter(note_filter)
 
 
 def _load_transformers(path: str, task: str | None) -> Loaded:

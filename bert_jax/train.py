@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import signal
@@ -24,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from bert_jax import checkpoint as ckpt_lib
-from bert_jax import inference, ops, optim, restore, sharding, steps, tasks
+from bert_jax import fileio, inference, ops, optim, restore, sharding, steps, tasks
 from bert_jax import workdir as workdir_lib
 from bert_jax.config import BertConfig
 from bert_jax.errors import ConfigError, NonFiniteLossError
@@ -424,8 +423,8 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
           return {"preempted_at_step": step}
         if not run.has_eval:
           if run.is_lead:
-            _write_json(os.path.join(workdir, "eval_results.json"),
-                        {"step": step, "evaluated": False})
+            fileio.write_json_atomic(os.path.join(workdir, "eval_results.json"),
+                                   {"step": step, "evaluated": False}, indent=2)
           return {}
         result = _evaluate_and_record(run, state, step, writer, final=True)
         if run.is_lead:
@@ -479,7 +478,8 @@ def _train_loop(run: _Run, state, step: int, train_iter, step_rng, metrics: _Tra
 def _finish(run: _Run, state, step: int, result: _Eval, t_start: float):
   """The lead process's outputs: eval_results.json, the inference cost, the task's report."""
   from bert_jax.model import count_params
-  _write_json(os.path.join(run.workdir, "eval_results.json"), {"step": step, **result.metrics})
+  fileio.write_json_atomic(os.path.join(run.workdir, "eval_results.json"),
+                           {"step": step, **result.metrics}, indent=2)
   params = jax.device_get(run.runner.host_state(state).params)
   cost = None
   if run.task.measures_inference and result.first_batch:
@@ -509,13 +509,6 @@ def _divergence_error(step: int, what: str, checkpointer, learning_rate: float
       f"training diverged: {what}; stopping. No checkpoint was written yet: lower "
       f"optimizer.learning_rate (now {learning_rate:g}) or warm up longer "
       "(optimizer.warmup_ratio).")
-
-
-def _write_json(path: str, value) -> None:
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=2)
-  os.replace(tmp, path)
 
 
 def _fmt(metrics: dict[str, float]) -> str:

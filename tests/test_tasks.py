@@ -41,7 +41,8 @@ def test_registry_lists_every_task_and_names_unknown_ones():
 GENERIC_MODULES = ("train", "steps", "input_pipeline", "export", "inference", "checkpoint",
                    "sharding", "optim", "losses", "masking", "model", "ops", "report",
                    "metric_writer", "workdir", "row_packing", "packing", "config", "errors",
-                   "fileio", "tokenizer", "main", "encode", "axes", "xla_flags", "malloc")
+                   "fileio", "tokenizer", "main", "encode", "axes", "xla_flags", "malloc",
+                   "restore")
 
 
 def test_generic_modules_name_no_task():
