@@ -138,7 +138,7 @@ def write_weights(task: str, out: str, *, tiny: bool) -> str:
   params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), ids, ids, ids))["params"]
   if encoder is not None:  # MiniLM's encoder; the task model has a pooler only if it uses one
     body = params["bert"]
-    shapes = lambda t: jax.tree.map(np.shape, t)  # noqa: E731
+    shapes = lambda t: jax.tree.map(np.shape, t)
     chosen = {k: encoder[k] for k in body}
     assert shapes(chosen) == shapes(body), "MiniLM's tree differs from the task model's encoder"
     params = {**params, "bert": chosen}

@@ -207,7 +207,7 @@ class TorchStep:
         max_position_embeddings=512, **size)
     self.model = transformers.BertForMaskedLM(config).train()
     self.gathered = gathered
-    tensor = lambda a: torch.tensor(np.asarray(a))  # noqa: E731 (a copy: jax arrays are read-only)
+    tensor = lambda a: torch.tensor(np.asarray(a))  # a copy: jax arrays are read-only
     self.inputs = dict(input_ids=tensor(masked["input_ids"]).long(),
                        attention_mask=tensor(batch["attention_mask"]).long(),
                        token_type_ids=tensor(batch["token_type_ids"]).long())

@@ -20,19 +20,19 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from bert_jax import (  # noqa: E402
+from bert_jax import (
   BertConfig,
   BertForMaskedLM,
   BertForSequenceClassification,
   BertModel,
   mask_tokens,
 )
-from bert_jax.tokenizer import Tokenizer  # noqa: E402
+from bert_jax.tokenizer import Tokenizer
 
 
 def section(title: str):

@@ -247,7 +247,7 @@ def test_prediction_paths_compile_once_and_keep_input_order(tmp_path):
   compiled = token_classification.tag_batch._cache_size()
   assert ner.tag(model, params, tok, texts, max_length=16, batch_size=2) == tagged
   assert token_classification.tag_batch._cache_size() == compiled
-  spans = lambda ents: [(e["type"], e["start"], e["end"]) for e in ents]  # noqa: E731
+  spans = lambda ents: [(e["type"], e["start"], e["end"]) for e in ents]
   for text, ents in zip(texts, tagged):
     assert spans(ner.tag(model, params, tok, [text], max_length=16)[0]) == spans(ents)
 

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from bert_jax import datasets, input_pipeline  # noqa: E402
-from bert_jax.datasets import glue_tsv  # noqa: E402
-from bert_jax.errors import ConfigError, DataError  # noqa: E402
+from bert_jax import datasets, input_pipeline
+from bert_jax.datasets import glue_tsv
+from bert_jax.errors import ConfigError, DataError
 
 NLI = "index\tsentence1\tsentence2\tlabel\n"
 GLUE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",

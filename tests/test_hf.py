@@ -8,16 +8,16 @@ import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from safetensors.numpy import load_file, save_file  # noqa: E402
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
 
-from bert_jax import hf  # noqa: E402
+from bert_jax import hf
 from bert_jax import model as M
-from bert_jax.config import BertConfig  # noqa: E402
+from bert_jax.config import BertConfig
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("grain")
 
-from bert_jax.tasks import classification, pretraining  # noqa: E402
+from bert_jax.tasks import classification, pretraining
 
 PRETRAIN = types.SimpleNamespace(name="movie_reviews_text", vocab_file="", max_seq_length=128,
                                  nsp=True, short_seq_prob=0.1, max_documents=120)

@@ -6,13 +6,13 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from bert_jax.datasets import local_classification as lc  # noqa: E402
-from bert_jax.errors import ConfigError, DataError  # noqa: E402
-from bert_jax.tasks.classification import metrics  # noqa: E402
-from bert_jax.tasks.classification.task import Classification  # noqa: E402
+from bert_jax.datasets import local_classification as lc
+from bert_jax.errors import ConfigError, DataError
+from bert_jax.tasks.classification import metrics
+from bert_jax.tasks.classification.task import Classification
 
 REG, MULTI = "regression", "multi_label_classification"
 

@@ -309,7 +309,7 @@ def failure_lines(analysis: dict) -> list[str]:
   lines += [f"The {len(wrong)} most confident wrong answers:", "",
             "| score | question | predicted | gold |", "|---|---|---|---|"]
   for r in wrong:
-    esc = lambda t: str(t).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    esc = lambda t: str(t).replace("|", "\\|").replace("\n", " ")
     lines.append(f"| {r['score']:.2f} | {esc(r['question'])} | {esc(r['predicted'])} | "
                  f"{esc(' / '.join(r['answers']))} |")
   return lines
