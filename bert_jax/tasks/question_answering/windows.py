@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bert_jax.errors import ConfigError, DataError
+from bert_jax.tasks import windows as shared_windows
 from bert_jax.tasks.question_answering.reader import Example
 
 FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "start_positions",
@@ -26,30 +27,26 @@ def window_spans(num_pieces: int, window: int, overlap: int) -> list[tuple[int, 
 
   Windows hold `window` pieces (the last one may hold fewer), consecutive windows share
   `overlap` pieces, and the last one reaches the end. A context with no pieces gets one empty
-  window, so every question has at least one row.
+  window, so every question has at least one row. (`bert_jax.tasks.windows.plan`, each piece
+  a word.)
   """
   if not 0 <= overlap < window:
     raise ValueError(f"overlap must be in [0, {window}) for windows of {window}, got {overlap}")
-  spans, start = [], 0
-  while True:
-    spans.append((start, min(window, num_pieces - start)))
-    if start + window >= num_pieces:
-      return spans
-    start += window - overlap
+  pieces = np.arange(num_pieces)  # [n]
+  return [(lo, hi - lo)
+          for lo, hi in shared_windows.plan(pieces, pieces + 1, window, window - overlap)]
 
 
 def max_context_window(spans: Sequence[tuple[int, int]], num_pieces: int) -> np.ndarray:
   """[num_pieces] int: the window where each piece has the most context around it.
 
-  google-research/bert's `_check_is_max_context`: score = min(pieces left, pieces right)
-  + 0.01 * window length; the first window wins a tie.
+  google-research/bert's `_check_is_max_context` (`bert_jax.tasks.windows.max_context`, each
+  piece a word): score = min(pieces left, pieces right) + 0.01 * window length; the first
+  window wins a tie.
   """
-  scores = np.full((len(spans), num_pieces), -np.inf)  # [windows, pieces]
-  for w, (start, length) in enumerate(spans):
-    position = np.arange(start, start + length)
-    scores[w, start:start + length] = (
-        np.minimum(position - start, start + length - 1 - position) + 0.01 * length)
-  return np.argmax(scores, axis=0) if num_pieces else np.zeros(0, np.int64)
+  pieces = np.arange(num_pieces)  # [n]
+  return shared_windows.max_context([(start, start + length) for start, length in spans],
+                                    pieces, pieces + 1)
 
 
 def answer_pieces(offsets: np.ndarray, start_char: int, end_char: int) -> tuple[int, int] | None:

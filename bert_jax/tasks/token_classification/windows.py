@@ -14,7 +14,7 @@ row per window of `max_seq_length` positions: `[CLS] pieces [SEP] pad`.
   words count; for prediction each word is read from ONE window (`predict_mask`): the one
   where it has the most context, google-research/bert's `_check_is_max_context` rule, score
   `min(pieces before the word, pieces after it) + 0.01 * window length`, ties to the earlier
-  window.
+  window (`bert_jax.tasks.windows`, the planner QA shares).
 
 `merge` maps per-position predictions back to one label id and score per word;
 `words_with_spans` splits raw text into words as BERT pre-splits (the tagging CLI's input).
@@ -30,29 +30,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from bert_jax.errors import ConfigError, DataError
+from bert_jax.tasks import windows as shared_windows
 from bert_jax.tasks.token_classification.conll import OUTSIDE, Sentence, split_tag
 
 FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "label_mask",
                 "word_ids", "predict_mask", "sentence_index")
-
-
-def _windows(word_start: np.ndarray, word_end: np.ndarray, budget: int, stride: int
-             ) -> list[tuple[int, int]]:
-  """Piece ranges [lo, hi) of the windows over one sentence: each starts at a word, holds
-  whole words (only a word longer than `budget` is cut), and the next starts at the last word
-  start within `stride` pieces, never past the first word left out, so every word is in one."""
-  num_words = len(word_start)
-  if num_words == 0 or word_end[-1] <= budget:
-    return [(0, int(word_end[-1]) if num_words else 0)]
-  windows, a = [], 0
-  while True:
-    lo = int(word_start[a])
-    b = max(int(np.searchsorted(word_end, lo + budget, side="right")), a + 1)
-    windows.append((lo, min(int(word_end[b - 1]), lo + budget)))
-    if b >= num_words:
-      return windows
-    nxt = int(np.searchsorted(word_start, lo + stride, side="right")) - 1
-    a = min(max(nxt, a + 1), b)
 
 
 def encode(sentences: Sequence[Sentence], tokenizer, label_to_id: Mapping[str, int] | None,
@@ -102,12 +84,8 @@ def encode(sentences: Sequence[Sentence], tokenizer, label_to_id: Mapping[str, i
     word_start = np.flatnonzero(first)  # [W]
     word_end = np.append(word_start[1:], len(ids))  # [W]
     num_cut_words += int(np.sum(word_end - word_start > budget))
-    windows = _windows(word_start, word_end, budget, stride)
-    # [K, W] max-context score of each word in each window that holds its first piece.
-    lo, hi = np.array(windows).reshape(-1, 2).T[:, :, None]
-    score = (np.minimum(word_start - lo, hi - np.minimum(word_end, hi)) + 0.01 * (hi - lo))
-    score = np.where((lo <= word_start) & (word_start < hi), score, -np.inf)
-    predictor = np.argmax(score, axis=0) if len(word_start) else np.zeros(0, int)  # [W]
+    windows = shared_windows.plan(word_start, word_end, budget, stride)
+    predictor = shared_windows.max_context(windows, word_start, word_end)  # [W]
     piece_labels = None
     if label_to_id is not None and sentence.tags:
       try:
