@@ -24,9 +24,11 @@ import sys
 from absl import app, flags
 
 from bert_jax import errors, fileio, inference
-from bert_jax.errors import ConfigError, DataError
+from bert_jax.errors import DataError
 
 FLAGS = flags.FLAGS
+REFUSAL = (", not an extractive QA model; fine-tune one "
+           "(experiments/qa_squad.py)")
 
 
 def define_flags():
@@ -45,12 +47,10 @@ def answer(loaded: inference.Loaded, questions: list[str], contexts: list[str], 
            ) -> list[dict]:
   """Per question {question, answer, start, end, score, alternatives}; the indices of
   questions cut to the model's max_query_length are appended to `truncated` when given."""
-  if loaded.task_name != "question_answering":
-    raise ConfigError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not "
-                      "an extractive QA model; fine-tune one (experiments/qa_squad.py)")
-  return loaded.task.answer(loaded.model(), loaded.params, loaded.tokenizer,
-                            questions, contexts, max_length=loaded.max_seq_length,
-                            batch_size=batch_size, top_k=top_k, truncated=truncated)
+  return inference.predict_examples(
+      loaded, "question_answering",
+      [{"question": q, "context": c} for q, c in zip(questions, contexts, strict=True)],
+      refusal=REFUSAL, batch_size=batch_size, top_k=top_k, truncated=truncated)
 
 
 def _context() -> str | None:
@@ -101,10 +101,8 @@ def main(argv):
                    truncated=cut)
   for result in results:
     print(json.dumps(result, ensure_ascii=False))
-  note = inference.cut_note(cut, len(questions), loaded.task.max_query_length,
-                            [f"question {i + 1}" for i in range(len(questions))], "questions")
-  if note:
-    print(note, file=sys.stderr)
+  inference.print_cut_note(cut, len(questions), loaded.task.max_query_length,
+                           [f"question {i + 1}" for i in range(len(questions))], "questions")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ code 1 (every prediction CLI); .npy holds float32 [n, hidden] in input order, .j
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 
 import jax
@@ -128,10 +127,8 @@ def main(argv):
                    batch_size=FLAGS.batch_size, truncated=cut)
   write_vectors(FLAGS.out, texts, vectors)
   print(f"wrote {FLAGS.out}: {vectors.shape[0]} vectors of {vectors.shape[1]} ({pooling})")
-  note = inference.cut_note(cut, len(texts), max_length - 2,  # [CLS] and [SEP]
-                            [f"line {line_numbers[i]}" for i in range(len(texts))], "lines")
-  if note:
-    print(note, file=sys.stderr)
+  inference.print_cut_note(cut, len(texts), max_length - 2,  # [CLS] and [SEP]
+                           [f"line {n}" for n in line_numbers], "lines")
 
 
 if __name__ == "__main__":

@@ -157,6 +157,29 @@ def cut_note(cut: Sequence[int], total: int, limit: int, names: Sequence[str] | 
           f"their first {limit} ({', '.join(label)}{more}); the model never saw the rest")
 
 
+def print_cut_note(cut: Sequence[int], total: int, limit: int, names: Sequence[str],
+                   what: str) -> None:
+  """`cut_note`'s line on stderr when an input was cut (the prediction CLIs' report)."""
+  import sys
+  note = cut_note(cut, total, limit, names, what)
+  if note:
+    print(note, file=sys.stderr)
+
+
+def predict_examples(loaded: Loaded, task: str, examples: list[dict], *, refusal: str,
+                     batch_size: int = 32, top_k: int = 5, truncated: list[int] | None = None
+                     ) -> list[dict]:
+  """`loaded.task.predict_examples` on the checkpoint's model, parameters, tokenizer and
+  max_seq_length: the one prediction path of the CLIs. A checkpoint of another task than
+  `task` is a ConfigError "this checkpoint is a <its task> model<refusal>"."""
+  if loaded.task_name != task or loaded.task is None:
+    raise ConfigError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model"
+                      f"{refusal}")
+  return loaded.task.predict_examples(loaded.model(), loaded.params, loaded.tokenizer,
+                                      examples, max_length=loaded.max_seq_length,
+                                      batch_size=batch_size, top_k=top_k, truncated=truncated)
+
+
 def bucket_length(n: int, max_length: int, buckets: Sequence[int] = LENGTH_BUCKETS) -> int:
   """The smallest bucket >= n (capped at max_length)."""
   for b in buckets:

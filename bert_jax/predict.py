@@ -14,9 +14,6 @@ in every prediction CLI.
 
 from __future__ import annotations
 
-import sys
-
-import numpy as np
 from absl import app, flags
 
 from bert_jax import errors, inference
@@ -24,6 +21,7 @@ from bert_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 ECHO_CHARS = 200  # characters of each input printed back
+REFUSAL = ", not a classifier; fine-tune one first (experiments/finetune_csv.py)"
 
 
 def define_flags():
@@ -39,8 +37,8 @@ def predict(loaded: inference.Loaded, texts: list[str], batch_size: int = 32, *,
   [n, 1]); multi-label (bool [n, num_labels] predicted labels, sigmoid probabilities). The
   indices of texts cut to the checkpoint's max_seq_length are appended to `truncated`."""
   if not hasattr(loaded.task, "predict") or loaded.task_name != "classification":
-    raise ConfigError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not a "
-                      "classifier; fine-tune one first (experiments/finetune_csv.py)")
+    raise ConfigError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model"
+                      f"{REFUSAL}")
   probs = loaded.task.predict(loaded.model(), loaded.params, loaded.tokenizer, texts,
                               max_length=loaded.max_seq_length, batch_size=batch_size,
                               truncated=truncated)
@@ -58,23 +56,23 @@ def main(argv):
   texts, line_numbers = inference.read_lines(FLAGS.input)
   loaded = inference.load(FLAGS.checkpoint, task="classification")
   cut = []
-  labels, probs = predict(loaded, texts, FLAGS.batch_size, truncated=cut)
-  names = loaded.label_names or [str(i) for i in range(probs.shape[-1])]
-  problem_type = getattr(loaded.task, "problem_type", "single_label_classification")
-  for text, label, p in zip(texts, labels, probs):
-    shown = text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "..."
-    if problem_type == "regression":
-      print(f"{float(label):.4f}\t{shown}")
-    elif problem_type == "multi_label_classification":
-      on = np.flatnonzero(label)
-      print(f"{'|'.join(names[j] for j in on) or '-'}\t"
-            f"{'|'.join(f'{p[j]:.4f}' for j in on) or '-'}\t{shown}")
-    else:
-      print(f"{names[label]}\t{p[label]:.4f}\t{shown}")
-  note = inference.cut_note(cut, len(texts), loaded.max_seq_length - 2,  # [CLS], [SEP]
-                            [f"line {line_numbers[i]}" for i in range(len(texts))], "lines")
-  if note:
-    print(note, file=sys.stderr)
+  results = inference.predict_examples(loaded, "classification", [{"text": t} for t in texts],
+                                       refusal=REFUSAL, batch_size=FLAGS.batch_size,
+                                       truncated=cut)
+  for text, result in zip(texts, results):
+    print(f"{line(result)}\t{text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + '...'}")
+  inference.print_cut_note(cut, len(texts), loaded.max_seq_length - 2,  # [CLS], [SEP]
+                           [f"line {n}" for n in line_numbers], "lines")
+
+
+def line(result: dict) -> str:
+  """A `predict_examples` result as the printed columns before the text (module docstring)."""
+  if "score" in result:  # regression
+    return f"{result['score']:.4f}"
+  if "labels" in result:  # multi-label
+    on, probs = result["labels"], result["probabilities"]
+    return f"{'|'.join(on) or '-'}\t{'|'.join(f'{probs[n]:.4f}' for n in on) or '-'}"
+  return f"{result['label']}\t{result['probability']:.4f}"
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import json
 from absl import app, flags
 
 from bert_jax import errors, inference
-from bert_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
@@ -27,13 +26,15 @@ def define_flags():
   flags.DEFINE_integer("batch_size", 32, "Windows per forward pass.")
 
 
+REFUSAL = ", not a token classifier; fine-tune one (experiments/ner_conll2003.py)"
+
+
 def tag(loaded: inference.Loaded, texts: list[str], batch_size: int = 32) -> list[list[dict]]:
   """Per text, its entities (see the module docstring)."""
-  if loaded.task_name != "token_classification":
-    raise ConfigError(f"this checkpoint is a {loaded.task_name or 'bare encoder'} model, not a "
-                      "token classifier; fine-tune one (experiments/ner_conll2003.py)")
-  return loaded.task.tag(loaded.model(), loaded.params, loaded.tokenizer, texts,
-                         max_length=loaded.max_seq_length, batch_size=batch_size)
+  results = inference.predict_examples(loaded, "token_classification",
+                                       [{"text": t} for t in texts], refusal=REFUSAL,
+                                       batch_size=batch_size)
+  return [r["entities"] for r in results]
 
 
 def main(argv):
@@ -41,8 +42,10 @@ def main(argv):
     raise app.UsageError('usage: tag --checkpoint DIR ["text" ...] (or lines on stdin)')
   texts = argv[1:] or inference.read_lines(None)[0]
   loaded = inference.load(FLAGS.checkpoint, task="token_classification")
-  for text, entities in zip(texts, tag(loaded, texts, FLAGS.batch_size)):
-    print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+  for result in inference.predict_examples(loaded, "token_classification",
+                                           [{"text": t} for t in texts], refusal=REFUSAL,
+                                           batch_size=FLAGS.batch_size):
+    print(json.dumps(result, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,12 @@ of methods, used by `steps.py` (device side) and `train.py` / the CLIs (host sid
               `loss(sums, denominators)`
   host        `summarize(sums)`: sums -> reported means; `host_metrics(config, outputs, rows)`
               (metrics that need every prediction, e.g. entity F1); `finish(run)`: the report and
-              prediction files after the final evaluation; the CLI's prediction method
-              (classification `predict`, token classification `tag`, QA `answer`)
+              prediction files after the final evaluation
+  prediction  `predict_examples(model, params, tokenizer, examples, ...)`: plain dicts in,
+              JSON-ready dicts out, one per input, through jitted functions on length buckets
+              (`inference.batches` / `feature_batches`): what every prediction CLI calls
+              (`inference.predict_examples`); the task's own helpers (classification
+              `predict`, token classification `tag`, QA `answer`) are its building blocks
 
 Metric names: a device-side sum ends in `_sum`, its denominator in `_count`; `summarize`
 reports means under plain names (`mlm_loss_sum / mlm_count -> mlm_loss`). Everything else a
@@ -242,6 +246,34 @@ class Task:
     files (predictions.jsonl, .conll, .json) into `run.workdir`; returns their paths."""
     del run
     return []
+
+
+  # --- prediction (host) -------------------------------------------------------------------
+
+  def predict_examples(self, model, params, tokenizer, examples: list[dict], *,
+                       max_length: int, batch_size: int = 32, top_k: int = 5,
+                       truncated: list[int] | None = None) -> list[dict]:
+    """The trained model on raw inputs: the one prediction path of every CLI.
+
+    Args: `model` the module of `model(cfg)` and `params` its tree (`inference.Loaded.model()`
+    / `.params`); `tokenizer` the checkpoint's `Tokenizer`; `examples` plain dicts, one per
+    input: classification {"text", optional "text_pair" (all or none)}, token classification
+    {"text"}, question answering {"question", "context"}, pretraining {"text"} with [MASK]s;
+    `max_length` pieces a row, [CLS] and [SEP] included (the checkpoint's max_seq_length);
+    `batch_size` rows a forward pass (inputs run in [rows, bucket] batches: `inference.batches`,
+    so each shape compiles once); `top_k` QA alternatives / fillers per [MASK] (ignored
+    elsewhere); `truncated` gets the indices of inputs cut to fit (texts over `max_length`,
+    questions over QA's max_query_length; NER windows long lines and cuts none).
+
+    Returns one JSON-ready dict per example, in order (what the task's CLI prints):
+    classification {"label", "probability", "probabilities" {label: p}} (regression
+    {"score"}; multi-label {"labels", "probabilities"}), token classification {"text",
+    "entities": [{"type", "text", "start", "end", "score"}]}, QA {"question", "answer",
+    "start", "end", "score", "alternatives"}, pretraining {"text", "masks": per [MASK]
+    [{"token", "probability"}] best first}. Bad input is a one-line DataError.
+    """
+    del model, params, tokenizer, examples, max_length, batch_size, top_k, truncated
+    raise NotImplementedError(f"task {self.name!r} implements no predict_examples")
 
 
 def packed_inputs(batch: dict[str, Array], cls: bool = False) -> dict[str, Array]:

@@ -40,7 +40,7 @@ import numpy as np
 
 from bert_jax import losses
 from bert_jax.config import BertConfig
-from bert_jax.errors import ConfigError
+from bert_jax.errors import ConfigError, DataError
 from bert_jax.tasks.base import FinishedRun, Task, is_sum, mean, packed_inputs, rngs
 from bert_jax.tasks.classification import analysis as clf_analysis
 from bert_jax.tasks.classification import metrics
@@ -245,18 +245,49 @@ class Classification(Task):
   # --- prediction --------------------------------------------------------------------------
 
   def predict(self, model, params, tokenizer, texts: list[str], *, max_length: int,
-              batch_size: int = 64, truncated: list[int] | None = None) -> np.ndarray:
-    """Texts -> probabilities [n, num_labels] (single label), scores [n, 1] (regression) or
-    sigmoid probabilities [n, num_labels] (multi-label); length buckets and `truncated`: see
-    `inference.batches`."""
+              batch_size: int = 64, truncated: list[int] | None = None,
+              pairs: list[str] | None = None) -> np.ndarray:
+    """Texts (and their `pairs`) -> probabilities [n, num_labels] (single label), scores
+    [n, 1] (regression) or sigmoid probabilities [n, num_labels] (multi-label); length buckets
+    and `truncated`: see `inference.batches`."""
     from bert_jax import inference
     probs = np.zeros((len(texts), self.num_labels), np.float32)
-    for rows, enc in inference.batches(tokenizer, texts, max_length=max_length,
+    for rows, enc in inference.batches(tokenizer, texts, pairs, max_length=max_length,
                                        batch_size=batch_size, truncated=truncated):
       out = predict_batch(model, params, *(enc[k] for k in FIELDS),
                           problem_type=self.problem_type)  # [batch, labels]
       probs[rows] = np.asarray(out)[:len(rows)]
     return probs
+
+  def predict_examples(self, model, params, tokenizer, examples, *, max_length: int,
+                       batch_size: int = 32, top_k: int = 5,
+                       truncated: list[int] | None = None) -> list[dict]:
+    """Examples {"text", optional "text_pair"} -> per example {"label", "probability",
+    "probabilities" {label: p}}; regression {"score"}; multi-label {"labels" (those over
+    0.5), "probabilities" {label: p}} (`predict`'s numbers, as Python floats)."""
+    del top_k
+    texts = [str(e["text"]) for e in examples]
+    with_pair = ["text_pair" in e for e in examples]
+    if any(with_pair) and not all(with_pair):
+      raise DataError(f"example {with_pair.index(not with_pair[0]) + 1} differs from the "
+                      "first in having a \"text_pair\": give one to every example or to none")
+    pairs = [str(e["text_pair"]) for e in examples] if all(with_pair) and examples else None
+    probs = self.predict(model, params, tokenizer, texts, max_length=max_length,
+                         batch_size=batch_size, truncated=truncated, pairs=pairs)
+    names = list(self.label_names) or [str(i) for i in range(probs.shape[-1])]
+    out = []
+    for p in probs.tolist():
+      if self.problem_type == REGRESSION:
+        out.append({"score": p[0]})
+        continue
+      by_name = dict(zip(names, p))
+      if self.problem_type == MULTI:
+        out.append({"labels": [n for n, q in by_name.items() if q > metrics.THRESHOLD],
+                    "probabilities": by_name})
+      else:
+        best = int(np.argmax(p))
+        out.append({"label": names[best], "probability": p[best], "probabilities": by_name})
+    return out
 
 
 def _single_label_sums(logits, label, ex, confusion: bool) -> dict:

@@ -13,6 +13,7 @@ Batch keys: input_ids, attention_mask, token_type_ids, special_tokens_mask, word
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ import numpy as np
 
 from bert_jax import losses
 from bert_jax.config import BertConfig
-from bert_jax.errors import ConfigError
+from bert_jax.errors import ConfigError, DataError
 from bert_jax.masking import MaskedBatch, mask_tokens
 from bert_jax.tasks.base import Task, is_sum, mean, packed_inputs, rngs
 
@@ -185,6 +186,75 @@ class Pretraining(Task):
       out["loss"] += out["nsp_loss"]
     out["num_tokens"] = sums.get("tokens_sum", 0.0)
     return out
+
+
+  # --- prediction --------------------------------------------------------------------------
+
+  def predict_examples(self, model, params, tokenizer, examples, *, max_length: int,
+                       batch_size: int = 32, top_k: int = 5,
+                       truncated: list[int] | None = None) -> list[dict]:
+    """Fill-mask: examples {"text" with [MASK]s} -> per example {"text", "masks": per [MASK]
+    in order, its `top_k` fillers [{"token", "probability"}], best first}.
+
+    Runs `fill_mask_batch` (jitted, logits only at the [MASK] positions) over length buckets
+    (`inference.batches`). A text without [MASK], or with one beyond the model's window, is a
+    DataError; the indices of longer texts (cut to the window) go to `truncated`."""
+    from bert_jax import inference
+    texts = [str(e["text"]) for e in examples]
+    window = min(max_length, model.config.max_position_embeddings)
+    check_masks(tokenizer, texts, window)
+    results = [None] * len(texts)
+    for rows, enc in inference.batches(tokenizer, texts, max_length=window,
+                                       batch_size=batch_size, truncated=truncated):
+      ids = np.asarray(enc["input_ids"])  # [batch, length]
+      found = [np.flatnonzero(row == tokenizer.mask_id) for row in ids]
+      width = inference.batch_rows(max(len(f) for f in found), ids.shape[1])
+      positions = np.zeros((len(ids), width), np.int32)  # [batch, P]; 0 ([CLS]) pads
+      for row, f in enumerate(found):
+        positions[row, :len(f)] = f
+      best, probs = fill_mask_batch(model, params, *(enc[k] for k in FIELDS[:3]), positions,
+                                    top_k=min(top_k, model.config.vocab_size))  # [batch, P, k]
+      best, probs = np.asarray(best), np.asarray(probs)
+      for row, i in enumerate(rows):
+        results[i] = {"text": texts[i], "masks": [
+            [{"token": t, "probability": float(p)}
+             for t, p in zip(tokenizer.convert_ids_to_tokens(best[row, m].tolist()),
+                             probs[row, m])]
+            for m in range(len(found[row]))]}
+    return results
+
+
+def check_masks(tokenizer, texts: list[str], window: int) -> None:
+  """DataError for a text without [MASK] or with one beyond the window's `window - 2` pieces
+  ([CLS] ... [SEP]); a warning for a longer text, cut to the window."""
+  from absl import logging
+  for text, pieces in zip(texts, tokenizer.tokenize_to_ids(texts)):
+    masks = np.flatnonzero(pieces == tokenizer.mask_id)
+    if masks.size == 0:
+      raise DataError(f"no [MASK] token in {text[:80]!r}")
+    if len(pieces) + 2 > window:
+      if masks[-1] >= window - 2:
+        raise DataError(f"a [MASK] is word piece {masks[-1] + 1} of {len(pieces)}, beyond the "
+                        f"model's window of {window - 2} pieces; shorten the text")
+      logging.warning("input of %d word pieces truncated to the model's window of %d: %r",
+                      len(pieces), window - 2, text[:60])
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("top_k",))
+def fill_mask_batch(model, params, input_ids, attention_mask, token_type_ids, positions, *,
+                    top_k: int) -> tuple[jax.Array, jax.Array]:
+  """[batch, length] inputs, [batch, P] positions -> the `top_k` token ids (int32) and their
+  softmax probabilities (float32), [batch, P, top_k] each, best first.
+
+  The MLM head runs only at `positions` (gathered before the vocabulary projection, as in
+  training), so a batch costs [batch, P, vocab] logits, not [batch, length, vocab]. Jitted at
+  module level with the (hashable) model static: each model and shape compiles once.
+  """
+  out = model.apply({"params": params}, input_ids, attention_mask, token_type_ids, positions)
+  logits = out[0] if isinstance(out, tuple) else out  # BertForPreTraining: (mlm, nsp)
+  probs = jax.nn.softmax(logits.astype(jnp.float32), -1)  # [batch, P, vocab]
+  top, best = jax.lax.top_k(probs, top_k)
+  return best.astype(jnp.int32), top
 
 
 TASK = Pretraining

@@ -269,6 +269,20 @@ class QuestionAnswering(Task):
                                    for t, sc in p.alternatives[1:top_k + 1]]})
     return out
 
+  def predict_examples(self, model, params, tokenizer, examples, *, max_length: int,
+                       batch_size: int = 32, top_k: int = 5,
+                       truncated: list[int] | None = None) -> list[dict]:
+    """Examples {"question", "context"} -> per example {"question", "answer", "start", "end",
+    "score", "alternatives"} (`answer`)."""
+    try:
+      questions = [str(e["question"]) for e in examples]
+      contexts = [str(e["context"]) for e in examples]
+    except KeyError as e:
+      raise DataError(f"a question-answering example needs \"question\" and \"context\" "
+                      f"(missing {e})") from None
+    return self.answer(model, params, tokenizer, questions, contexts, max_length=max_length,
+                       batch_size=batch_size, top_k=top_k, truncated=truncated)
+
 
 @functools.partial(jax.jit, static_argnums=0)
 def span_logits(model, params, input_ids, attention_mask, token_type_ids

@@ -229,6 +229,17 @@ class TokenClassification(Task):
                    "end": e["end"], "score": round(float(e["score"]), 4)} for e in ents])
     return out
 
+  def predict_examples(self, model, params, tokenizer, examples, *, max_length: int,
+                       batch_size: int = 32, top_k: int = 5,
+                       truncated: list[int] | None = None) -> list[dict]:
+    """Examples {"text"} -> per example {"text", "entities"} (`tag`); long lines are split
+    into windows, never cut, so `truncated` stays empty."""
+    del top_k, truncated
+    texts = [str(e["text"]) for e in examples]
+    entities = self.tag(model, params, tokenizer, texts, max_length=max_length,
+                        batch_size=batch_size)
+    return [{"text": t, "entities": ents} for t, ents in zip(texts, entities)]
+
 
 @functools.partial(jax.jit, static_argnums=0)
 def tag_batch(model, params, input_ids, attention_mask, token_type_ids
