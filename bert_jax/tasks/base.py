@@ -93,6 +93,7 @@ class Task:
 
     Args: `config` the experiment ConfigDict; `info` what `data_info(config)` returned (e.g.
     label_names). Returns the task; raises ConfigError for settings that cannot work.
+    Called by `train.py` once per run, before the model is built.
     """
     raise NotImplementedError
 
@@ -101,7 +102,8 @@ class Task:
     """The task stored in a checkpoint's metadata: the inverse of `checkpoint_info()`.
 
     Args: `info` the JSON dict `checkpoint_info` wrote (older checkpoints may lack keys; the
-    task supplies what they trained with). Returns the task.
+    task supplies what they trained with). Returns the task. Called by `inference.load` (every
+    CLI, export).
     """
     raise NotImplementedError
 
@@ -111,6 +113,7 @@ class Task:
 
     Args: `path` the directory (for messages); `hf_config` its parsed config.json (labels,
     `bert_jax_*` settings an export recorded). Returns the task; the default refuses.
+    Called by `inference.load(path, task=...)` on a transformers directory.
     """
     raise ConfigError(f"{path}: reading a transformers {cls.name} model is not supported")
 
@@ -118,28 +121,32 @@ class Task:
   def init_head(cls, config) -> str | None:
     """The `hf.load_hf_checkpoint` head to read from a transformers `config.init_from`
     directory, from the config alone (no data prepared): None, the encoder only, for tasks
-    whose head starts fresh (the default)."""
+    whose head starts fresh (the default). Called by `restore.py`."""
     del config
     return None
 
   def checkpoint_info(self) -> dict:
-    """JSON-ready settings saved with every checkpoint (labels, NSP, ...)."""
+    """JSON-ready settings saved with every checkpoint (labels, NSP, ...): `train.py` writes
+    them into the run identity; `from_checkpoint_info` reads them back."""
     return {}
 
   @property
   def hf_head(self) -> str | None:
-    """The `hf.load_hf_checkpoint` head of this task's model (transformers architecture)."""
+    """The `hf.load_hf_checkpoint` / `hf.save_hf_checkpoint` head of this task's model (its
+    transformers architecture); read by `inference.load` and `export.py`."""
     raise NotImplementedError
 
   def model(self, cfg: BertConfig):
     """The flax module of this task for encoder config `cfg` (e.g. BertForMaskedLM); its
-    `apply({"params": p}, input_ids, attention_mask, token_type_ids, ...)` is what `forward`
-    and the CLIs call."""
+    `apply({"params": p}, input_ids, attention_mask, token_type_ids, ...)` ([B, S] int32
+    each) is what `forward` and `predict_examples` call. Built by `train.py` and
+    `inference.Loaded.model()`."""
     raise NotImplementedError
 
   def export_params(self, params: dict) -> dict:
     """Our parameter tree -> the tree `hf.save_hf_checkpoint(head=self.hf_head)` takes (the
-    identity unless the task's tree differs from transformers' layout)."""
+    identity unless the task's tree differs from transformers' layout). Called by
+    `export.py`."""
     return params
 
   # --- data (host) -------------------------------------------------------------------------
@@ -151,7 +158,8 @@ class Task:
 
     Returns a JSON-ready dict: `vocab_file`, `vocab_size`, `num_examples` {split: n} and
     whatever `from_config` needs (e.g. `label_names`). Raises DataError / ConfigError with
-    one line naming the file (and line) for bad input.
+    one line naming the file (and line) for bad input. Called by `train.py` before
+    `from_config`.
     """
     raise NotImplementedError
 
@@ -168,17 +176,19 @@ class Task:
 
     Yields dicts of numpy arrays with static shapes: at least input_ids, attention_mask,
     token_type_ids [B, S] int32 and example_mask [B] (0 on padding rows), plus the task's
-    label and host keys.
+    label and host keys. Called by `train.py` for the train and eval splits.
     """
     raise NotImplementedError
 
   def dummy_batch(self, seq_len: int) -> dict[str, np.ndarray]:
-    """A one-row batch {key: [1, seq_len] int32 zeros} with the keys `model.init` needs."""
+    """A one-row batch {key: [1, seq_len] int32 zeros} with the keys `model.init` needs
+    (`train.py` initializes the parameters from it)."""
     return {k: np.zeros((1, seq_len), np.int32)
             for k in ("input_ids", "attention_mask", "token_type_ids")}
 
   def device_keys(self, batch: dict) -> dict:
-    """The part of a host batch the step reads: every key but `host_only_keys`."""
+    """The part of a host batch the step reads: every key but `host_only_keys` (`train.py`
+    puts it on the devices)."""
     return {k: v for k, v in batch.items() if k not in self.host_only_keys}
 
   host_only_keys: ClassVar[tuple[str, ...]] = ()
@@ -187,7 +197,7 @@ class Task:
 
   @property
   def required_keys(self) -> tuple[str, ...]:
-    """Batch keys the step reads (a missing one is named before tracing gets far)."""
+    """Batch keys the step reads: `steps.py` names a missing one before tracing gets far."""
     return ("input_ids", "attention_mask", "token_type_ids")
 
   def prepare(self, rng: Array, batch: Batch, axis_name: str | None) -> Batch:
@@ -195,7 +205,8 @@ class Task:
 
     Args: `rng` a key folded per step (and per device under pmap); `batch` the device batch;
     `axis_name` the pmap axis or None under jit. Returns the batch the loss reads (same
-    leading shapes). The default returns `batch`.
+    leading shapes). The default returns `batch`. Called by `steps.py` inside the compiled
+    train and eval steps, before `denominators` and `forward`.
     """
     del rng, axis_name
     return batch
@@ -204,7 +215,7 @@ class Task:
     """The counts the loss divides by, {name_count: float32 scalar} over this device's batch
     (e.g. real examples, masked tokens). The step sums them over devices and over all
     micro-batches before any loss is taken, so the loss is the global mean however the batch
-    is split."""
+    is split. Called by `steps.py`."""
     raise NotImplementedError
 
   def forward(self, model, params, batch: Batch, *, deterministic: bool,
@@ -215,20 +226,23 @@ class Task:
     arrays ([B, S] token keys); `deterministic` False in training (dropout on, with
     `dropout_rng`). Returns (sums, outputs): sums {name_sum / name_count: float32 scalar},
     the loss's numerators among them; outputs {name: [B, ...]} per-row values the host needs
-    (logits, probabilities), {} when none.
+    (logits, probabilities), {} when none. Called by `steps.py` per micro-batch (train) and
+    per batch (eval); the eval outputs go to `host_metrics` and `finish`.
     """
     raise NotImplementedError
 
   def loss(self, sums: Metrics, denominators: Metrics) -> Array:
     """The scalar loss to differentiate: `forward`'s sums of one micro-batch over the global
-    `denominators` (so micro-batch losses add up to the batch's mean)."""
+    `denominators` (so micro-batch losses add up to the batch's mean). Called by `steps.py`
+    under `jax.grad`."""
     raise NotImplementedError
 
   # --- host --------------------------------------------------------------------------------
 
   def summarize(self, sums: dict[str, float]) -> dict[str, float]:
     """Host floats summed over steps / batches -> the reported metrics (means under plain
-    names, `mean(sums, "mlm_loss_sum", "mlm_count") -> mlm_loss`), with "loss"."""
+    names, `mean(sums, "mlm_loss_sum", "mlm_count") -> mlm_loss`), with "loss". Called by
+    `train.py` on the train log rows and on each evaluation."""
     raise NotImplementedError
 
   def host_metrics(self, config, outputs: dict[str, np.ndarray], rows: dict[str, np.ndarray]
@@ -236,14 +250,16 @@ class Task:
     """Metrics that need every prediction of an evaluation (entity F1, SQuAD EM/F1).
 
     Args: `outputs` {name: [N, ...]} of `forward` and `rows` {key: [N, ...]} the `host_keys`
-    of the same N real rows, in eval order. Returns {metric: float}; default {}.
+    of the same N real rows, in eval order. Returns {metric: float}; default {}. Called by
+    `train.py` after each evaluation; merged into its metrics.
     """
     del config, outputs, rows
     return {}
 
   def finish(self, run: FinishedRun) -> list[str]:
     """After the final evaluation: writes the run's report.md / report.json and prediction
-    files (predictions.jsonl, .conll, .json) into `run.workdir`; returns their paths."""
+    files (predictions.jsonl, .conll, .json) into `run.workdir`; returns their paths.
+    Called by `train.py` once, after the final evaluation."""
     del run
     return []
 
@@ -270,7 +286,8 @@ class Task:
     {"score"}; multi-label {"labels", "probabilities"}), token classification {"text",
     "entities": [{"type", "text", "start", "end", "score"}]}, QA {"question", "answer",
     "start", "end", "score", "alternatives"}, pretraining {"text", "masks": per [MASK]
-    [{"token", "probability"}] best first}. Bad input is a one-line DataError.
+    [{"token", "probability"}] best first}. Bad input is a one-line DataError. Called by
+    `inference.predict_examples` (the CLIs predict, tag, answer, fill_mask).
     """
     del model, params, tokenizer, examples, max_length, batch_size, top_k, truncated
     raise NotImplementedError(f"task {self.name!r} implements no predict_examples")

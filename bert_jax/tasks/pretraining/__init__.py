@@ -1,7 +1,9 @@
 """Masked-language-model pretraining (and next-sentence prediction): one folder, one task.
 
   task.py  `Pretraining` (the `Task`; `TASK` is what the registry reads): BERT's 15% / 80-10-10
-           masking inside the compiled step (`bert_jax.masking`), MLM / NSP losses
+           masking inside the compiled step (`bert_jax.masking`), MLM / NSP losses;
+           `predict_examples` fills [MASK]s (`fill_mask_batch`: jitted, MLM head at the
+           [MASK] positions only)
 
 Corpora are the TFDS builders of `bert_jax.datasets`; the CLI that fills masks with a trained
 model is `python -m bert_jax.fill_mask`.
