@@ -52,7 +52,7 @@ from safetensors.numpy import load_file, save_file
 
 from bert_jax import fileio
 from bert_jax.config import BertConfig
-from bert_jax.errors import DataError
+from bert_jax.errors import ConfigError, DataError
 
 HEADS = (None, "mlm", "pretraining", "classification", "token_classification",
          "question_answering")
@@ -200,10 +200,27 @@ def is_transformers_dir(path: str) -> bool:
 
 def read_label_names(path: str) -> list[str] | None:
   """The label names in config.json's `id2label`, in label order; None when it has none."""
-  id2label = fileio.read_json(os.path.join(path, "config.json")).get("id2label")
+  return id2label_names(path, fileio.read_json(os.path.join(path, "config.json")))
+
+
+def id2label_names(path: str, hf_config: dict, model: str = "") -> list[str] | None:
+  """The label names of a parsed config.json's `id2label` ({"0": name, ...}), ordered by id;
+  the ids must be 0..n-1. None when it has none, or with `model` (e.g. "a token classifier")
+  ConfigError "<path>/config.json has no id2label: not <model>". One-line ConfigErrors naming
+  the file."""
+  id2label = hf_config.get("id2label") or {}
   if not id2label:
+    if model:
+      raise ConfigError(f"{path}/config.json has no id2label: not {model}")
     return None
-  return [id2label[k] for k in sorted(id2label, key=int)]
+  try:
+    names = {int(k): v for k, v in dict(id2label).items()}
+  except (TypeError, ValueError):
+    names = {}
+  if sorted(names) != list(range(len(id2label))):
+    raise ConfigError(f"{path}/config.json: the id2label ids {list(id2label)} are not "
+                      f"0..{len(id2label) - 1}")
+  return [names[i] for i in range(len(names))]
 
 
 def read_pooling(path: str) -> str:

@@ -354,10 +354,8 @@ TASK = Classification
 
 def _labels_of(path: str, hf_config: dict) -> tuple[int, tuple[str, ...]]:
   """(num_labels, names) from a transformers config.json's id2label."""
-  id2label = hf_config.get("id2label") or {}
-  if not id2label:
-    raise ConfigError(f"{path}/config.json has no id2label: not a fine-tuned classifier")
-  names = tuple(id2label[k] for k in sorted(id2label, key=int))
+  from bert_jax.hf import id2label_names
+  names = tuple(id2label_names(path, hf_config, "a fine-tuned classifier"))
   return len(names), names
 
 

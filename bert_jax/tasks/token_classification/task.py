@@ -37,7 +37,6 @@ import numpy as np
 
 from bert_jax import losses
 from bert_jax.config import BertConfig
-from bert_jax.errors import ConfigError
 from bert_jax.tasks.base import (
   FinishedRun,
   Task,
@@ -83,10 +82,8 @@ class TokenClassification(Task):
 
   @classmethod
   def from_transformers_config(cls, path: str, hf_config: dict) -> TokenClassification:
-    id2label = hf_config.get("id2label") or {}
-    if not id2label:
-      raise ConfigError(f"{path}/config.json has no id2label: not a token classifier")
-    return cls(tuple(id2label[k] for k in sorted(id2label, key=int)))
+    from bert_jax.hf import id2label_names
+    return cls(tuple(id2label_names(path, hf_config, "a token classifier")))
 
   def checkpoint_info(self) -> dict:
     return {"label_names": list(self.label_names), "label_all_pieces": self.label_all_pieces}
