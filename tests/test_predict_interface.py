@@ -133,3 +133,28 @@ def test_fill_mask_checks(tok, cfg):
   wrong = inference.Loaded(cfg, init(clf, cfg)[1], "classification", clf, tok.vocab_file, 32)
   with pytest.raises(ConfigError, match="a classification model; fill-mask needs a pretraining"):
     fill_mask.fill_mask(wrong, ["I love [MASK] films."])
+
+
+@pytest.mark.parametrize("problem_type", ["single_label_classification", "regression",
+                                          "multi_label_classification"])
+def test_predict_cli_columns_are_the_former_ones(tok, cfg, problem_type):
+  """`predict.line` of each result prints what the CLI printed from `predict.predict`."""
+  from bert_jax import predict
+  names = ("a", "b", "c") if problem_type != "regression" else ()
+  task = Classification(num_labels=len(names) or 1, label_names=names,
+                        problem_type=problem_type)
+  model, params = init(task, cfg, seed=2)
+  loaded = inference.Loaded(cfg, params, "classification", task, tok.vocab_file, 32)
+  labels, probs = predict.predict(loaded, TEXTS)
+  results = inference.predict_examples(loaded, "classification", [{"text": t} for t in TEXTS],
+                                       refusal="")
+  for label, p, result in zip(labels, probs, results):
+    if problem_type == "regression":
+      former = f"{float(label):.4f}"
+    elif problem_type == "multi_label_classification":
+      on = np.flatnonzero(label)
+      former = (f"{'|'.join(names[j] for j in on) or '-'}\t"
+                f"{'|'.join(f'{p[j]:.4f}' for j in on) or '-'}")
+    else:
+      former = f"{names[label]}\t{p[label]:.4f}"
+    assert predict.line(result) == former
