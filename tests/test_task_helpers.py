@@ -1,10 +1,11 @@
-"""Helpers the tasks share: id2label parsing (hf.id2label_names)."""
+"""Helpers the tasks share: id2label parsing (hf.id2label_names), the TFDS-or-file read and
+the reported means (bert_jax/tasks/shared.py)."""
 
 import pytest
 
 from bert_jax import hf
 from bert_jax.errors import ConfigError
-from bert_jax.tasks import get
+from bert_jax.tasks import get, shared
 
 
 def test_id2label_names_ordered_by_id():
@@ -30,3 +31,24 @@ def test_tasks_read_id2label_through_one_function():
     get("token_classification").from_transformers_config("d", {})
   with pytest.raises(ConfigError, match="are not 0"):
     get("token_classification").from_transformers_config("d", {"id2label": {"1": "x"}})
+
+
+def test_read_file_or_tfds(tmp_path):
+  path = tmp_path / "a:b.txt"  # a file whose name holds ':' is still a file
+  path.write_text("x")
+  read = lambda source: shared.read_file_or_tfds(
+      source, lambda p: ("file", p), lambda name: ("tfds", name))
+  assert read(str(path)) == ("file", str(path))
+  assert read("conll2003:train") == ("tfds", "conll2003")
+  with pytest.raises(FileNotFoundError, match=r"^/no/such\.json: no such file$"):
+    read("/no/such.json")
+
+
+def test_summary_keeps_the_order_of_the_metrics():
+  sums = {"loss_sum": 6.0, "correct_sum": 2.0, "label_count": 4.0, "tokens_sum": 9.0,
+          "learning_rate": 0.1}
+  out = shared.summary(sums, "label_count", "num_labelled_pieces", piece_accuracy="correct_sum")
+  assert list(out.items()) == [("learning_rate", 0.1), ("loss", 1.5), ("piece_accuracy", 0.5),
+                               ("num_labelled_pieces", 4.0), ("num_tokens", 9.0)]
+  assert shared.summary({"loss_sum": 0.0, "n_count": 0.0}, "n_count", "num") == {
+      "loss": 0.0, "num": 0.0, "num_tokens": 0.0}

@@ -41,7 +41,8 @@ import numpy as np
 from bert_jax import losses
 from bert_jax.config import BertConfig
 from bert_jax.errors import ConfigError, DataError
-from bert_jax.tasks.base import FinishedRun, Task, is_sum, mean, packed_inputs, rngs
+from bert_jax.tasks import shared
+from bert_jax.tasks.base import FinishedRun, Task, mean
 from bert_jax.tasks.classification import analysis as clf_analysis
 from bert_jax.tasks.classification import metrics
 
@@ -150,10 +151,8 @@ class Classification(Task):
     return {"example_count": jnp.sum(losses.example_mask(batch))}
 
   def forward(self, model, params, batch, *, deterministic, dropout_rng):
-    logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                         batch["token_type_ids"], **packed_inputs(batch, cls=True),
-                         deterministic=deterministic,
-                         rngs=rngs(deterministic, dropout_rng))  # [batch, (examples,) labels]
+    logits = shared.apply(model, params, batch, deterministic=deterministic,
+                          dropout_rng=dropout_rng, cls=True)  # [batch, (examples,) labels]
     ex = losses.example_mask(batch)  # [batch] ([batch, examples] packed)
     logits = logits.astype(jnp.float32)
     if self.problem_type == REGRESSION:
@@ -166,19 +165,16 @@ class Classification(Task):
       sums = _single_label_sums(logits, batch["label"], ex, confusion=deterministic)
       outputs = {"probs": jax.nn.softmax(logits, -1)}
     sums["example_count"] = jnp.sum(ex)
-    sums["tokens_sum"] = jnp.sum(batch["attention_mask"]).astype(jnp.float32)
+    sums["tokens_sum"] = shared.tokens_sum(batch)
     return sums, outputs
 
   def loss(self, sums, denominators):
-    return sums["loss_sum"] / jnp.maximum(denominators["example_count"], 1.0)
+    return shared.mean_loss(sums, denominators, "example_count")
 
   # --- host --------------------------------------------------------------------------------
 
   def summarize(self, sums):
-    out = {k: v for k, v in sums.items() if not is_sum(k)}
-    out["loss"] = mean(sums, "loss_sum", "example_count")
-    out["num_examples"] = sums["example_count"]
-    out["num_tokens"] = sums.get("tokens_sum", 0.0)
+    out = shared.summary(sums, "example_count", "num_examples")
     if self.problem_type == REGRESSION:
       out["mse"] = out["loss"]
       out["pearson"] = metrics.pearson_from_sums(*(sums.get(k, 0.0) for k in (

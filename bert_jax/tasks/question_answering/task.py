@@ -39,17 +39,8 @@ import numpy as np
 from bert_jax import losses
 from bert_jax.config import BertConfig
 from bert_jax.errors import DataError
-from bert_jax.tasks.base import (
-  FinishedRun,
-  Task,
-  complete_groups,
-  group_sizes,
-  is_sum,
-  mean,
-  packed_inputs,
-  rngs,
-  split_file,
-)
+from bert_jax.tasks import shared
+from bert_jax.tasks.base import FinishedRun, Task, complete_groups, group_sizes, split_file
 from bert_jax.tasks.question_answering import metrics as qa_metrics
 from bert_jax.tasks.question_answering import prediction as qa_prediction
 from bert_jax.tasks.question_answering import reader as qa_reader
@@ -160,10 +151,8 @@ class QuestionAnswering(Task):
     return {"window_count": jnp.sum(losses.example_mask(batch))}
 
   def forward(self, model, params, batch, *, deterministic, dropout_rng):
-    start, end = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                             batch["token_type_ids"], **packed_inputs(batch),
-                             deterministic=deterministic,
-                             rngs=rngs(deterministic, dropout_rng))  # [batch, length] each
+    start, end = shared.apply(model, params, batch, deterministic=deterministic,
+                              dropout_rng=dropout_rng)  # [batch, length] each
     ex = losses.example_mask(batch)  # [batch] ([batch, windows] packed)
     s_pos, e_pos = batch["start_positions"], batch["end_positions"]
     if "segment_ids" in batch:  # each window's softmax over its own positions
@@ -175,23 +164,19 @@ class QuestionAnswering(Task):
                                    + losses.cross_entropy(end, e_pos)) * ex),
         "span_correct_sum": jnp.sum(both * ex),
         "window_count": jnp.sum(ex),
-        "tokens_sum": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
+        "tokens_sum": shared.tokens_sum(batch),
     }
     return sums, {"start_logits": start.astype(jnp.float32),
                   "end_logits": end.astype(jnp.float32)}
 
   def loss(self, sums, denominators):
-    return sums["loss_sum"] / jnp.maximum(denominators["window_count"], 1.0)
+    return shared.mean_loss(sums, denominators, "window_count")
 
   # --- host --------------------------------------------------------------------------------
 
   def summarize(self, sums):
-    out = {k: v for k, v in sums.items() if not is_sum(k)}
-    out["loss"] = mean(sums, "loss_sum", "window_count")
-    out["window_span_accuracy"] = mean(sums, "span_correct_sum", "window_count")
-    out["num_windows"] = sums["window_count"]
-    out["num_tokens"] = sums.get("tokens_sum", 0.0)
-    return out
+    return shared.summary(sums, "window_count", "num_windows",
+                          window_span_accuracy="span_correct_sum")
 
   def _predict(self, examples, outputs, rows):
     rows, outputs = complete_groups(rows, outputs, "example_index", "example_windows")
@@ -340,10 +325,10 @@ def read_split(data, split: str, training: bool = False):
 
 @functools.lru_cache(maxsize=8)
 def _read(source: str, split: str, training: bool, data_dir: str):
-  if ":" in source and not os.path.exists(source):
-    name = source.rsplit(":", 1)[0]
-    return qa_reader.read_tfds(name, split=split, data_dir=data_dir or None, training=training)
-  return qa_reader.read_squad(source, training=training)
+  return shared.read_file_or_tfds(
+      source, functools.partial(qa_reader.read_squad, training=training),
+      lambda name: qa_reader.read_tfds(name, split=split, data_dir=data_dir or None,
+                                       training=training))
 
 
 @functools.lru_cache(maxsize=4)

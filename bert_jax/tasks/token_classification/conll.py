@@ -215,12 +215,13 @@ def read_jsonl(path: str, tokens_key: str = "tokens", tags_key: str = "tags"
   return to_iob2(sentences, path)
 
 
-def read_tagged(path: str, **kwargs) -> list[Sentence]:
-  """`read_jsonl` for `.jsonl`/`.json` files, else `read_conll`; `kwargs` go to the reader."""
+def read_tagged(path: str, tag_column: int = -1, **kwargs) -> list[Sentence]:
+  """`read_jsonl` for `.jsonl`/`.json` files (`kwargs` go to it), else `read_conll` (with
+  `tag_column`)."""
   path = os.fspath(path)
   if path.endswith((".jsonl", ".json")):
     return read_jsonl(path, **kwargs)
-  return read_conll(path, **kwargs)
+  return read_conll(path, tag_column=tag_column, **kwargs)
 
 
 def read_tfds(name: str = "conll2003", split: str = "train", data_dir: str | None = None,

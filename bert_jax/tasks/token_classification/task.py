@@ -37,17 +37,8 @@ import numpy as np
 
 from bert_jax import losses
 from bert_jax.config import BertConfig
-from bert_jax.tasks.base import (
-  FinishedRun,
-  Task,
-  complete_groups,
-  group_sizes,
-  is_sum,
-  mean,
-  packed_inputs,
-  rngs,
-  split_file,
-)
+from bert_jax.tasks import shared
+from bert_jax.tasks.base import FinishedRun, Task, complete_groups, group_sizes, split_file
 from bert_jax.tasks.token_classification import conll
 from bert_jax.tasks.token_classification import metrics as ner_metrics
 from bert_jax.tasks.token_classification import windows as ner_windows
@@ -138,16 +129,14 @@ class TokenClassification(Task):
     return {"label_count": jnp.sum(_label_weights(batch))}
 
   def forward(self, model, params, batch, *, deterministic, dropout_rng):
-    logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                         batch["token_type_ids"], **packed_inputs(batch),
-                         deterministic=deterministic,
-                         rngs=rngs(deterministic, dropout_rng))  # [batch, length, labels]
+    logits = shared.apply(model, params, batch, deterministic=deterministic,
+                          dropout_rng=dropout_rng)  # [batch, length, labels]
     w = _label_weights(batch)  # [batch, length]
     sums = {
         "loss_sum": jnp.sum(losses.cross_entropy(logits, batch["labels"]) * w),
         "correct_sum": jnp.sum(losses.top1_correct(logits, batch["labels"]) * w),
         "label_count": jnp.sum(w),
-        "tokens_sum": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
+        "tokens_sum": shared.tokens_sum(batch),
     }
     probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
     outputs = {"pred": jnp.argmax(probs, -1).astype(jnp.int32),  # [batch, length]
@@ -155,17 +144,13 @@ class TokenClassification(Task):
     return sums, outputs
 
   def loss(self, sums, denominators):
-    return sums["loss_sum"] / jnp.maximum(denominators["label_count"], 1.0)
+    return shared.mean_loss(sums, denominators, "label_count")
 
   # --- host --------------------------------------------------------------------------------
 
   def summarize(self, sums):
-    out = {k: v for k, v in sums.items() if not is_sum(k)}
-    out["loss"] = mean(sums, "loss_sum", "label_count")
-    out["piece_accuracy"] = mean(sums, "correct_sum", "label_count")
-    out["num_labelled_pieces"] = sums["label_count"]
-    out["num_tokens"] = sums.get("tokens_sum", 0.0)
-    return out
+    return shared.summary(sums, "label_count", "num_labelled_pieces",
+                          piece_accuracy="correct_sum")
 
   def word_tags(self, outputs: dict, rows: dict) -> tuple[list, list, list]:
     """(gold tags, predicted tags, predicted scores) per word of each evaluated sentence."""
@@ -304,14 +289,9 @@ def read_split(data, split: str):
 @functools.lru_cache(maxsize=8)
 def _read(source: str, split: str, reader_args: tuple):
   tag_column, data_dir = reader_args
-  if ":" in source and not os.path.exists(source):
-    name = source.rsplit(":", 1)[0]
-    return conll.read_tfds(name, split=split, data_dir=data_dir or None)
-  if not os.path.exists(source):
-    raise FileNotFoundError(f"{source}: no such file")
-  if source.endswith((".jsonl", ".json")):
-    return conll.read_jsonl(source)
-  return conll.read_conll(source, tag_column=tag_column)
+  return shared.read_file_or_tfds(
+      source, functools.partial(conll.read_tagged, tag_column=tag_column),
+      lambda name: conll.read_tfds(name, split=split, data_dir=data_dir or None))
 
 
 @functools.lru_cache(maxsize=4)
