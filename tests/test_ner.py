@@ -226,16 +226,16 @@ def test_encode_hand_checked(tok):
   assert only_b["labels"][0, :3].tolist() == [0, 1, 0]
   with pytest.raises(ValueError, match="label_all_pieces needs I-PER"):
     ner_windows.encode([sentence], tok, {"O": 0, "B-PER": 1}, label_all_pieces=True)
-  with pytest.raises(ValueError, match="stride must be in"):
-    ner_windows.encode([sentence], tok, label_to_id, max_seq_length=8, stride=7)
+  with pytest.raises(ValueError, match="window_step must be in"):
+    ner_windows.encode([sentence], tok, label_to_id, max_seq_length=8, window_step=7)
 
 
 def test_windows_max_context(tok):
-  """Ten one-piece words, windows of 6 pieces, stride 3 -> pieces [0, 6), [3, 9), [6, 10);
+  """Ten one-piece words, windows of 6 pieces, window_step 3 -> pieces [0, 6), [3, 9), [6, 10);
   each word is predicted where min(left, right) context is largest (ties to the earlier)."""
   words = ("the", "cat", "sat", "on", "a", "mat", "and", "then", "it", "slept")
   assert all(len(ids) == 10 for ids, _ in tok.encode_words([words]))
-  f, stats = ner_windows.encode([Sentence(words)], tok, None, max_seq_length=8, stride=3)
+  f, stats = ner_windows.encode([Sentence(words)], tok, None, max_seq_length=8, window_step=3)
   assert f["word_ids"][:, 1:7].tolist() == [[0, 1, 2, 3, 4, 5], [3, 4, 5, 6, 7, 8],
                                             [6, 7, 8, 9, -1, -1]]
   predicted_in = {}
@@ -256,9 +256,9 @@ def test_windows_never_drop_a_word(tok):
   sentences = [Sentence(tuple(rng.choice(vocab) for _ in range(rng.randint(0, 40))))
                for _ in range(60)]
   sentences = [Sentence(s.words, tuple(rng.choice(names) for _ in s.words)) for s in sentences]
-  for max_seq_length, stride in [(16, None), (8, 1), (6, 4), (3, 1), (128, None)]:
+  for max_seq_length, window_step in [(16, None), (8, 1), (6, 4), (3, 1), (128, None)]:
     f, stats = ner_windows.encode(sentences, tok, label_to_id, max_seq_length=max_seq_length,
-                                  stride=stride, label_all_pieces=True)
+                                  window_step=window_step, label_all_pieces=True)
     # Windows start at a word's first piece and end at a word's last piece (unless that one
     # word is longer than the window).
     pieces = tok.encode_words([s.words for s in sentences])

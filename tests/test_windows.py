@@ -8,7 +8,7 @@ from bert_jax.tasks import windows
 from bert_jax.tasks.question_answering import windows as qa_windows
 
 
-def _old_ner_windows(word_start, word_end, budget, stride):
+def _old_ner_windows(word_start, word_end, budget, window_step):
   num_words = len(word_start)
   if num_words == 0 or word_end[-1] <= budget:
     return [(0, int(word_end[-1]) if num_words else 0)]
@@ -19,7 +19,7 @@ def _old_ner_windows(word_start, word_end, budget, stride):
     out.append((lo, min(int(word_end[b - 1]), lo + budget)))
     if b >= num_words:
       return out
-    nxt = int(np.searchsorted(word_start, lo + stride, side="right")) - 1
+    nxt = int(np.searchsorted(word_start, lo + window_step, side="right")) - 1
     a = min(max(nxt, a + 1), b)
 
 
@@ -53,18 +53,18 @@ def _words(lengths):
   return end - np.asarray(lengths, np.int64), end
 
 
-# (word lengths in pieces, budget, stride): no words, shorter than one window, exactly one
-# window, a short last window, a word longer than the window, stride 1 and stride = budget.
+# (word lengths in pieces, budget, window_step): no words, shorter than one window, exactly one
+# window, a short last window, a word longer than the window, window_step 1 and = budget.
 NER_CASES = [([], 6, 3), ([1, 2], 6, 3), ([2, 2, 2], 6, 3), ([1] * 7, 6, 3),
              ([2, 1, 3, 1, 2, 2, 1], 5, 2), ([1, 9, 1, 2], 4, 2), ([3, 3, 3, 3], 6, 1),
              ([1] * 10, 4, 4), ([2, 5, 1, 1, 4, 2], 6, 6)]
 
 
-@pytest.mark.parametrize("lengths,budget,stride", NER_CASES)
-def test_shared_planner_matches_old_ner(lengths, budget, stride):
+@pytest.mark.parametrize("lengths,budget,window_step", NER_CASES)
+def test_shared_planner_matches_old_ner(lengths, budget, window_step):
   start, end = _words(lengths)
-  want = _old_ner_windows(start, end, budget, stride)
-  got = windows.plan(start, end, budget, stride)
+  want = _old_ner_windows(start, end, budget, window_step)
+  got = windows.plan(start, end, budget, window_step)
   assert got == want
   np.testing.assert_array_equal(windows.max_context(got, start, end),
                                 _old_ner_predictor(want, start, end))
@@ -88,10 +88,10 @@ def test_shared_planner_matches_both_on_random_cases():
   rs = np.random.RandomState(0)
   for _ in range(200):
     budget = int(rs.randint(1, 12))
-    stride = int(rs.randint(1, budget + 1))
+    window_step = int(rs.randint(1, budget + 1))
     start, end = _words(rs.randint(1, 6, size=rs.randint(0, 20)))
-    got = windows.plan(start, end, budget, stride)
-    assert got == _old_ner_windows(start, end, budget, stride)
+    got = windows.plan(start, end, budget, window_step)
+    assert got == _old_ner_windows(start, end, budget, window_step)
     np.testing.assert_array_equal(windows.max_context(got, start, end),
                                   _old_ner_predictor(got, start, end))
     n, overlap = int(rs.randint(0, 40)), int(rs.randint(0, budget))
@@ -108,5 +108,5 @@ def test_every_word_is_read_from_a_window_that_holds_it():
   for word, k in enumerate(best):
     lo, hi = spans[k]
     assert lo <= start[word] < hi
-  with pytest.raises(ValueError, match="stride"):
+  with pytest.raises(ValueError, match="window_step"):
     windows.plan(start, end, 5, 6)

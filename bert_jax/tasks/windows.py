@@ -4,8 +4,9 @@ One planner for token classification (windows of whole words over a sentence) an
 answering (windows over a context, where each piece is its own "word"):
 
 - `plan`: windows of at most `budget` pieces; each starts at a word and holds whole words (only
-  a word longer than `budget` is cut); the next starts at most `stride` pieces after it, never
-  past the first word left out, so every word is in some window; the last reaches the end.
+  a word longer than `budget` is cut); the next starts at most `window_step` pieces after it
+  (the STEP between starts; QA's `doc_stride` is the OVERLAP), never past the first word left
+  out, so every word is in some window; the last reaches the end.
 - `max_context`: the one window each word is read from, google-research/bert's
   `_check_is_max_context`: score `min(pieces before the word, pieces after it) + 0.01 *
   window length`, over the windows that hold its first piece; ties to the earlier window.
@@ -20,12 +21,12 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def plan(word_start: np.ndarray, word_end: np.ndarray, budget: int, stride: int
+def plan(word_start: np.ndarray, word_end: np.ndarray, budget: int, window_step: int
          ) -> list[tuple[int, int]]:
   """Piece ranges [lo, hi) of the windows over words [word_start, word_end) ([W] each,
   consecutive, from piece 0); see the module docstring. No words: one empty window."""
-  if not 1 <= stride <= budget:
-    raise ValueError(f"stride must be in [1, {budget}], got {stride}")
+  if not 1 <= window_step <= budget:
+    raise ValueError(f"window_step must be in [1, {budget}], got {window_step}")
   num_words = len(word_start)
   if num_words == 0 or word_end[-1] <= budget:
     return [(0, int(word_end[-1]) if num_words else 0)]
@@ -36,7 +37,7 @@ def plan(word_start: np.ndarray, word_end: np.ndarray, budget: int, stride: int
     windows.append((lo, min(int(word_end[b - 1]), lo + budget)))
     if b >= num_words:
       return windows
-    nxt = int(np.searchsorted(word_start, lo + stride, side="right")) - 1
+    nxt = int(np.searchsorted(word_start, lo + window_step, side="right")) - 1
     a = min(max(nxt, a + 1), b)
 
 

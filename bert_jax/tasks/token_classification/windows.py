@@ -8,9 +8,10 @@ row per window of `max_seq_length` positions: `[CLS] pieces [SEP] pad`.
   of a `B-X` or `I-X` word are labelled `I-X` (they continue the entity), those of an `O` word
   `O`.
 - A sentence longer than `max_seq_length - 2` pieces is split into overlapping windows that
-  start and end at word boundaries, so no word is dropped. Each window starts at most `stride`
-  pieces after the previous one (default: half a window). A single word longer than a whole
-  window keeps only its first pieces (its label is on the first). In training every window's
+  start and end at word boundaries, so no word is dropped. Each window starts at most
+  `window_step` pieces after the previous one (default: half a window; the STEP, where QA's
+  `doc_stride` is the overlap). A single word longer than a whole window keeps only its first
+  pieces (its label is on the first). In training every window's
   words count; for prediction each word is read from ONE window (`predict_mask`): the one
   where it has the most context, google-research/bert's `_check_is_max_context` rule, score
   `min(pieces before the word, pieces after it) + 0.01 * window length`, ties to the earlier
@@ -38,7 +39,7 @@ FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "labe
 
 
 def encode(sentences: Sequence[Sentence], tokenizer, label_to_id: Mapping[str, int] | None,
-           *, max_seq_length: int = 128, stride: int | None = None,
+           *, max_seq_length: int = 128, window_step: int | None = None,
            label_all_pieces: bool = False) -> tuple[dict[str, np.ndarray], dict]:
   """Sentences -> (features, stats); see the module docstring.
 
@@ -55,16 +56,17 @@ def encode(sentences: Sequence[Sentence], tokenizer, label_to_id: Mapping[str, i
     pad_fraction (padding positions / N * S).
 
   `label_to_id`: {tag: id}, e.g. from `conll.label_list`; None for unlabelled text (also any
-  sentence with `tags == ()`). `stride`: the most pieces between window starts (1 to S - 2;
+  sentence with `tags == ()`). `window_step`: the most pieces between window starts (1 to S - 2;
   default (S - 2) // 2).
   """
   budget = max_seq_length - 2
   if budget < 1:
     raise ConfigError(f"max_seq_length must be at least 3 ([CLS] word [SEP]), got "
                       f"{max_seq_length}")
-  stride = budget // 2 if stride is None else stride
-  if not 1 <= stride <= budget:
-    raise ConfigError(f"stride must be in [1, max_seq_length - 2 = {budget}], got {stride}")
+  window_step = budget // 2 if window_step is None else window_step
+  if not 1 <= window_step <= budget:
+    raise ConfigError(f"window_step must be in [1, max_seq_length - 2 = {budget}], got "
+                      f"{window_step}")
   if label_to_id is not None:
     continuation = {}  # tag -> the label of a word's later pieces
     for tag in label_to_id:
@@ -84,7 +86,7 @@ def encode(sentences: Sequence[Sentence], tokenizer, label_to_id: Mapping[str, i
     word_start = np.flatnonzero(first)  # [W]
     word_end = np.append(word_start[1:], len(ids))  # [W]
     num_cut_words += int(np.sum(word_end - word_start > budget))
-    windows = shared_windows.plan(word_start, word_end, budget, stride)
+    windows = shared_windows.plan(word_start, word_end, budget, window_step)
     predictor = shared_windows.max_context(windows, word_start, word_end)  # [W]
     piece_labels = None
     if label_to_id is not None and sentence.tags:
