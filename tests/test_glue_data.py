@@ -1,5 +1,6 @@
 """GLUE TSV readers (bert_jax.datasets.glue_tsv): quirks, errors, real counts, the builder."""
 
+import json
 import os
 
 import ml_collections
@@ -284,4 +285,10 @@ def test_rte_fine_tunes_end_to_end(tmp_path):
            eval_every_steps=3, checkpoint_every_steps=3)
   c.optimizer.update(warmup_steps=0)
   metrics = train.train_and_evaluate(c, str(tmp_path / "workdir"))
-  assert 0.0 <= metrics["accuracy"] <= 1.0 and np.isfinite(metrics["loss"])
+  assert np.isfinite(metrics["loss"])
+  # The accuracy is the share of right predictions in predictions.jsonl (one per example).
+  rows = [json.loads(line)
+          for line in open(tmp_path / "workdir" / "predictions.jsonl", encoding="utf-8")]
+  assert len(rows) == metrics["num_examples"] > 0
+  assert metrics["accuracy"] == pytest.approx(np.mean([r["label"] == r["predicted"]
+                                                       for r in rows]), abs=1e-6)

@@ -137,7 +137,12 @@ def test_finetune_from_pretrained_workdir(pretrained, tmp_path, data_dir):
                "num_eval_batches": 2, "optimizer.warmup_steps": 1}
   result = train.train_and_evaluate(
       config_with("finetune_rotten_tomatoes", overrides, "scratch"), workdir)
-  assert 0.0 <= result["accuracy"] <= 1.0 and result["num_examples"] == 128
+  assert result["num_examples"] == 128
+  # The accuracy is the share of right predictions in predictions.jsonl (one per example).
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "predictions.jsonl"))]
+  assert len(rows) == 128
+  assert result["accuracy"] == pytest.approx(np.mean([r["label"] == r["predicted"]
+                                                      for r in rows]), abs=1e-6)
   assert os.listdir(os.path.join(workdir, "best"))
   report = open(os.path.join(workdir, "report.md")).read()
   for section in ("Tokenizer", "Confusion", "confidently wrong", "length"):

@@ -18,7 +18,7 @@ from bert_jax import report
 
 # (name, min words, max words). Words are runs of letters and digits, so raw text and the
 # tokenizer's decoding of it ("gross-out" / "gross - out", "it's" / "it ' s") count alike.
-LENGTH_BUCKETS = (("<=10", 0, 10), ("11-20", 11, 20), ("21-30", 21, 30), (">30", 31, None))
+WORD_COUNT_BUCKETS = (("<=10", 0, 10), ("11-20", 11, 20), ("21-30", 21, 30), (">30", 31, None))
 
 
 def count_words(text: str) -> int:
@@ -67,7 +67,7 @@ def error_analysis(texts: Sequence[str], labels, probs, label_names: Sequence[st
 
   words = np.array([count_words(t) for t in texts], np.int64)  # [N]
   by_length = []
-  for name, lo, hi in LENGTH_BUCKETS:
+  for name, lo, hi in WORD_COUNT_BUCKETS:
     in_bucket = (words >= lo) & (words <= (hi if hi is not None else np.iinfo(np.int64).max))
     n = int(in_bucket.sum())
     by_length.append({"bucket": name, "count": n,
