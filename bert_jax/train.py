@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -209,9 +209,16 @@ def _make_runner(config, task, model):
   return sharding.MeshRunner(mesh, rules, train_fn, eval_fn), tx
 
 
-def _setup(config, workdir: str, task_cls):
-  """(run, first state, its step, train iterator, step rng on the devices): data, task, model,
-  optimizer and runner; the first state from `restore.first_state`."""
+class _Start(NamedTuple):
+  """Where the loop starts (`_setup`)."""
+  state: steps.TrainState   # the first state (`restore.first_state`), sharded
+  step: int                 # its step: 0, or the resumed checkpoint's
+  train_iter: Any           # the training batches, at that step's data position
+  step_rng: jax.Array       # the base key of every train step, on the devices
+
+
+def _setup(config, workdir: str, task_cls) -> tuple[_Run, _Start]:
+  """Data, task, model, optimizer and runner; the first state from `restore.first_state`."""
   data_info, tokenizer, has_eval = _read_data(config, task_cls)
   resume = workdir_lib.has_checkpoint(workdir)
   pretrained = restore.load_pretrained(config, task_cls)
@@ -246,7 +253,7 @@ def _setup(config, workdir: str, task_cls):
           if task.best_metric and has_eval else None)
   run = _Run(config, workdir, task, model, model_cfg, tokenizer, runner, checkpointer, best,
              meta, has_eval, eval_rng, split_args)
-  return run, state, start_step, train_iter, runner.put_rng(step_rng)
+  return run, _Start(state, start_step, train_iter, runner.put_rng(step_rng))
 
 
 # ============================================================================ evaluate, save
@@ -410,15 +417,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
 
 def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[str, float]:
-  run, state, start_step, train_iter, step_rng = _setup(config, workdir, task_cls)
+  run, start = _setup(config, workdir, task_cls)
   total = int(config.num_train_steps)
-  writer = MetricWriter(workdir, enabled=run.is_lead, resume_step=start_step, final_step=total)
-  metrics = _TrainMetrics(run, writer, Progress(total, start_step))
+  writer = MetricWriter(workdir, enabled=run.is_lead, resume_step=start.step, final_step=total)
+  metrics = _TrainMetrics(run, writer, Progress(total, start.step))
   with _Preemption() as preemption:
     try:
       with run.runner.context():
-        state, step = _train_loop(run, state, start_step, train_iter, step_rng, metrics,
-                                  preemption)
+        state, step = _train_loop(run, start, metrics, preemption)
         if step < total:
           return {"preempted_at_step": step}
         if not run.has_eval:
@@ -435,11 +441,11 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
       writer.close()
 
 
-def _train_loop(run: _Run, state, step: int, train_iter, step_rng, metrics: _TrainMetrics,
-                preemption: _Preemption):
-  """Steps to config.num_train_steps, logging, evaluating and checkpointing on their
-  schedules; returns (state, step), stopping early (saved) on SIGTERM."""
+def _train_loop(run: _Run, start: _Start, metrics: _TrainMetrics, preemption: _Preemption):
+  """Steps from `start` to config.num_train_steps, logging, evaluating and checkpointing on
+  their schedules; returns (state, step), stopping early (saved) on SIGTERM."""
   config, runner, task = run.config, run.runner, run.task
+  state, step, train_iter, step_rng = start
   total, start_step = int(config.num_train_steps), step
   data_state, batch = train_iter.get_state(), None
   while step < total:

@@ -33,6 +33,7 @@ import dataclasses
 import functools
 import json
 import os
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -466,8 +467,18 @@ def data_info(data_config, data_dir: str | None = None, *, problem_type: str = S
           "vocab_size": tokenizer.vocab_size, "vocab_file": tokenizer.vocab_file}
 
 
-def _batcher(data_config, split: str, data_dir: str | None, problem_type: str = SINGLE):
-  """(builder, source, tokenizer, max_seq_length, record indices -> batch) of a split."""
+class _Split(NamedTuple):
+  """A split's records and how they become batches (`_batcher`)."""
+  builder: Any                # the TFDS builder
+  source: Any                 # its random-access records of the split
+  tokenizer: Any
+  max_seq_length: int
+  to_batch: _ClassificationBatch  # record indices -> a padded batch
+
+
+def _batcher(data_config, split: str, data_dir: str | None, problem_type: str = SINGLE
+             ) -> _Split:
+  """The split's records, tokenizer and batch function."""
   from bert_jax import datasets, input_pipeline
   from bert_jax.tokenizer import Tokenizer
   builder = datasets.classification_builder(data_config, data_dir, problem_type=problem_type)
@@ -478,7 +489,7 @@ def _batcher(data_config, split: str, data_dir: str | None, problem_type: str = 
   num_labels = len(label_names_of(builder, keys[2], problem_type)) if problem_type == MULTI else 0
   to_batch = _ClassificationBatch(source, tokenizer, max_seq_length, *keys,
                                   problem_type=problem_type, num_labels=num_labels)
-  return builder, source, tokenizer, max_seq_length, to_batch
+  return _Split(builder, source, tokenizer, max_seq_length, to_batch)
 
 
 def make_packed_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
@@ -490,8 +501,8 @@ def make_packed_iterator(data_config, *, split: str, global_batch_size: int, see
   `cls_positions`, `example_mask` [B, max_examples_per_row]. The split is tokenized once, up
   front, to plan the rows."""
   from bert_jax import input_pipeline
-  builder, source, tokenizer, max_seq_length, to_batch = _batcher(data_config, split, data_dir,
-                                                                  problem_type)
+  builder, source, tokenizer, max_seq_length, to_batch = _batcher(
+      data_config, split, data_dir, problem_type)
   features = to_batch(np.arange(len(source)))
   features.pop("example_mask")
   return input_pipeline.packed_array_iterator(
@@ -512,8 +523,8 @@ def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
 
   Labels are passed through as stored (e.g. GLUE test splits store -1)."""
   from bert_jax import input_pipeline
-  builder, source, tokenizer, max_seq_length, to_batch = _batcher(data_config, split, data_dir,
-                                                                  problem_type)
+  builder, source, tokenizer, max_seq_length, to_batch = _batcher(
+      data_config, split, data_dir, problem_type)
   fingerprint = input_pipeline.fingerprint(builder, split, vocab=tokenizer.vocab_hash,
                                            max_seq_length=max_seq_length)
   return input_pipeline.make_iterator(
