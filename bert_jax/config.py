@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from bert_jax.errors import ConfigError
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "einsum")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "einsum", "blocked")
 KERNELS = ("auto", "plain", "cpu", "gpu", "tpu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -52,7 +52,7 @@ class BertConfig:
   # How to compute (not part of transformers' config.json).
   dtype: str = "float32"          # compute dtype of matmuls and activations
   param_dtype: str = "float32"    # storage dtype of parameters
-  attention_impl: str = "auto"    # xla | cudnn | einsum (ops.py); auto: the kernel set's choice
+  attention_impl: str = "auto"    # xla | cudnn | einsum | blocked (ops.py); auto: by kernels
   kernels: str = "auto"           # plain | cpu | gpu | tpu kernel set (ops.py); auto: ops.resolve
   remat_policy: str = "none"      # activation checkpointing of each encoder layer
   scan_layers: bool = False       # nn.scan over layers: params stacked on a leading 'layers' axis

@@ -11,7 +11,9 @@ for another backend cannot change silently. `BertConfig.kernels` names the set:
            `jax.nn.gelu`, XLA attention.
   "cpu"    2-D projections whose weight gradients XLA:CPU runs fastest (`flat_matmul_cpu`,
            `weight_grad`), the tied decoder's written-out VJP, one-hot lookups, the word table
-           gathered in float32, GELU through erf (`gelu_erf`), XLA attention.
+           gathered in float32, GELU through erf (`gelu_erf`), XLA attention; with
+           attention_impl="blocked", two batch rows and 64 keys a step from 128 keys, XLA's
+           below (the measured crossover, benchmarks/RESULTS.md).
   "gpu"    2-D projections with autodiff gradients (visible to remat policies), the tied
            decoder's VJP, one-hot lookups and the float32 word gather (no contended or 16-bit
            scatter-add), `gelu_erf`; cuDNN attention for 16-bit compute, XLA's otherwise.
@@ -21,10 +23,11 @@ for another backend cannot change silently. `BertConfig.kernels` names the set:
            model from that.
 
 `BertConfig.attention_impl` names the attention: "xla" (`jax.nn.dot_product_attention`),
-"cudnn" (its cuDNN flash kernel, GPU and 16-bit only), "einsum" (explicit softmax), or "auto":
-the kernel set's choice (`KernelSet.attention`). Dropout on the attention probabilities is
-computed by the explicit softmax whatever the choice (the only one with a probabilities
-tensor to drop from).
+"cudnn" (its cuDNN flash kernel, GPU and 16-bit only), "einsum" (explicit softmax), "blocked"
+(`blocked_attention`: keys in blocks with a running max and sum, the scores never in full;
+how it steps is the kernel set's `Blocking`), or "auto": the kernel set's choice
+(`KernelSet.attention`). Dropout on the attention probabilities is computed by the explicit
+softmax whatever the choice (the only one with a probabilities tensor to drop from).
 
 Every choice computes the same values and gradients up to float rounding (tests/test_ops.py).
 """
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +50,16 @@ _BACKEND_KERNELS = {"cpu": "cpu", "gpu": "gpu"}  # any other backend: "tpu"
 
 
 @dataclasses.dataclass(frozen=True)
+class Blocking:
+  """How `blocked_attention` steps: `block` keys at a time, `rows` batch rows at a time (None:
+  the whole batch); sequences of fewer than `min_keys` keys go to `xla_attention` instead."""
+
+  block: int = 128
+  rows: int | None = None
+  min_keys: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class KernelSet:
   """One kernel set: what each `ops` entry point computes with (see the module docstring)."""
 
@@ -57,6 +70,7 @@ class KernelSet:
   decoder: Callable[[Array, Array, Array], Array]  # x [..., embed], table, bias [vocab]
   gelu: Callable[[Array], Array]  # exact GELU, 0.5 x (1 + erf(x / sqrt 2))
   attention: Callable[[BertConfig], str]  # attention_impl="auto" -> a concrete one
+  blocking: Blocking  # how attention_impl="blocked" steps
 
 
 def resolve(config: BertConfig) -> BertConfig:
@@ -85,7 +99,8 @@ def kernels(config: BertConfig) -> str:
 
 
 def attention_implementation(config: BertConfig) -> str:
-  """The attention `config` selects without dropout: "xla", "cudnn" or "einsum"."""
+  """The attention `config` selects without dropout: "xla", "cudnn", "einsum" or
+  "blocked"."""
   return resolve(config).attention_impl
 
 
@@ -142,6 +157,11 @@ def attention(config: BertConfig, q: Array, k: Array, v: Array, mask: Array,
   impl = "einsum" if dropout is not None else attention_implementation(config)
   if impl == "einsum":
     return einsum_attention(q, k, v, mask, dropout)
+  if impl == "blocked":
+    blocking = kernel_set(config).blocking
+    if k.shape[1] >= blocking.min_keys:
+      return blocked_attention(q, k, v, mask, blocking.block, blocking.rows)
+    impl = "xla"
   return _ATTENTIONS[impl](q, k, v, mask)
 
 
@@ -331,24 +351,181 @@ def einsum_attention(q: Array, k: Array, v: Array, mask: Array,
   return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
+_MASKED = -0.7 * float(np.finfo(np.float32).max)  # a masked score, as dot_product_attention's
+
+
+def _key_blocks(length: int, block: int) -> tuple[int, int]:
+  """(number of blocks, keys per block): as few blocks of at most `block` keys as cover
+  `length`, balanced (384 -> 3 x 128, 192 -> 2 x 96, 300 -> 3 x 100)."""
+  n = -(-length // block)
+  return n, -(-length // n)
+
+
+def blocked_attention(q: Array, k: Array, v: Array, mask: Array, block: int = 128,
+                      rows: int | None = None) -> Array:
+  """Softmax attention over `block` keys at a time, flash-style: a running max and sum per
+  query, so at most [rows, heads, queries, block] scores exist at once, never the full
+  [batch, heads, queries, keys]. Values and gradients are `xla_attention`'s up to float32
+  rounding (the backward recomputes each block's probabilities from the saved max and sum).
+
+  `rows` batch rows per step (None: all): on CPU one row's scores stay in cache between the
+  dot, the exponentials and the second dot. A key block that no query of the step attends to
+  (right padding) is skipped, so padding costs nothing past its first partial block. No
+  dropout (`attention` falls back to the explicit softmax for it). A fully masked query row
+  averages every value, as XLA's does. `rows` steps through the batch axis in sequence: meant
+  for one device, not for a batch sharded over several.
+  """
+  batch = q.shape[0]
+  rows = batch if rows is None else int(np.gcd(batch, rows))
+  if rows == batch:
+    return _blocked(q, k, v, mask, block)
+  chunks = batch // rows
+
+  def split(t):  # [batch, ...] -> [chunks, rows, ...]
+    return t.reshape(chunks, rows, *t.shape[1:])
+  out = jax.lax.map(lambda a: _blocked(*a, block), (split(q), split(k), split(v), split(mask)))
+  return out.reshape(q.shape)
+
+
+class _KeyBlocks(NamedTuple):
+  """Keys, values and masks cut into `n` blocks of `size` keys, for `jax.lax.scan` over n."""
+
+  k: Array  # [n, b, h, size, d], filled up with `pad` zero keys
+  v: Array  # [n, b, h, size, d]
+  masks: Array  # [n, b, 1, 1 or q, size]
+  valid: Array  # [n, size]: False on the filler keys
+  live: Array  # [n]: whether the block is computed at all
+  pad: int  # filler keys at the end
+
+  def scanned(self) -> tuple[Array, ...]:
+    """What a scan step takes per block: (k, v, masks, valid, live)."""
+    return self.k, self.v, self.masks, self.valid, self.live
+
+
+def _blocks(k: Array, v: Array, mask: Array, block: int) -> _KeyBlocks:
+  """k, v [b, keys, h, d] and mask [b, keys] or [b, q, keys] in blocks (`_KeyBlocks`)."""
+  b, length = k.shape[:2]
+  n, size = _key_blocks(length, block)
+  pad = n * size - length
+  mask = mask[:, None, :] if mask.ndim == 2 else mask  # [b, 1 or q, keys]
+  if pad:
+    k, v = (jnp.pad(t, ((0, 0), (0, pad), (0, 0), (0, 0))) for t in (k, v))
+    mask = jnp.pad(mask, ((0, 0), (0, 0), (0, pad)))
+
+  def split(t):  # [b, n * size, h, d] -> [n, b, h, size, d]
+    return jnp.transpose(t.reshape(b, n, size, *t.shape[2:]), (1, 0, 3, 2, 4))
+  masks = jnp.moveaxis(mask.reshape(b, mask.shape[1], n, size), 2, 0)[:, :, None]
+  valid = (jnp.arange(n * size) < length).reshape(n, size)
+  # A block no query attends to adds exactly nothing and is skipped, unless some query attends
+  # to no key at all (a padding row): XLA's attention averages all values there.
+  live = jnp.any(masks.reshape(n, -1), axis=1) | ~jnp.all(jnp.any(mask, axis=-1))  # [n]
+  return _KeyBlocks(split(k), split(v), masks, valid, live, pad)
+
+
+def _block_scores(q, kj, mj, validj, pad):
+  """Scaled, masked float32 scores of one key block: q [b, h, q, d], kj [b, h, s, d] ->
+  [b, h, q, s]; filler keys -inf, so a fully masked row still averages only the given keys."""
+  s = jnp.einsum("bhqd,bhkd->bhqk", q, kj, preferred_element_type=jnp.float32)
+  s = jnp.where(mj, s * np.float32(1 / np.sqrt(q.shape[-1])), _MASKED)
+  return jnp.where(validj, s, -jnp.inf) if pad else s
+
+
+def _blocked_forward(q, k, v, mask, block):
+  """-> out [b, l, h, d], and per query the running max and 1 / sum, [b, h, l] float32."""
+  b, length, h, d = q.shape
+  blocks = _blocks(k, v, mask, block)
+  qt = jnp.transpose(q, (0, 2, 1, 3))  # [b, h, l, d]
+
+  def update(carry, kj, vj, mj, validj):
+    m, total, acc = carry  # [b, h, l], [b, h, l], [b, h, l, d]
+    s = _block_scores(qt, kj, mj, validj, blocks.pad)  # [b, h, l, size]
+    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+    correction = jnp.exp(m - m_new)
+    p = jnp.exp(s - m_new[..., None])
+    total = total * correction + jnp.sum(p, axis=-1)
+    acc = acc * correction[..., None] + jnp.einsum(
+        "bhqk,bhkd->bhqd", p.astype(v.dtype), vj, preferred_element_type=jnp.float32)
+    return m_new, total, acc
+
+  def step(carry, xs):
+    return jax.lax.cond(xs[-1], update, lambda carry, *_: carry, carry, *xs[:-1]), None
+  init = (jnp.full((b, h, length), -jnp.inf, jnp.float32),
+          jnp.zeros((b, h, length), jnp.float32), jnp.zeros((b, h, length, d), jnp.float32))
+  (m, total, acc), _ = jax.lax.scan(step, init, blocks.scanned())
+  inv = 1 / total
+  out = jnp.transpose(acc * inv[..., None], (0, 2, 1, 3)).astype(q.dtype)
+  return out, (m, inv)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _blocked(q, k, v, mask, block):
+  return _blocked_forward(q, k, v, mask, block)[0]
+
+
+def _blocked_fwd(q, k, v, mask, block):
+  out, stats = _blocked_forward(q, k, v, mask, block)
+  return out, (q, k, v, mask, out, stats)
+
+
+def _blocked_bwd(block, residuals, g):
+  q, k, v, mask, out, (m, inv) = residuals
+  b, length, h, d = q.shape
+  blocks = _blocks(k, v, mask, block)
+  scale = np.float32(1 / np.sqrt(d))
+  qt = jnp.transpose(q, (0, 2, 1, 3))  # [b, h, l, d]
+  gt = jnp.transpose(g, (0, 2, 1, 3))  # [b, h, l, d]
+  # delta = sum_k p dp = (g . out) per query: the softmax backward's row term.
+  delta = jnp.einsum("bqhd,bqhd->bhq", g.astype(jnp.float32), out.astype(jnp.float32))
+
+  def update(dq, kj, vj, mj, validj):
+    p = jnp.exp(_block_scores(qt, kj, mj, validj, blocks.pad) - m[..., None]) * inv[..., None]
+    dv = jnp.einsum("bhqk,bhqd->bhkd", p.astype(g.dtype), gt, preferred_element_type=jnp.float32)
+    dp = jnp.einsum("bhqd,bhkd->bhqk", gt, vj, preferred_element_type=jnp.float32)
+    # The mask blocks the gradient of masked scores (it matters only in fully masked rows).
+    ds = (jnp.where(mj, p * (dp - delta[..., None]), 0.0) * scale).astype(q.dtype)  # d(q.k)
+    dq = dq + jnp.einsum("bhqk,bhkd->bhqd", ds, kj, preferred_element_type=jnp.float32)
+    dk = jnp.einsum("bhqk,bhqd->bhkd", ds, qt, preferred_element_type=jnp.float32)
+    return dq, (dk.astype(k.dtype), dv.astype(v.dtype))
+
+  def skip(dq, kj, vj, *_):
+    return dq, (jnp.zeros_like(kj), jnp.zeros_like(vj))
+
+  def step(dq, xs):
+    return jax.lax.cond(xs[-1], update, skip, dq, *xs[:-1])
+  dq, (dk, dv) = jax.lax.scan(step, jnp.zeros((b, h, length, d), jnp.float32),
+                              blocks.scanned())
+
+  def unblock(t):  # [n, b, h, size, d] -> [b, keys, h, d]
+    n, _, _, size, _ = t.shape
+    return jnp.transpose(t, (1, 0, 3, 2, 4)).reshape(b, n * size, h, d)[:, :k.shape[1]]
+  dq = jnp.transpose(dq, (0, 2, 1, 3)).astype(q.dtype)
+  return dq, unblock(dk), unblock(dv), None
+
+
+_blocked.defvjp(_blocked_fwd, _blocked_bwd)
+
+
 _ATTENTIONS = {"xla": xla_attention, "cudnn": cudnn_attention, "einsum": einsum_attention}
 
 
 # The table --------------------------------------------------------------------------------------
 
-_ACCELERATOR = dict(  # "gpu" and "tpu"
+_ACCELERATOR = dict(  # "gpu" and "tpu"; blocked attention opt-in, never measured there
     dense=flat_matmul, lookup=one_hot_lookup, words=float32_take, gather=one_hot_gather,
-    decoder=_decoder, gelu=gelu_erf)
+    decoder=_decoder, gelu=gelu_erf, blocking=Blocking(block=128))
 
 KERNEL_SETS: dict[str, KernelSet] = {
     "plain": KernelSet(
         dense=_plain_dense, lookup=_plain_lookup, words=_plain_words, gather=_plain_gather,
         decoder=_plain_decoder, gelu=functools.partial(jax.nn.gelu, approximate=False),
-        attention=_xla_attention_choice),
+        attention=_xla_attention_choice, blocking=Blocking(block=128)),
+    # attention_impl="blocked": two batch rows and 64 keys a step, their [2, heads, queries, 64]
+    # scores stay in cache; below 128 keys XLA's attention is as fast (benchmarks/attention.py,
+    # RESULTS.md). Opt-in until the whole suite has run with it as the default.
     "cpu": KernelSet(
         dense=flat_matmul_cpu, lookup=one_hot_lookup, words=float32_take,
-        gather=one_hot_gather, decoder=_decoder_cpu,
-        gelu=gelu_erf, attention=_xla_attention_choice),
+        gather=one_hot_gather, decoder=_decoder_cpu, gelu=gelu_erf,
+        attention=_xla_attention_choice, blocking=Blocking(block=64, rows=2, min_keys=128)),
     "gpu": KernelSet(**_ACCELERATOR, attention=_gpu_attention_choice),
     "tpu": KernelSet(**_ACCELERATOR, attention=_xla_attention_choice),
 }

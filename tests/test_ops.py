@@ -89,15 +89,28 @@ def test_one_table_of_kernel_sets():
   for name, kernel_set in ops.KERNEL_SETS.items():
     assert ops.kernel_set(TINY.replace(kernels=name)) is kernel_set
     for field in dataclasses.fields(kernel_set):
-      assert callable(getattr(kernel_set, field.name)), (name, field.name)
+      value = getattr(kernel_set, field.name)
+      assert isinstance(value, ops.Blocking) if field.name == "blocking" else callable(value)
+
+
+def test_model_code_is_the_architecture_only():
+  import inspect
+
+  from bert_jax import model
+  source = inspect.getsource(model)
+  for word in ("jax.default_backend", "jax.devices", "attention_impl ==", "kernels ==",
+               "jnp.einsum(", "dot_product_attention(", "jax.nn.softmax(", "lax.erf(",
+               "nn.Dense("):
+    assert word not in source, word  # backend checks and kernels live in ops.py
 
 
 def _attention_inputs(length, packed, seed=0, batch=3, heads=2, head_dim=8):
-  """q, k, v [batch, length, heads, kv] and a padded or packed mask (True = attend)."""
+  """q, k, v [batch, length, heads, kv] and a padded or packed mask (True = attend); row 3,
+  if any, is all padding (a fully masked row, as a batch padded with empty rows has)."""
   kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
   shape = (batch, length, heads, head_dim)
   q, k, v = (jax.random.normal(key, shape) for key in (kq, kk, kv))
-  lengths = np.array([length, max(1, length - 5), max(1, length // 3)])[:batch]
+  lengths = np.array([length, max(1, length - 5), max(1, length // 3), 0])[:batch]
   real = np.arange(length)[None] < lengths[:, None]  # [batch, length]
   if not packed:
     return q, k, v, jnp.asarray(real)
@@ -124,13 +137,87 @@ def test_attention_dropout_goes_through_the_explicit_softmax():
   def dropout(probs):
     seen.append(probs.shape)
     return probs * 0.5
-  for impl in ("xla", "einsum"):
+  for impl in ("xla", "einsum", "blocked"):
     seen.clear()
     config = TINY.replace(kernels="cpu", attention_impl=impl)
     out = ops.attention(config, q, k, v, mask, dropout)
     assert seen == [(3, 2, 6, 6)], impl  # [batch, heads, q, k]
     np.testing.assert_allclose(out, 0.5 * ops.xla_attention(q, k, v, mask), rtol=1e-5,
                                atol=1e-6)
+
+
+def _max_diffs(ours, ref):
+  return [float(jnp.max(jnp.abs(a - b))) for a, b in zip(ours, ref)]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("length, block, rows", [
+    (5, 128, None),   # one block
+    (37, 16, None),   # 3 blocks of 13, the last with 2 padding keys
+    (64, 16, 1),      # 4 blocks of 16, one batch row at a time
+    (130, 128, 2),    # 2 blocks of 65, two rows at a time
+])
+def test_blocked_attention_matches_xla_attention(packed, length, block, rows):
+  q, k, v, mask = _attention_inputs(length, packed, batch=4)
+  g = jax.random.normal(jax.random.key(8), q.shape)
+  ours, ours_vjp = jax.vjp(lambda *a: ops.blocked_attention(*a, mask, block, rows), q, k, v)
+  ref, ref_vjp = jax.vjp(lambda *a: ops.xla_attention(*a, mask), q, k, v)
+  diffs = _max_diffs((ours, *ours_vjp(g)), (ref, *ref_vjp(g)))
+  print(f"length {length}, block {block}, rows {rows}, packed {packed}: out, dq, dk, dv max "
+        f"diff {', '.join(f'{d:.2g}' for d in diffs)}")
+  assert max(diffs) <= 2e-6  # float32 rounding of O(1) values and gradients
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+  assert not np.any(np.isnan(ours))  # the fully masked row too
+
+
+def test_blocked_attention_in_bfloat16_is_close_to_xla():
+  q, k, v, mask = (t.astype(jnp.bfloat16) if t.dtype == jnp.float32 else t
+                   for t in _attention_inputs(40, False))
+  ours = ops.blocked_attention(q, k, v, mask, 16)
+  ref = ops.xla_attention(q, k, v, mask)
+  assert ours.dtype == jnp.bfloat16
+  np.testing.assert_allclose(ours.astype(jnp.float32), ref.astype(jnp.float32), atol=2e-2)
+
+
+def test_blocked_kernels_step_from_the_crossover_length():
+  config = TINY.replace(kernels="cpu", attention_impl="blocked")
+  assert ops.attention_implementation(TINY.replace(kernels="cpu")) == "xla"  # opt-in
+  min_keys = ops.kernel_set(config).blocking.min_keys
+  for length, loops in ((min_keys - 1, False), (min_keys, True)):
+    q, k, v, mask = _attention_inputs(length, False, batch=2)
+    jaxpr = str(jax.make_jaxpr(lambda *a: ops.attention(config, *a))(q, k, v, mask))
+    assert ("scan" in jaxpr or "while" in jaxpr) == loops, length
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_blocked_attention_in_the_model_matches_xla(packed):
+  # Long enough for the "cpu" kernels to block (3 key blocks of 48): values and gradients.
+  config = TINY.replace(kernels="cpu", max_position_embeddings=160)
+  rng = np.random.RandomState(1)
+  ids = rng.randint(5, 100, size=(2, 144)).astype(np.int32)
+  mask = np.ones_like(ids)
+  mask[1, 100:] = 0
+  segments = np.where(np.arange(144) < 60, 1, 2)[None].repeat(2, 0) * mask
+  model = BertForMaskedLM(config)
+  params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), ids))["params"]
+  params = jax.tree.map(lambda p: 0.1 * rng.standard_normal(p.shape).astype(np.float32), params)
+  weights = jax.random.normal(jax.random.key(5), (2, 144, config.vocab_size))
+
+  def run(impl):
+    m = BertForMaskedLM(config.replace(attention_impl=impl))
+
+    def loss(p):
+      logits = m.apply({"params": p}, ids, mask, segment_ids=segments if packed else None)
+      return jnp.sum(logits * weights), logits
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+  (_, logits), grads = run("blocked")
+  (_, ref_logits), ref_grads = run("xla")
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads))
+  diff = float(jnp.max(jnp.abs(logits - ref_logits)))
+  grad_diff = max(_max_diffs(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)))
+  print(f"blocked vs xla in the model (packed {packed}): logits {diff:.3g}, grads {grad_diff:.3g}"
+        f" (largest {scale:.3g})")
+  assert diff <= 1e-5 and grad_diff <= 1e-5 * scale
 
 
 def _mlm_value_and_grads(config, params):
