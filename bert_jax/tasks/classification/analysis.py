@@ -91,16 +91,18 @@ def error_analysis(texts: Sequence[str], labels, probs, label_names: Sequence[st
 
 
 def failure_lines(analysis: dict) -> list[str]:
-  """The failure check of a classifier: confusion, per-label P/R, by length, worst errors
+  """The failure check of a classifier: how many inputs were truncated or windowed (when
+  `analysis["long_inputs"]` says), confusion, per-label P/R, by length, worst errors
   (regression and multi-label analyses: their own tables)."""
+  head = [long_inputs_line(analysis["long_inputs"]), ""] if "long_inputs" in analysis else []
   if analysis.get("problem_type") == "regression":
-    return _regression_lines(analysis)
+    return head + _regression_lines(analysis)
   if analysis.get("problem_type") == "multi_label_classification":
-    return _multi_label_lines(analysis)
+    return head + _multi_label_lines(analysis)
   names = analysis["label_names"]
-  lines = ["Confusion matrix (rows: gold, columns: predicted):", "",
-           "| gold \\ predicted | " + " | ".join(names) + " |",
-           "|---|" + "---|" * len(names)]
+  lines = head + ["Confusion matrix (rows: gold, columns: predicted):", "",
+                  "| gold \\ predicted | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names)]
   for name, row in zip(names, analysis["confusion_matrix"]):
     lines.append(f"| {name} | " + " | ".join(str(c) for c in row) + " |")
   lines += ["", "| label | count | precision | recall |", "|---|---|---|---|"]
@@ -196,6 +198,21 @@ def _multi_label_lines(analysis: dict) -> list[str]:
     lines.append(f"| {p['label']} | {p['support']} | {report.pct(p['precision'])} | "
                  f"{report.pct(p['recall'])} | {report.pct(p['f1'])} |")
   return lines
+
+
+def long_inputs_line(stats: dict) -> str:
+  """The failure check's line on long inputs: how many documents were truncated or windowed."""
+  n = stats.get("num_documents", 0)
+  if stats.get("long_inputs") == "windows":
+    return (f"Long inputs (data.long_inputs='windows', {stats.get('window_aggregation')} over "
+            f"windows): {stats.get('num_windowed', 0)} of {n} documents longer than "
+            f"max_seq_length={stats.get('max_seq_length')} split into windows "
+            f"({stats.get('num_windows', 0)} windows in all); "
+            f"{stats.get('num_truncated', 0)} truncated (a pair's first text, or a word longer "
+            "than a window).")
+  return (f"Long inputs (data.long_inputs='truncate'): {stats.get('num_truncated', 0)} of {n} "
+          f"evaluated inputs longer than max_seq_length={stats.get('max_seq_length')} were "
+          "truncated (data.long_inputs='windows' reads them whole); 0 windowed.")
 
 
 def _num(x: float | None) -> str:

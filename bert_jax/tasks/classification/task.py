@@ -21,8 +21,15 @@ means over the real examples; the metrics are exact over the eval split (confusi
 sums, eval only; spearman and the exact pearson from every prediction, `host_metrics`). The
 final evaluation writes report.md and predictions.jsonl.
 
+Documents longer than `max_seq_length` pieces (`data.long_inputs`, `windows.py`): "truncate"
+(the default) keeps the first pieces; "windows" reads every piece in overlapping windows
+(`data.window_step` pieces between window starts, 0: half a window; pairs: windows over the
+second text), each window trained with its document's label, and evaluates and predicts per
+document on the mean or max (`data.window_aggregation`) of its windows' logits.
+
 Batch keys: input_ids, attention_mask, token_type_ids [batch, length], label [batch] (multi-
-label [batch, labels]), example_mask [batch]. Packed (`data.packing`, training only): also
+label [batch, labels]), example_mask [batch]; with windows also doc_index and doc_windows
+[batch] (host only). Packed (`data.packing`, training only): also
 segment_ids [batch, length] and cls_positions [batch, examples]; label and example_mask become
 [batch, examples] (multi-label label [batch, examples, labels]).
 """
@@ -43,9 +50,10 @@ from bert_jax import losses
 from bert_jax.config import BertConfig
 from bert_jax.errors import ConfigError, DataError
 from bert_jax.tasks import shared
-from bert_jax.tasks.base import FinishedRun, Task, mean
+from bert_jax.tasks.base import FinishedRun, Task, complete_groups, mean
 from bert_jax.tasks.classification import analysis as clf_analysis
 from bert_jax.tasks.classification import metrics
+from bert_jax.tasks.classification import windows as clf_windows
 
 FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 SINGLE, REGRESSION, MULTI = ("single_label_classification", "regression",
@@ -62,9 +70,11 @@ class Classification(Task):
   label_names: tuple[str, ...] = ()
   pooling: str = "cls_pooler"  # the sentence vector the classifier reads (model.POOLINGS)
   problem_type: str = SINGLE  # PROBLEM_TYPES (config.problem_type)
+  long_inputs: str = "truncate"  # clf_windows.LONG_INPUTS (data.long_inputs)
+  window_step: int = 0  # pieces between window starts, 0: half a window (data.window_step)
+  window_aggregation: str = "mean"  # clf_windows.AGGREGATIONS (data.window_aggregation)
 
   name = "classification"
-  host_keys = ("input_ids", "label")
 
   def __post_init__(self):
     from bert_jax.model import POOLINGS
@@ -77,6 +87,19 @@ class Classification(Task):
     if self.problem_type == REGRESSION and self.num_labels != 1:
       raise ConfigError(f"problem_type='regression' has one output, not num_labels="
                         f"{self.num_labels}")
+    clf_windows.check(self.long_inputs, self.window_aggregation, self.window_step)
+
+  @property
+  def windowed(self) -> bool:
+    return self.long_inputs == "windows"
+
+  @property
+  def host_keys(self) -> tuple[str, ...]:
+    return ("input_ids", "label") + (("doc_index", "doc_windows") if self.windowed else ())
+
+  @property
+  def host_only_keys(self) -> tuple[str, ...]:
+    return ("doc_index", "doc_windows") if self.windowed else ()
 
   @property
   def best_metric(self) -> str:
@@ -85,22 +108,28 @@ class Classification(Task):
   # --- building ----------------------------------------------------------------------------
 
   @classmethod
-  def _of(cls, label_names, pooling: str, problem_type: str) -> Classification:
+  def _of(cls, label_names, pooling: str, problem_type: str, **long_inputs) -> Classification:
     names = tuple(label_names)
     return cls(num_labels=1 if problem_type == REGRESSION else len(names), label_names=names,
-               pooling=pooling, problem_type=problem_type)
+               pooling=pooling, problem_type=problem_type, **long_inputs)
 
   @classmethod
   def from_config(cls, config, info: dict) -> Classification:
+    data = config.data
     return cls._of(info["label_names"], str(config.get("pooling", "cls_pooler")),
-                   str(config.get("problem_type", SINGLE)))
+                   str(config.get("problem_type", SINGLE)),
+                   long_inputs=str(data.get("long_inputs", "truncate")),
+                   window_step=int(data.get("window_step", 0)),
+                   window_aggregation=str(data.get("window_aggregation", "mean")))
 
   @classmethod
   def from_checkpoint_info(cls, info: dict) -> Classification:
-    # Checkpoints written before the pooling choice pooled with cls_pooler, and before the
-    # problem type were single-label.
+    # Checkpoints written before the pooling choice pooled with cls_pooler, before the
+    # problem type were single-label, and before long_inputs truncated.
     return cls._of(info["label_names"], info.get("pooling", "cls_pooler"),
-                   info.get("problem_type", SINGLE))
+                   info.get("problem_type", SINGLE),
+                   **{k: info[k] for k in ("long_inputs", "window_step", "window_aggregation")
+                      if k in info})
 
   @classmethod
   def from_transformers_config(cls, path: str, hf_config: dict) -> Classification:
@@ -114,6 +143,9 @@ class Classification(Task):
     info = {"label_names": list(self.label_names), "pooling": self.pooling}
     if self.problem_type != SINGLE:  # absent = single label, as in older checkpoints
       info["problem_type"] = self.problem_type
+    if self.windowed:  # absent = truncate, as in older checkpoints
+      info.update(long_inputs=self.long_inputs, window_step=self.window_step,
+                  window_aggregation=self.window_aggregation)
     return info
 
   hf_head = "classification"
@@ -132,6 +164,13 @@ class Classification(Task):
   def iterator(self, config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                num_epochs: int | None, process_index: int = 0, process_count: int = 1,
                packed: bool = False, **kwargs):
+    if self.windowed:
+      return window_iterator(
+          config.data, split=split, global_batch_size=global_batch_size, seed=seed,
+          shuffle=shuffle, num_epochs=num_epochs, process_index=process_index,
+          process_count=process_count, packed=packed,
+          data_dir=config.data.get("data_dir") or None, problem_type=self.problem_type,
+          window_step=self.window_step)
     if packed:
       return make_packed_iterator(
           config.data, split=split, global_batch_size=global_batch_size, seed=seed,
@@ -167,6 +206,8 @@ class Classification(Task):
       outputs = {"probs": jax.nn.softmax(logits, -1)}
     sums["example_count"] = jnp.sum(ex)
     sums["tokens_sum"] = shared.tokens_sum(batch)
+    if self.windowed and deterministic:  # aggregated per document on the host
+      outputs["logits"] = logits  # [batch, labels]
     return sums, outputs
 
   def loss(self, sums, denominators):
@@ -199,9 +240,24 @@ class Classification(Task):
         out["matthews_corrcoef"] = metrics.matthews_corrcoef(confusion)
     return out
 
+  def documents(self, outputs, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Windows: (documents [D], their aggregated logits [D, labels], labels [D] ([D, labels]
+    multi-label), windows read) of an evaluation's window rows; documents whose windows an
+    evaluation cut short (`num_eval_batches`) are left out."""
+    rows, outputs = complete_groups(rows, outputs, "doc_index", "doc_windows")
+    docs, logits = clf_windows.aggregate(outputs["logits"], rows["doc_index"],
+                                         self.window_aggregation)
+    _, first = np.unique(rows["doc_index"], return_index=True)  # [D] each document's first row
+    return docs, logits, rows["label"][first], len(rows["doc_index"])
+
   def host_metrics(self, config, outputs, rows):
-    """Regression: pearson (exact, float64), spearman and mse from every prediction."""
+    """Regression: pearson (exact, float64), spearman and mse from every prediction. Windows:
+    every metric per document, on its aggregated logits (`documents`), and num_windows."""
     del config
+    if self.windowed and "logits" in outputs:
+      _, logits, labels, num_windows = self.documents(outputs, rows)
+      out = clf_windows.document_metrics(self.problem_type, logits, labels, self.num_labels)
+      return {**out, "num_windows": float(num_windows)}
     if self.problem_type != REGRESSION or "scores" not in outputs:
       return {}
     scores, gold = outputs["scores"][:, 0], rows["label"]
@@ -210,17 +266,46 @@ class Classification(Task):
 
   def finish(self, run: FinishedRun) -> list[str]:
     from bert_jax import report
-    tok = run.tokenizer
-    texts = [tok.decode(ids) for ids in run.rows["input_ids"]]
-    labels = run.rows["label"]
+    data = run.config.data
+    split = _batcher(data, data.eval_split, data.get("data_dir") or None, self.problem_type)
+    if self.windowed:  # per document: its text, label and aggregated prediction
+      docs, logits, labels, _ = self.documents(run.outputs, run.rows)
+      texts, pairs, _ = _records_text(split, docs)
+      pieces = split.tokenizer.tokenize_to_ids(
+          texts if pairs is None else [f"{a} {b}" for a, b in zip(texts, pairs)])
+      texts = [split.tokenizer.decode(ids) for ids in pieces]
+      key = "scores" if self.problem_type == REGRESSION else "probs"
+      outputs = {key: clf_windows.activate(logits, self.problem_type)}
+      features, stats = split_windows(data, data.eval_split, data.get("data_dir") or None,
+                                      self.problem_type, self.window_step)
+      windows = features["doc_windows"][np.searchsorted(features["doc_index"], docs)]  # [D]
+      stats = {"num_documents": len(docs), "num_windows": int(windows.sum()),
+               "num_windowed": int(np.sum(windows > 1)),
+               "num_truncated": int(np.isin(stats["truncated"], docs).sum())}
+    else:
+      texts = [run.tokenizer.decode(ids) for ids in run.rows["input_ids"]]
+      labels, outputs = run.rows["label"], run.outputs
+      stats = _truncated_stats(split, len(texts))
+    analysis, lines = self._analysis(texts, labels, outputs)
+    analysis["long_inputs"] = {"long_inputs": self.long_inputs,
+                               "window_aggregation": self.window_aggregation,
+                               "max_seq_length": split.max_seq_length, **stats}
+    predictions = report.write_lines(os.path.join(run.workdir, "predictions.jsonl"), lines)
+    md = report.write_report(
+        run, analysis=analysis, failure_lines=clf_analysis.failure_lines(analysis),
+        examples=[(report.EXAMPLE_SINGLE, None), report.EXAMPLE_PAIR])
+    return [md, predictions]
+
+  def _analysis(self, texts, labels, outputs) -> tuple[dict, Any]:
+    """(the failure analysis, the predictions.jsonl lines) of evaluated texts."""
     names = list(self.label_names)
     if self.problem_type == REGRESSION:
-      scores = run.outputs["scores"][:, 0]
+      scores = outputs["scores"][:, 0]
       analysis = clf_analysis.regression_analysis(texts, labels, scores)
       lines = (json.dumps({"text": t, "label": float(g), "predicted": round(float(p), 6)})
                for t, g, p in zip(texts, labels, scores))
     elif self.problem_type == MULTI:
-      probs = run.outputs["probs"]
+      probs = outputs["probs"]
       analysis = clf_analysis.multi_label_analysis(texts, labels, probs, names)
       lines = (json.dumps(
           {"text": t, "labels": [names[j] for j in np.flatnonzero(g > 0.5)],
@@ -228,16 +313,12 @@ class Classification(Task):
            "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)}})
           for t, g, p in zip(texts, labels, probs))
     else:
-      probs = run.outputs["probs"]
+      probs = outputs["probs"]
       analysis = clf_analysis.error_analysis(texts, labels, probs, names)
       lines = (json.dumps(
           {"text": t, "label": names[int(g)], "predicted": names[int(p.argmax())],
            "probability": round(float(p.max()), 6)}) for t, g, p in zip(texts, labels, probs))
-    predictions = report.write_lines(os.path.join(run.workdir, "predictions.jsonl"), lines)
-    md = report.write_report(
-        run, analysis=analysis, failure_lines=clf_analysis.failure_lines(analysis),
-        examples=[(report.EXAMPLE_SINGLE, None), report.EXAMPLE_PAIR])
-    return [md, predictions]
+    return analysis, lines
 
   # --- prediction --------------------------------------------------------------------------
 
@@ -246,8 +327,20 @@ class Classification(Task):
               pairs: list[str] | None = None) -> np.ndarray:
     """Texts (and their `pairs`) -> probabilities [n, num_labels] (single label), scores
     [n, 1] (regression) or sigmoid probabilities [n, num_labels] (multi-label); length buckets
-    and `truncated`: see `inference.batches`."""
+    and `truncated`: see `inference.batches`. Windows: per text, of its windows' aggregated
+    logits (`truncated` gets the texts that lost pieces, `clf_windows.encode`)."""
     from bert_jax import inference
+    if self.windowed:
+      features, stats = clf_windows.encode(tokenizer, texts, pairs, max_seq_length=max_length,
+                                           window_step=self.window_step)
+      if truncated is not None:
+        truncated.extend(stats["truncated"])
+      logits = np.zeros((len(features["input_ids"]), self.num_labels), np.float32)
+      for rows, batch in inference.feature_batches(features, batch_size=batch_size):
+        out = predict_batch(model, params, *(batch[k] for k in FIELDS), problem_type=None)
+        logits[rows] = np.asarray(out)[:len(rows)]
+      _, logits = clf_windows.aggregate(logits, features["doc_index"], self.window_aggregation)
+      return clf_windows.activate(logits, self.problem_type).reshape(len(texts), -1)
     probs = np.zeros((len(texts), self.num_labels), np.float32)
     for rows, enc in inference.batches(tokenizer, texts, pairs, max_length=max_length,
                                        batch_size=batch_size, truncated=truncated):
@@ -330,16 +423,17 @@ def _multi_label_sums(logits, label, ex, per_label: bool) -> dict:
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("problem_type",))
 def predict_batch(model, params, input_ids, attention_mask, token_type_ids,
-                  problem_type: str = SINGLE) -> jax.Array:
+                  problem_type: str | None = SINGLE) -> jax.Array:
   """[batch, length] -> float32 [batch, labels]: softmax probabilities (single label), the
-  raw scores [batch, 1] (regression) or sigmoid probabilities (multi-label).
+  raw scores [batch, 1] (regression) or sigmoid probabilities (multi-label); the logits for
+  `problem_type=None` (windows, aggregated before the activation).
 
   Jitted at module level with the (hashable) model static, so each model and batch shape
   compiles once per process; a `jax.jit` made inside `predict` compiled on every call.
   """
   logits = model.apply({"params": params}, input_ids, attention_mask,
                        token_type_ids).astype(jnp.float32)
-  if problem_type == REGRESSION:
+  if problem_type in (REGRESSION, None):
     return logits
   if problem_type == MULTI:
     return jax.nn.sigmoid(logits)
@@ -452,7 +546,7 @@ def label_names_of(builder, label_key: str, problem_type: str = SINGLE) -> list[
 
 
 def data_info(data_config, data_dir: str | None = None, *, problem_type: str = SINGLE) -> dict:
-  """Prepares the labelled dataset if needed and describes it: name, num_examples
+  """Prepares the labelled dataset if needed and describes it: name, split_sizes
   {split: n}, label_names ([] for regression), max_seq_length, vocab_file, vocab_size."""
   from bert_jax import datasets, input_pipeline
   from bert_jax.tokenizer import Tokenizer
@@ -531,3 +625,71 @@ def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
       source, to_batch, global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
       num_epochs=num_epochs, fingerprint=fingerprint, process_index=process_index,
       process_count=process_count, num_threads=num_threads, prefetch_batches=prefetch_batches)
+
+
+def _records_text(split: _Split, indices) -> tuple[list[str], list[str] | None, list]:
+  """(texts, pairs or None, records) of the split's records at `indices`."""
+  from bert_jax.input_pipeline import text
+  b = split.to_batch
+  records = b.source.__getitems__([int(i) for i in indices]) if len(indices) else []
+  texts = [text(r[b.text_key]) for r in records]
+  pairs = [text(r[b.text_pair_key]) for r in records] if b.text_pair_key else None
+  return texts, pairs, records
+
+
+def _truncated_stats(split: _Split, n: int) -> dict:
+  """Truncate mode: how many of the split's first `n` records (the evaluated ones, in eval
+  order) are longer than max_seq_length pieces ([CLS] and [SEP]s included)."""
+  texts, pairs, _ = _records_text(split, np.arange(n))
+  lengths = np.array([len(x) + 2 for x in split.tokenizer.tokenize_to_ids(texts)], np.int64)
+  if pairs is not None:
+    lengths += [len(x) + 1 for x in split.tokenizer.tokenize_to_ids(pairs)]
+  return {"num_documents": n, "num_truncated": int(np.sum(lengths > split.max_seq_length)),
+          "num_windowed": 0, "num_windows": n}
+
+
+_WINDOWS: dict[str, tuple[dict, dict]] = {}  # split_windows's cache, a few splits
+
+
+def split_windows(data_config, split: str, data_dir: str | None, problem_type: str = SINGLE,
+                  window_step: int = 0) -> tuple[dict[str, np.ndarray], dict]:
+  """(features, stats) of a split's documents in windows (`clf_windows.encode`), with each
+  window's `label` (its document's; [N], multi-label [N, labels]). Cached per split and
+  settings: every evaluation reads the eval split again."""
+  from bert_jax import input_pipeline
+  parts = _batcher(data_config, split, data_dir, problem_type)
+  key = json.dumps([input_pipeline.fingerprint(
+      parts.builder, split, vocab=parts.tokenizer.vocab_hash,
+      max_seq_length=parts.max_seq_length), str(parts.builder.data_dir), problem_type,
+      window_step], sort_keys=True, default=str)
+  if key not in _WINDOWS:
+    texts, pairs, records = _records_text(parts, np.arange(len(parts.source)))
+    features, stats = clf_windows.encode(parts.tokenizer, texts, pairs,
+                                         max_seq_length=parts.max_seq_length,
+                                         window_step=window_step)
+    labels = parts.to_batch._labels(records, len(records), np.ones(len(records), bool))
+    features["label"] = labels[features["doc_index"]]  # [N] ([N, labels])
+    while len(_WINDOWS) >= 4:
+      _WINDOWS.pop(next(iter(_WINDOWS)))
+    _WINDOWS[key] = (features, stats)
+  return _WINDOWS[key]
+
+
+def window_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
+                    shuffle: bool, num_epochs: int | None, process_index: int = 0,
+                    process_count: int = 1, packed: bool = False, data_dir: str | None = None,
+                    problem_type: str = SINGLE, window_step: int = 0):
+  """Batches of windows (`data.long_inputs="windows"`): `make_iterator`'s keys plus doc_index
+  and doc_windows [B]; packed (training): `make_packed_iterator`'s, the windows as examples."""
+  from bert_jax import input_pipeline
+  features, _ = split_windows(data_config, split, data_dir, problem_type, window_step)
+  common = dict(dataset=f"{data_config.name}:windows", split=split,
+                global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
+                num_epochs=num_epochs, process_index=process_index, process_count=process_count)
+  if packed:
+    return input_pipeline.packed_array_iterator(
+        {k: features[k] for k in FIELDS + ("label",)},
+        token_keys=("input_ids", "token_type_ids"), example_keys=("label",),
+        max_per_row=int(input_pipeline.field(data_config, "max_examples_per_row", 16)),
+        **common)
+  return input_pipeline.array_iterator(features, **common)
