@@ -39,10 +39,10 @@ def main(argv=None) -> dict:
   info = pretraining.data_info(data, args.data_dir)
   prepare_s = time.perf_counter() - start
   meta = info["metadata"]
-  documents = sum(meta[s]["documents"] for s in info["num_examples"])
-  tokens = sum(meta[s]["tokens"] for s in info["num_examples"])
+  documents = sum(meta[s]["documents"] for s in info["split_sizes"])
+  tokens = sum(meta[s]["tokens"] for s in info["split_sizes"])
   print(f"corpus: {documents:,} documents, {tokens:,} wordpiece tokens; examples "
-        f"{info['num_examples']} ({info['config_name']}); prepare/open took {prepare_s:.1f}s")
+        f"{info['split_sizes']} ({info['config_name']}); prepare/open took {prepare_s:.1f}s")
 
   iterator = pretraining.make_iterator(
       data, split="train", global_batch_size=args.batch_size, seed=0, shuffle=True,

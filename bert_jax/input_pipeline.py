@@ -291,6 +291,6 @@ def builder_info(builder, name: str, slices: Sequence[str] = ()) -> dict:
       "name": name,
       "config_name": config.name if config else "",
       "data_dir": str(builder.data_dir),
-      "num_examples": counts,
+      "split_sizes": counts,
       "metadata": json.loads(json.dumps(dict(builder.info.metadata or {}))),
   }

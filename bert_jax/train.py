@@ -179,13 +179,13 @@ def _read_data(config, task_cls) -> tuple[dict, Any, bool]:
       logging.info("data.vocab_file: %s (the vocabulary of init_from)", vocab)
       config.data.vocab_file = vocab
   data_info = task_cls.data_info(config)
-  logging.info("Data: %s, examples %s", data_info["name"], data_info["num_examples"])
+  logging.info("Data: %s, examples %s", data_info["name"], data_info["split_sizes"])
   check_enough_examples(data_info, config.data.train_split, int(config.batch_size))
-  has_eval = data_info["num_examples"].get(config.data.eval_split, 0) > 0
+  has_eval = data_info["split_sizes"].get(config.data.eval_split, 0) > 0
   if not has_eval:
     logging.warning("No evaluation: %s has no examples in eval split %r (splits: %s); "
                     "training without evaluation.", data_info["name"], config.data.eval_split,
-                    data_info["num_examples"])
+                    data_info["split_sizes"])
   return data_info, Tokenizer(data_info["vocab_file"]), has_eval
 
 

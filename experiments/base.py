@@ -37,9 +37,13 @@ def get_config() -> ml_collections.ConfigDict:
       short_seq_prob=0.1, text_files="", train_file="", eval_file="", text_key="text",
       text_pair_key="", label_key="label", label_names="", label_separator="|", max_documents=0,
       train_split="train", eval_split="validation", glue_task="", glue_dir="",
-      # Several whole examples per training row (segment ids; row_packing.py); pretraining:
-      # per-document attention in full-sentence rows.
-      packing=False, max_examples_per_row=16,
+      # Fine-tuning: several whole examples per training row (segment ids; row_packing.py).
+      # Pretraining: documents sharing a full-sentence row do not attend to each other
+      # (`packing` is accepted there as the old name of per_document_attention).
+      packing=False, max_examples_per_row=16, per_document_attention=False,
+      # classification: documents longer than max_seq_length pieces (truncate | windows:
+      # pieces between window starts, 0 = half a window; mean | max of the windows' logits).
+      long_inputs="truncate", window_step=0, window_aggregation="mean",
       # token_classification: CoNLL tag column; label every piece of a word (False: the first
       # piece only, google-research/bert's choice; exports then split words under "simple").
       tag_column=-1, label_all_pieces=True,

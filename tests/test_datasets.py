@@ -323,7 +323,7 @@ def test_local_text_few_bad_lines_give_one_warning_per_file(tmp_path, caplog):
 
 def test_check_enough_examples():
   from bert_jax.errors import DataError
-  info = {"name": "local_text", "num_examples": {"train": 3, "validation": 1},
+  info = {"name": "local_text", "split_sizes": {"train": 3, "validation": 1},
           "metadata": {"train": {"documents": 1}}}
   base.check_enough_examples(info, "train", 3)
   with pytest.raises(DataError, match=r"^local_text: split 'train' has 3 examples from 1 "

@@ -98,7 +98,7 @@ def test_resume_exactly(data_dir):
 
 def test_epochs_cover_every_example_once(data_dir):
   info = pretraining.data_info(PRETRAIN, data_dir)
-  n = info["num_examples"]["validation"]
+  n = info["split_sizes"]["validation"]
   it = pretrain(data_dir, split="validation", global_batch_size=4, num_epochs=2)
   assert it.num_batches == -(-2 * n // 4)
   batches = list(it)
@@ -151,11 +151,11 @@ def test_process_shards_are_disjoint_and_complete(data_dir, process_count):
 def test_dataset_info(data_dir, tok):
   info = classification.data_info(CLASSIFY, data_dir)
   assert info["label_names"] == ["negative", "positive"]
-  assert info["num_examples"] == {"train": 7464, "test": 1066}
+  assert info["split_sizes"] == {"train": 7464, "test": 1066}
   assert info["vocab_size"] == 30522
   info = pretraining.data_info(PRETRAIN, data_dir)
   assert info["label_names"] == [] and info["nsp"] and info["mask_token_id"] == tok.mask_id
-  assert set(info["num_examples"]) == {"train", "validation"}
+  assert set(info["split_sizes"]) == {"train", "validation"}
   meta = info["metadata"]
   assert meta["train"]["documents"] + meta["validation"]["documents"] == 120
   assert meta["train"]["tokens"] > 20_000

@@ -314,7 +314,7 @@ def test_metrics_hand_checked():
   assert m["precision"] == pytest.approx(2 / 4)
   assert m["recall"] == pytest.approx(2 / 3)
   assert m["f1"] == pytest.approx(4 / 7)
-  assert m["accuracy"] == pytest.approx(4 / 7)  # tokens: 3 of 4, then 1 ("O") of 3
+  assert m["word_accuracy"] == pytest.approx(4 / 7)  # tokens: 3 of 4, then 1 ("O") of 3
   assert (m["num_gold"], m["num_pred"], m["num_correct"]) == (3, 4, 2)
   assert m["per_type"] == {
       "LOC": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1},
@@ -429,7 +429,7 @@ def test_real_round_trip(real, tok, max_seq_length, label_all_pieces):
   pred_ids, _ = ner_windows.merge(f, f["labels"], f["attention_mask"].astype(float), len(dev))
   pred = [[names[i] for i in s] for s in pred_ids]
   m = ner_metrics.metrics([s.tags for s in dev], pred)
-  assert m["f1"] == 1.0 and m["accuracy"] == 1.0 and m["num_gold"] == 5_942
+  assert m["f1"] == 1.0 and m["word_accuracy"] == 1.0 and m["num_gold"] == 5_942
   if max_seq_length == 16:
     assert stats["num_windowed"] > 1_000  # windows really were exercised
   print(f"\ndev @ {max_seq_length}: {stats}")

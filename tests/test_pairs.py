@@ -111,7 +111,7 @@ def test_csv_feeds_the_pair_classifier(squad_file, tmp_path):
                      data_dir=str(tmp_path / "tfds"))
   info = classification.data_info(config.data, config.data.data_dir)
   assert info["label_names"] == ["0", "1"]
-  assert info["num_examples"]["train"] == len(read_csv(tmp_path / "train" / "pairs.csv"))
+  assert info["split_sizes"]["train"] == len(read_csv(tmp_path / "train" / "pairs.csv"))
   it = classification.make_iterator(config.data, split="validation", global_batch_size=8,
                                     seed=0, shuffle=False, num_epochs=1,
                                     data_dir=config.data.data_dir)

@@ -131,6 +131,19 @@ def test_document_segments():
                                 [[1, 1, 1, 1, 2, 2, 0, 0], [1, 1, 1, 0, 0, 0, 0, 0]])
 
 
+def test_per_document_attention_and_its_old_name():
+  import ml_collections
+
+  from bert_jax.tasks.pretraining.task import per_document_attention
+  from experiments import base
+  data = base.get_config().data
+  assert not per_document_attention(data)
+  for key in ("per_document_attention", "packing"):  # the new name, and the old one
+    d = ml_collections.ConfigDict(data.to_dict())
+    d[key] = True
+    assert per_document_attention(d), key
+
+
 def _real_tokens(examples, slots, batch, out):
   """Packed token outputs [rows, ROW, ...] -> per example [len, ...], in example order."""
   per = {}

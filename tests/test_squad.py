@@ -372,7 +372,7 @@ def test_oracle_logits_recover_the_answers(examples, encoded, tok, window):
   metrics = qa_metrics.squad_metrics(examples, {k: p.text for k, p in predictions.items()})
   print(f"\n{window}: oracle EM {metrics['exact_match']:.4f}, F1 {metrics['f1']:.4f}; "
         f"long answers lost (id, pieces): {lost}")
-  assert metrics["count"] == len(examples) == len(predictions)
+  assert metrics["num_examples"] == len(examples) == len(predictions)
   assert metrics["exact_match"] > 0.995 and metrics["f1"] > 0.998
 
 
@@ -471,7 +471,7 @@ def test_squad_metrics_max_over_references_mean_over_questions():
     m = qa_metrics.squad_metrics(examples, predictions)
   # b: precision 1, recall 2/3 -> F1 0.8
   assert m == {"exact_match": pytest.approx(1 / 3), "f1": pytest.approx((1 + 0.8) / 3),
-               "count": 3}
+               "num_examples": 3}
 
 
 def test_write_predictions(tmp_path):

@@ -134,14 +134,16 @@ def test_token_classification_learns_and_writes_its_outputs(ner_run):
   workdir, result, eval_file = ner_run
   assert result["f1"] >= 0.95, result
   saved = json.load(open(os.path.join(workdir, "eval_results.json")))
-  assert {"f1", "precision", "recall", "accuracy", "f1_PER", "f1_LOC"} <= set(saved)
+  assert {"f1", "precision", "recall", "word_accuracy", "f1_PER", "f1_LOC"} <= set(saved)
+  assert saved["accuracy"] == saved["word_accuracy"]  # the old name, kept as an alias
   # predictions.conll: one `word gold predicted` line per eval word, a blank line per sentence.
   rows = [json.loads(line) for line in open(eval_file)]
   lines = open(os.path.join(workdir, "predictions.conll")).read().split("\n")
   words = [line.split(" ") for line in lines if line]
   assert len(words) == sum(len(r["tokens"]) for r in rows)
   # The saved metrics are those of that file: word accuracy, and seqeval's span scores.
-  assert saved["accuracy"] == pytest.approx(np.mean([w[1] == w[2] for w in words]), abs=1e-6)
+  assert saved["word_accuracy"] == pytest.approx(np.mean([w[1] == w[2] for w in words]),
+                                                 abs=1e-6)
   seqeval = pytest.importorskip("seqeval.metrics")
   sentences = [[]]
   for line in lines:
@@ -226,7 +228,7 @@ def test_question_answering_end_to_end_on_squad(shared_data, tmp_path):
                "optimizer.warmup_steps": 1}
   result = train.train_and_evaluate(config_with("qa_squad", overrides), workdir)
   examples = qa_reader.read_squad(eval_file)
-  assert result["count"] == len(examples)
+  assert result["num_examples"] == result["count"] == len(examples)
   predictions = json.load(open(os.path.join(workdir, "predictions.json")))
   assert set(predictions) == {e.id for e in examples}
   # The scores are the official SQuAD v1.1 script's on predictions.json (best over answers).

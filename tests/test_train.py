@@ -189,8 +189,8 @@ def test_a_slice_of_train_is_a_validation_split(data_dir):
   config = config_with("finetune_rotten_tomatoes", {"data.data_dir": data_dir}, "scratch")
   config.data.update(train_split="train[:90%]", eval_split="train[90%:]")
   info = tasks.get("classification").data_info(config)
-  assert info["num_examples"]["train[:90%]"] == 6718
-  assert info["num_examples"]["train[90%:]"] == 746
+  assert info["split_sizes"]["train[:90%]"] == 6718
+  assert info["split_sizes"]["train[90%:]"] == 746
   config.data.eval_split = "validation"
   with pytest.raises(ValueError, match="no split 'validation'.*slices of them"):
     tasks.get("classification").data_info(config)

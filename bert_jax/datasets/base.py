@@ -193,7 +193,7 @@ def check_enough_examples(data_info: dict, split: str, batch_size: int,
                           batch_key: str = "config.batch_size") -> None:
   """DataError unless `split` of a prepared dataset (a task's `data_info(...)`) holds
   at least one batch: a corpus too small to train on, said before any step runs."""
-  found = data_info.get("num_examples", {})
+  found = data_info.get("split_sizes", {})
   if split not in found:
     raise DataError(f"{data_info.get('name')}: no split {split!r} (it has {sorted(found)})")
   n = found[split]

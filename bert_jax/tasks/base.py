@@ -156,7 +156,7 @@ class Task:
     """Prepares the data of `config.data` (TFDS builders, or the task's own readers) and
     describes it.
 
-    Returns a JSON-ready dict: `vocab_file`, `vocab_size`, `num_examples` {split: n} and
+    Returns a JSON-ready dict: `vocab_file`, `vocab_size`, `split_sizes` {split: examples} and
     whatever `from_config` needs (e.g. `label_names`). Raises DataError / ConfigError with
     one line naming the file (and line) for bad input. Called by `train.py` before
     `from_config`.

@@ -7,7 +7,7 @@ cross-entropy over masked tokens (+ the mean NSP cross-entropy), with global den
 
 Batch keys: input_ids, attention_mask, token_type_ids, special_tokens_mask, word_starts
 [batch, length] int32; next_sentence_label [batch] (NSP); example_mask [batch]; segment_ids
-[batch, length] with `data.packing` (per-document attention).
+[batch, length] with `data.per_document_attention`.
 """
 
 from __future__ import annotations
@@ -121,9 +121,10 @@ class Pretraining(Task):
     `token_type_ids`, `special_tokens_mask`, `word_starts` [B, S], `next_sentence_label`
     [B] (when data.nsp), `example_mask` [B]; B = global_batch_size // process_count.
 
-    Rows are always full; `data.packing=True` gives them `segment_ids` (one per document), so
-    documents sharing a row do not attend to each other, in training and evaluation alike
-    (`packed`, the training-only flag, is therefore not read)."""
+    Rows are always full; `data.per_document_attention=True` (old name: `data.packing`) gives
+    them `segment_ids` (one per document), so documents sharing a row do not attend to each
+    other, in training and evaluation alike (`packed`, the training-only flag, is therefore
+    not read)."""
     del packed
     return make_iterator(config.data, split=split, global_batch_size=global_batch_size,
                          seed=seed, shuffle=shuffle, num_epochs=num_epochs,
@@ -314,7 +315,7 @@ def document_segments(input_ids: np.ndarray, attention_mask: np.ndarray, sep_id:
 
 
 def data_info(data_config, data_dir: str | None = None) -> dict:
-  """Prepares the corpus if needed and describes it: name, num_examples {split: n}, metadata
+  """Prepares the corpus if needed and describes it: name, split_sizes {split: n}, metadata
   (per split: documents, sentences and tokens read, examples written), max_seq_length, nsp,
   vocab_file, vocab_size, mask_token_id."""
   from bert_jax import datasets, input_pipeline
@@ -328,6 +329,14 @@ def data_info(data_config, data_dir: str | None = None) -> dict:
           "vocab_file": tokenizer.vocab_file, "mask_token_id": tokenizer.mask_id}
 
 
+def per_document_attention(data_config) -> bool:
+  """`data.per_document_attention`, or its old name for pretraining, `data.packing` (which
+  for fine-tuning means several examples per row, `row_packing.py`)."""
+  from bert_jax import input_pipeline
+  return bool(input_pipeline.field(data_config, "per_document_attention", False)
+              or input_pipeline.field(data_config, "packing", False))
+
+
 def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int, shuffle: bool,
                   num_epochs: int | None, process_index: int = 0, process_count: int = 1,
                   data_dir: str | None = None, num_threads: int = 2, prefetch_batches: int = 4):
@@ -337,9 +346,9 @@ def make_iterator(data_config, *, split: str, global_batch_size: int, seed: int,
   builder = datasets.pretraining_builder(data_config, data_dir)
   bc = builder.builder_config
   source = input_pipeline.data_source(builder, split)
-  documents = bool(input_pipeline.field(data_config, "packing", False))
+  documents = per_document_attention(data_config)
   if documents and bc.nsp:
-    raise ConfigError("data.packing=True (per-document attention) needs full-sentence rows; "
+    raise ConfigError("data.per_document_attention=True needs full-sentence rows; "
                       "this corpus has NSP pairs (data.nsp=True)")
   to_batch = _PretrainingBatch(source, Tokenizer(bc.vocab_file), bc.max_seq_length, bc.nsp,
                                documents)

@@ -61,7 +61,8 @@ def _scores(example: Example, prediction: str) -> tuple[float, float]:
 
 def squad_metrics(examples: Sequence[Example], predictions: Mapping[str, Any]
                   ) -> dict[str, float]:
-  """{"exact_match", "f1"} in [0, 1] averaged over all `examples`, and their "count".
+  """{"exact_match", "f1"} in [0, 1] averaged over all `examples`, and how many there are,
+  "num_examples" (as classification's evaluation counts its examples).
 
   `predictions`: {id: text} (or {id: Prediction}). As the official script, a question without
   a prediction scores 0 (and a warning counts them).
@@ -78,7 +79,8 @@ def squad_metrics(examples: Sequence[Example], predictions: Mapping[str, Any]
     warnings.warn(f"{missing} of {len(examples)} questions have no prediction and score 0",
                   stacklevel=2)
   count = len(examples)
-  return {"exact_match": em_sum / max(count, 1), "f1": f1_sum / max(count, 1), "count": count}
+  return {"exact_match": em_sum / max(count, 1), "f1": f1_sum / max(count, 1),
+          "num_examples": count}
 
 
 def question_type(question: str) -> str:

@@ -13,8 +13,9 @@ Evaluation (`qa_prediction.postprocess`): over all windows of a question, the be
 `data.n_best_size` starts x ends with end >= start, at most `data.max_answer_length` pieces,
 inside the context, whose start piece has its maximum context in that window (google-research/
 bert's rule); the answer is cut from the original context by character offsets. Reported:
-exact_match and f1 as the official SQuAD v1.1 script (fractions in [0, 1]) and the count of
-questions; the final evaluation writes predictions.json ({id: answer}, the official format)
+exact_match and f1 as the official SQuAD v1.1 script (fractions in [0, 1]) and
+`num_examples`, the questions scored (`count`: the same number under its old name, kept as
+an alias); the final evaluation writes predictions.json ({id: answer}, the official format)
 and report.md (by question type, by answer length, the most confident wrong answers).
 SQuAD v2 (unanswerable questions) is not supported.
 
@@ -114,7 +115,7 @@ class QuestionAnswering(Task):
     counts = {s: len(read_split(data, s, training=s == data.train_split))
               for s in (data.train_split, data.eval_split)}
     tokenizer = Tokenizer(data.get("vocab_file") or "")
-    return {"name": data.name, "label_names": [], "num_examples": counts,
+    return {"name": data.name, "label_names": [], "split_sizes": counts,
             "max_seq_length": int(data.max_seq_length), "vocab_size": tokenizer.vocab_size,
             "vocab_file": tokenizer.vocab_file}
 
@@ -190,7 +191,8 @@ class QuestionAnswering(Task):
   def host_metrics(self, config, outputs, rows):
     data = config.data
     scored, preds = self._predict(read_split(data, data.eval_split), outputs, rows)
-    return qa_metrics.squad_metrics(scored, {e.id: preds[e.id] for e in scored})
+    out = qa_metrics.squad_metrics(scored, {e.id: preds[e.id] for e in scored})
+    return {**out, "count": out["num_examples"]}  # count: the old name, kept as an alias
 
   def finish(self, run: FinishedRun) -> list[str]:
     from bert_jax import report

@@ -17,7 +17,8 @@ from bert_jax.tasks.token_classification.conll import OUTSIDE, Sentence, check_t
 
 def metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
   """seqeval scores of IOB2 tags (its default mode: CoNLL/conlleval chunking). Returns
-  entity-level micro `precision`, `recall`, `f1`, token `accuracy` (all in [0, 1]),
+  entity-level micro `precision`, `recall`, `f1`, `word_accuracy` (seqeval's
+  `accuracy_score`: the share of words whose tag is right; all in [0, 1]),
   `num_gold`, `num_pred`, `num_correct` entities and `per_type` {type: {precision, recall,
   f1, support}} (support: gold entities)."""
   from seqeval.metrics import sequence_labeling as sl
@@ -39,7 +40,7 @@ def metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dic
                     "support": int(support[k])} for k, t in enumerate(types)}
   micro = sl.precision_recall_fscore_support(gold, pred, average="micro", zero_division=0)
   return {"precision": float(micro[0]), "recall": float(micro[1]), "f1": float(micro[2]),
-          "accuracy": float(sl.accuracy_score(gold, pred)) if any(gold) else 0.0,
+          "word_accuracy": float(sl.accuracy_score(gold, pred)) if any(gold) else 0.0,
           "num_gold": len(gold_entities), "num_pred": len(pred_entities),
           "num_correct": len(gold_entities & pred_entities), "per_type": per_type}
 
@@ -90,7 +91,7 @@ def error_analysis(sentences: Sequence[Sentence], gold_tags: Sequence[Sequence[s
                    word_scores: Sequence[Sequence[float]], top_k: int = 10) -> dict:
   """A JSON-ready error report.
 
-  - `precision`, `recall`, `f1`, `accuracy`, `per_type`: as `metrics`.
+  - `precision`, `recall`, `f1`, `word_accuracy`, `per_type`: as `metrics`.
   - `confusion` {gold row: {predicted column: count}}: rows are the entity types and
     "spurious", columns the types and "missed". A gold entity counts in (its type, the type
     of a predicted entity with exactly its span), else in (its type, "missed"); a predicted
@@ -125,6 +126,6 @@ def error_analysis(sentences: Sequence[Sentence], gold_tags: Sequence[Sequence[s
                       "gold": gold_spans.get(span), "gold_tags": list(gold[span[0]:span[1]])})
   wrong.sort(key=lambda w: -w["score"])
   return {"num_sentences": len(sentences),
-          **{k: report[k] for k in ("precision", "recall", "f1", "accuracy", "num_gold",
+          **{k: report[k] for k in ("precision", "recall", "f1", "word_accuracy", "num_gold",
                                     "num_pred", "num_correct", "per_type")},
           "confusion": confusion, "confident_errors": wrong[:top_k]}

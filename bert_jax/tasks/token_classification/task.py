@@ -17,7 +17,9 @@ than `max_seq_length` are split into overlapping windows at word boundaries; eac
 predicted by the window where it has the most context (google-research/bert's max-context
 rule, `ner_windows.encode`), so no word is dropped at evaluation. Loss: the mean cross-entropy over
 labelled pieces only. Reported: entity-level precision / recall / F1 (seqeval, CoNLL
-conventions), word accuracy; the final evaluation writes predictions.conll
+conventions), `word_accuracy` (the share of words tagged right; `accuracy` is the same
+number under its old name, kept as an alias; classification's `accuracy` is per example,
+`piece_accuracy` is per labelled piece); the final evaluation writes predictions.conll
 (`word gold predicted`, conlleval's format) and report.md.
 
 Batch keys: input_ids, attention_mask, token_type_ids, labels, label_mask [batch, length];
@@ -95,7 +97,7 @@ class TokenClassification(Task):
     conll.check_eval_labels(evaluation, label_names, _source(data, data.eval_split))
     tokenizer = Tokenizer(data.get("vocab_file") or "")
     return {"name": data.name, "label_names": label_names,
-            "num_examples": {data.train_split: len(train), data.eval_split: len(evaluation)},
+            "split_sizes": {data.train_split: len(train), data.eval_split: len(evaluation)},
             "max_seq_length": int(data.max_seq_length), "vocab_size": tokenizer.vocab_size,
             "vocab_file": tokenizer.vocab_file}
 
@@ -165,7 +167,8 @@ class TokenClassification(Task):
   def host_metrics(self, config, outputs, rows):
     gold, pred, _ = self.word_tags(outputs, rows)
     m = ner_metrics.metrics(gold, pred)
-    out = {k: m[k] for k in ("f1", "precision", "recall", "accuracy")}
+    out = {k: m[k] for k in ("f1", "precision", "recall", "word_accuracy")}
+    out["accuracy"] = out["word_accuracy"]  # the name before word_accuracy; kept as an alias
     out.update({f"f1_{t}": v["f1"] for t, v in m["per_type"].items()})
     out["num_sentences"] = float(len(gold))
     return out
