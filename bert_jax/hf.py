@@ -523,9 +523,7 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
   if set(params) == {"params"}:
     params = params["params"]
   params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), params)
-  expected_top = _TOP_LEVEL[head]
-  if config.family == "modernbert":
-    expected_top = _MODERNBERT_TOP_LEVEL[head]
+  expected_top = (_MODERNBERT_TOP_LEVEL if config.family == "modernbert" else _TOP_LEVEL)[head]
   if set(params) != expected_top:
     raise ValueError(f"head={head!r} expects top-level params {sorted(expected_top)}, got "
                      f"{sorted(params)}")
@@ -546,24 +544,9 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
     if len(label_names) != num_labels or len(set(label_names)) != num_labels:
       raise ValueError(f"label_names {label_names} must be {num_labels} distinct names, one per "
                        "classifier output")
-  modern = config.family == "modernbert"
-  table = (_modernbert_table if modern else _weight_table)(config, head, num_labels)
-  prefix = "model." if modern else "bert."
-  parts: dict[str, list[np.ndarray]] = {}
-  for w in table:
-    value = _get(params, w.path, w)
-    if tuple(value.shape) != w.shape:
-      raise ValueError(f"param {'/'.join(w.path)} has shape {tuple(value.shape)}, expected "
-                       f"{w.shape} from the config")
-    key = f"{prefix}{w.hf_key}" if w.path[0] == "bert" else w.hf_key  # heads are unprefixed
-    parts.setdefault(key, []).append(w.to_hf(value.astype(np.float32)))  # fused: in order
-  tensors = {k: np.ascontiguousarray(np.concatenate(v) if len(v) > 1 else v[0])
-             for k, v in parts.items()}
-  unused = sorted(set(_flat_paths(params)) - {"/".join(w.path) for w in table})
-  if unused:
-    raise ValueError(f"params the {architecture(head, config.family)} checkpoint has no place "
-                     f"for: {unused}")
+  tensors = _tensors(config, head, params, num_labels)
 
+  modern = config.family == "modernbert"
   hf_config = config.to_dict()
   hf_config["architectures"] = [architecture(head, config.family)]
   if head in ("classification", "token_classification"):
@@ -586,6 +569,29 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
   hf_config.update({f"{SETTINGS_PREFIX}{k}": v for k, v in (settings or {}).items()})
   _write_files(path, tensors, hf_config, extra_files or {})
   return path
+
+
+def _tensors(config: BertConfig, head: str | None, params: dict[str, Any],
+             num_labels: int | None) -> dict[str, np.ndarray]:
+  """Our (unstacked, numpy) `params` -> the transformers tensors, float32, every shape checked
+  and every param placed; fused tensors (ModernBERT's Wqkv, Wi) concatenated from their parts."""
+  modern = config.family == "modernbert"
+  table = (_modernbert_table if modern else _weight_table)(config, head, num_labels)
+  prefix = "model." if modern else "bert."
+  parts: dict[str, list[np.ndarray]] = {}
+  for w in table:
+    value = _get(params, w.path, w)
+    if tuple(value.shape) != w.shape:
+      raise ValueError(f"param {'/'.join(w.path)} has shape {tuple(value.shape)}, expected "
+                       f"{w.shape} from the config")
+    key = f"{prefix}{w.hf_key}" if w.path[0] == "bert" else w.hf_key  # heads are unprefixed
+    parts.setdefault(key, []).append(w.to_hf(value.astype(np.float32)))  # fused: in order
+  unused = sorted(set(_flat_paths(params)) - {"/".join(w.path) for w in table})
+  if unused:
+    raise ValueError(f"params the {architecture(head, config.family)} checkpoint has no place "
+                     f"for: {unused}")
+  return {k: np.ascontiguousarray(np.concatenate(v) if len(v) > 1 else v[0])
+          for k, v in parts.items()}
 
 
 def _write_files(path: str, tensors: dict[str, np.ndarray], hf_config: dict,
