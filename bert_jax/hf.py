@@ -1,4 +1,5 @@
-"""transformers BERT checkpoints in and out: `load_hf_checkpoint` / `save_hf_checkpoint`.
+"""transformers BERT and ModernBERT checkpoints in and out: `load_hf_checkpoint` /
+`save_hf_checkpoint`, dispatched on `BertConfig.family` (from config.json's model_type).
 
 Every weight is mapped by name through one table (`_weight_table`) built from the config, and
 every shape is asserted both ways. torch is imported only to read a `pytorch_model.bin`.
@@ -24,6 +25,25 @@ Layout of a torch weight against ours (E = hidden, H = heads, D = head_dim, I = 
   qa_outputs                                                [2, E]        qa_outputs
 A torch Linear weight is [out, in] and a Flax kernel [in, out]: kernels are transposed, then
 reshaped to split or merge the heads axis.
+
+ModernBERT (config.json model_type "modernbert", `BertConfig.family="modernbert"`;
+`modernbert_config.py` maps the config) has its own table, `_modernbert_table`, keys after an
+optional `model.` prefix; norms and projections carry a bias only when the config says so:
+
+  embeddings.tok_embeddings.weight          [V, E]        embeddings/word_embeddings/embedding
+  embeddings.norm                           [E]           embeddings/layer_norm
+  layers.{i}.attn_norm (none in layer 0)    [E]           encoder/layer_{i}/attention_norm
+  layers.{i}.attn.Wqkv                      [3*H*D, E]    .../attention/{query,key,value} (thirds)
+  layers.{i}.attn.Wo                        [E, H*D]      .../attention/out
+  layers.{i}.mlp_norm                       [E]           .../output_norm
+  layers.{i}.mlp.Wi                         [2*I, E]      .../{intermediate, gate} (halves)
+  layers.{i}.mlp.Wo                         [E, I]        .../output
+  final_norm                                [E]           final_norm
+  head.{dense,norm}                         [E, E] / [E]  mlm_head (MLM) or head/{transform, layer_norm}
+  decoder.bias (decoder.weight tied)        [V]           mlm_head/bias
+  classifier                                [L, E]        classifier (QA: qa_outputs)
+A fused tensor is one `_Weight` per part (`part` of `parts` along its first axis): split on
+load, concatenated in order on save.
 
 A classifier that pools otherwise than with the [CLS] pooler (`model.POOLINGS`) is written with
 a `bert_jax_pooling` key in config.json, which bert_jax reads back; transformers ignores it and
@@ -371,6 +391,10 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
 
   With head=None, `BertModel(config).apply({"params": params}, ids, mask, segments)` takes them
   as returned.
+  A ModernBERT directory (model_type "modernbert") gives a family="modernbert" config and the
+  same models' trees without a pooler, with `final_norm`, and with `head` (the prediction
+  head, when the checkpoint has one) beside "classifier" / "qa_outputs"; "pretraining" does
+  not exist there. `apply({"params": params}, ids, mask)`: no token types.
   Checkpoints saved from BertModel (keys like `embeddings.word_embeddings.weight`) and from
   BertFor{MaskedLM,PreTraining,SequenceClassification,TokenClassification,QuestionAnswering}
   (`bert.`-prefixed, plus `cls.*` / `classifier.*` / `qa_outputs.*`) both load. Head weights
@@ -508,6 +532,9 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
   `bert_jax_<name>` (`read_settings`). `problem_type` (a classifier's: single_label_
   classification, regression, multi_label_classification) goes to config.json's
   `problem_type`, which transformers' loss and pipeline read.
+  A family="modernbert" config writes a ModernBertConfig and the ModernBert* class of `head`
+  (`model.`-prefixed encoder); a classifier's pooling "cls" / "mean" goes to its
+  `classifier_pooling` ("cls_pooler": the config's own).
   """
   from bert_jax.model import POOLINGS
   if head not in HEADS:

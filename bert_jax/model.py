@@ -16,8 +16,17 @@ Parameter tree of `BertModel`:
 Heads: mlm_head/{transform, layer_norm, bias}, nsp_head, classifier, qa_outputs/{kernel, bias}.
 With `scan_layers=True` the layers live under encoder/layers with a leading 'layers' axis.
 
+The modern options of `BertConfig` (defaults: BERT) change this file's architecture in place:
+pre-norm layers (layer 0 without attention_norm after an embedding norm), RMSNorm, no norm or
+projection biases, a gated feed-forward (an extra `gate` [embed, mlp] beside `intermediate`),
+rotary q/k (`rotary`; no position table), local-window layers (`ops.local_window_mask`), no
+token-type table (type_vocab_size=0), a `final_norm`. family="modernbert" drops the pooler and
+puts a `head` (`PredictionHead`: transform, layer_norm) before every classifier, as
+transformers' ModernBert* models do; `hf.py` maps their weights.
+
 Packed rows (several short examples in one row, `segment_ids`): attention stays inside each
-example and positions restart per example, so each computes what it would alone.
+example (a local window too) and positions, absolute or rotary, restart per example, so each
+computes what it would alone.
 
 Sentence vectors: `pool(hidden, mask, how)` reduces [batch, length, embed] to [batch, embed] by
 one of `POOLINGS` (the sequence classifier's `pooling` and `bert_jax.encode` both use it).
