@@ -192,6 +192,16 @@ class BertConfig:
   def storage_dtype(self):
     return DTYPES[self.param_dtype]
 
+  def changed_options(self) -> dict[str, Any]:
+    """The architecture options (module docstring) that differ from BERT's: {name: value}."""
+    return {k: getattr(self, k) for k, v in _OPTIONS.items() if getattr(self, k) != v}
+
+  def identity(self) -> dict[str, Any]:
+    """The fields as a dict, the architecture options only where they differ from BERT's: a
+    BERT config's identity is what it was before the options existed (checkpoints' meta)."""
+    d = dataclasses.asdict(self)
+    return {k: v for k, v in d.items() if k not in _OPTIONS or k in self.changed_options()}
+
   def replace(self, **changes) -> "BertConfig":
     return dataclasses.replace(self, **changes)
 
@@ -223,7 +233,7 @@ class BertConfig:
     if self.family == "modernbert":
       from bert_jax import modernbert_config  # pylint: disable=import-outside-toplevel
       return modernbert_config.to_hf(self)
-    changed = sorted(k for k, v in _OPTIONS.items() if getattr(self, k) != v)
+    changed = sorted(self.changed_options())
     if changed or self.type_vocab_size == 0:
       raise ConfigError(f"transformers' BertConfig cannot express the options "
                         f"{changed or ['type_vocab_size']}; family='bert' writes BERT only")

@@ -279,3 +279,14 @@ def test_options_that_transformers_bert_cannot_hold_refuse_to_export():
     BertConfig(**TINY, scan_layers=True)
   with pytest.raises(ConfigError, match="ModernBERT has no pretraining"):
     hf.architecture("pretraining", "modernbert")
+
+
+def test_identity_of_a_bert_config_leaves_the_options_out():
+  """Checkpoint meta (train._run_identity) of a BERT run is what it was before the options;
+  a ModernBERT config's carries them and rebuilds the same config."""
+  bert = BertConfig(hidden_size=64, num_attention_heads=4)
+  assert "family" not in bert.identity() and "rope_theta" not in bert.identity()
+  assert BertConfig(**bert.identity()) == bert
+  modern = BertConfig(**TINY)
+  assert modern.identity()["family"] == "modernbert"
+  assert BertConfig(**modern.identity()) == modern
