@@ -144,12 +144,13 @@ class JaxStep:
     import flax.linen as nn
     import jax
 
-    from bert_jax import BertConfig, BertForMaskedLM, modernbert_config, ops, optim, steps
+    from bert_jax import BertConfig, BertForMaskedLM, ops, optim, steps
     from bert_jax.tasks import pretraining
     self.jax = jax
     fields = dict(vocab_size=VOCAB, hidden_dropout_prob=dropout,
                   attention_probs_dropout_prob=dropout, **size)
     if family == "modernbert":
+      from bert_jax import modernbert_config
       fields = modernbert_config.options(**fields, **MODERNBERT)
     # Resolved once here ("cpu" kernels on CPU), as training does.
     self.config = ops.resolve(BertConfig(**fields))
