@@ -290,3 +290,38 @@ def test_identity_of_a_bert_config_leaves_the_options_out():
   modern = BertConfig(**TINY)
   assert modern.identity()["family"] == "modernbert"
   assert BertConfig(**modern.identity()) == modern
+
+
+def test_other_options_on_the_bert_family():
+  """RMSNorm, SwiGLU, rotary with a local window in post-norm BERT layers: packed rows still
+  equal each example alone, and the norm is x / rms(x) * scale."""
+  config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=4, intermediate_size=48, max_position_embeddings=64,
+                      norm_type="rms_norm", feed_forward="gated", hidden_act="silu",
+                      position_embedding_type="rotary", local_attention=4,
+                      global_attn_every_n_layers=2, attention_bias=False, hidden_dropout_prob=0.0,
+                      attention_probs_dropout_prob=0.0)
+  model = BertForTokenClassification(config, num_labels=5)
+  alone = padded(EXAMPLES)
+  params = random_params(model, jnp.asarray(alone["input_ids"]),
+                         jnp.asarray(alone["attention_mask"]))
+  layer = params["bert"]["encoder"]["layer_1"]
+  assert set(layer["attention_norm"]) == {"scale"} and "gate" in layer
+  assert "bias" not in layer["attention"]["query"] and "position_embeddings" not in (
+      params["bert"]["embeddings"])
+
+  def run(b, **kw):
+    return np.asarray(model.apply({"params": params}, b["input_ids"], b["attention_mask"],
+                                  b["token_type_ids"], **kw))
+  ref = run(alone)
+  batch, slots = packed(EXAMPLES)
+  got = _real_tokens(EXAMPLES, slots, batch, run(batch, segment_ids=batch["segment_ids"]))
+  for i, e in enumerate(EXAMPLES):
+    np.testing.assert_allclose(got[i], ref[i, :len(e["input_ids"])], atol=1e-5, rtol=0)
+
+  from bert_jax.model import _layer_norm
+  x = jax.random.normal(jax.random.key(0), (3, 32))
+  scale = 1 + 0.1 * jax.random.normal(jax.random.key(1), (32,))
+  y = _layer_norm(config, "n").apply({"params": {"scale": scale}}, x)
+  expected = x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + config.layer_norm_eps) * scale
+  np.testing.assert_allclose(y, expected, atol=1e-5, rtol=1e-5)
