@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/mlm_step.py --config tiny|small [--steps 5] [--repeats 5]
         [--threads N] [--malloc default|retain] [--prng threefry|rbg|unsafe_rbg] [--json PATH]
+        [--family bert|modernbert]
 
 One process, one config, one batch ([32, 128], every position attended), 20 masked
 predictions per row, dropout 0.1 (hidden and attention) everywhere, AdamW with clipping at 1.0:
@@ -24,6 +25,15 @@ Under load from other processes, multi-threaded torch (OpenMP barriers) suffers 
 XLA; `--threads 1` is the contention-robust comparison, and there tokens per CPU-second (also
 printed) equal tokens per second of an unloaded core. `--malloc retain` keeps freed memory in
 glibc's heap for all three (see `bert_jax/malloc.py`).
+
+`--family modernbert`: the same sizes ModernBERT-shaped on both sides (pre-norm, GeGLU with
+`intermediate_size` per half, rotary, no biases, a final norm, layer i global when i % 3 == 0
+and a 64-key window otherwise, dropout 0.1 on embeddings, attention and MLP): bert_jax's
+family="modernbert" config against transformers' ModernBertForMaskedLM (its default
+attention, sdpa), full logits for "transformers" and its own `sparse_prediction=True` (logits
+at the labelled positions only) for "torch_gathered". No token types on the torch side. The
+FLOP count takes the gated feed-forward's third matrix and, as for BERT, full attention (both
+sides compute the windowed layers as masked full attention).
 
 Also reported: model GFLOP/s (`step_flops`) against a float32 `jnp.dot` peak measured in the
 same run, minor page faults per step, the first step's compile time, XLA's memory analysis of
@@ -60,6 +70,8 @@ MASK_PROB = 0.16
 DROPOUT = 0.1
 LEARNING_RATE, WEIGHT_DECAY, EPS, CLIP = 1e-4, 0.01, 1e-6, 1.0
 CONTESTANTS = ("bert_jax", "transformers", "torch_gathered")
+# --family modernbert: ModernBERT's attention pattern at this benchmark's length (both sides).
+MODERNBERT = dict(local_attention=64, global_attn_every_n_layers=3)
 
 
 def num_threads() -> int:
@@ -127,16 +139,21 @@ def best_dot_flops(n: int = 2048, dtype: str = "float32", reps: int = 5) -> floa
 class JaxStep:
   """bert_jax's pretraining train_step, jitted with the state donated."""
 
-  def __init__(self, size: dict, batch: dict, prng: str = "threefry", dropout: float = DROPOUT):
+  def __init__(self, size: dict, batch: dict, prng: str = "threefry", dropout: float = DROPOUT,
+               family: str = "bert"):
     import flax.linen as nn
     import jax
 
     from bert_jax import BertConfig, BertForMaskedLM, ops, optim, steps
     from bert_jax.tasks import pretraining
     self.jax = jax
+    fields = dict(vocab_size=VOCAB, hidden_dropout_prob=dropout,
+                  attention_probs_dropout_prob=dropout, **size)
+    if family == "modernbert":
+      from bert_jax import modernbert_config
+      fields = modernbert_config.options(**fields, **MODERNBERT)
     # Resolved once here ("cpu" kernels on CPU), as training does.
-    self.config = ops.resolve(BertConfig(vocab_size=VOCAB, hidden_dropout_prob=dropout,
-                                         attention_probs_dropout_prob=dropout, **size))
+    self.config = ops.resolve(BertConfig(**fields))
     config = self.config
     model = BertForMaskedLM(config)
     self.batch = {k: jax.numpy.asarray(v) for k, v in batch.items()}
@@ -197,20 +214,30 @@ class JaxStep:
 class TorchStep:
   """transformers' BertForMaskedLM, full-vocabulary logits or gathered at masked positions."""
 
-  def __init__(self, size: dict, batch: dict, masked: dict, gathered: bool):
+  def __init__(self, size: dict, batch: dict, masked: dict, gathered: bool,
+               family: str = "bert"):
     import torch
     import transformers
     self.torch = torch
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_dropout_prob=DROPOUT, attention_probs_dropout_prob=DROPOUT,
-        max_position_embeddings=512, **size)
-    self.model = transformers.BertForMaskedLM(config).train()
-    self.gathered = gathered
+    self.modern = family == "modernbert"
     tensor = lambda a: torch.tensor(np.asarray(a))  # a copy: jax arrays are read-only
     self.inputs = dict(input_ids=tensor(masked["input_ids"]).long(),
-                       attention_mask=tensor(batch["attention_mask"]).long(),
-                       token_type_ids=tensor(batch["token_type_ids"]).long())
+                       attention_mask=tensor(batch["attention_mask"]).long())
+    if self.modern:  # gathered: ModernBERT's own sparse prediction
+      config = transformers.ModernBertConfig(
+          vocab_size=VOCAB, embedding_dropout=DROPOUT, attention_dropout=DROPOUT,
+          mlp_dropout=DROPOUT, max_position_embeddings=512, pad_token_id=0,
+          bos_token_id=CLS_ID, eos_token_id=SEP_ID, cls_token_id=CLS_ID, sep_token_id=SEP_ID,
+          sparse_prediction=gathered, **size, **MODERNBERT)
+      self.model = transformers.ModernBertForMaskedLM(config).train()
+    else:
+      config = transformers.BertConfig(
+          vocab_size=VOCAB, hidden_dropout_prob=DROPOUT, attention_probs_dropout_prob=DROPOUT,
+          max_position_embeddings=512, **size)
+      self.model = transformers.BertForMaskedLM(config).train()
+      self.inputs["token_type_ids"] = tensor(batch["token_type_ids"]).long()
+    self.gathered = gathered
     positions = tensor(masked["masked_positions"]).long()  # [batch, P]
     labels = tensor(masked["masked_labels"]).long()
     weights = tensor(masked["masked_weights"]).bool()
@@ -223,7 +250,8 @@ class TorchStep:
     # As transformers' Trainer: no decay on biases and LayerNorm weights.
     decay, no_decay = [], []
     for name, p in self.model.named_parameters():
-      (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+      norm = "LayerNorm" in name or (self.modern and "norm" in name)
+      (no_decay if name.endswith("bias") or norm else decay).append(p)
     self.optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": WEIGHT_DECAY},
          {"params": no_decay, "weight_decay": 0.0}], lr=LEARNING_RATE, eps=EPS)
@@ -233,7 +261,7 @@ class TorchStep:
 
   def loss_fn(self):
     torch = self.torch
-    if not self.gathered:
+    if not self.gathered or self.modern:  # ModernBERT gathers itself (sparse_prediction)
       return self.model(**self.inputs, labels=self.full_labels).loss
     x = self.model.bert(**self.inputs).last_hidden_state  # [batch, seq, hidden]
     index = self.positions[..., None].expand(-1, -1, x.shape[-1])
@@ -273,6 +301,8 @@ def main(argv=None) -> dict:
                       help="retain: keep freed memory in glibc's heap (bert_jax/malloc.py)")
   parser.add_argument("--only", nargs="+", choices=CONTESTANTS, default=list(CONTESTANTS))
   parser.add_argument("--json", default=None, help="also write the results here")
+  parser.add_argument("--family", choices=("bert", "modernbert"), default="bert",
+                      help="modernbert: both sides ModernBERT-shaped (see the docstring)")
   args = parser.parse_args(argv)
 
   pin_threads_and_malloc(args.threads, args.malloc)
@@ -282,9 +312,10 @@ def main(argv=None) -> dict:
   torch.set_num_threads(threads)
   size = CONFIGS[args.config]
   h, layers, ffn = size["hidden_size"], size["num_hidden_layers"], size["intermediate_size"]
-  flops = step_flops(h, layers, ffn)
+  # A gated feed-forward has three [h, ffn] matrices where BERT's has two.
+  flops = step_flops(h, layers, ffn * 3 // 2 if args.family == "modernbert" else ffn)
   tokens_per_step = BATCH * SEQ
-  print(f"config {args.config}: {size}, vocab {VOCAB}, batch {BATCH}x{SEQ}, "
+  print(f"config {args.config} ({args.family}): {size}, vocab {VOCAB}, batch {BATCH}x{SEQ}, "
         f"{PREDICTIONS} predictions/row, dropout {DROPOUT}; {threads} threads "
         f"(malloc {args.malloc}) "
         f"(XLA CPU client and torch.set_num_threads); load average {os.getloadavg()}")
@@ -296,7 +327,7 @@ def main(argv=None) -> dict:
 
   batch = make_batch()
   contestants = {}
-  jax_step = JaxStep(size, batch, prng=args.prng)
+  jax_step = JaxStep(size, batch, prng=args.prng, family=args.family)
   rss_after_jax = maxrss_mib()
   print(f"bert_jax: kernels {jax_step.config.kernels!r}, attention "
         f"{jax_step.config.attention_impl!r}, compile {jax_step.compile_s:.1f}s, "
@@ -306,9 +337,11 @@ def main(argv=None) -> dict:
   if "bert_jax" in args.only:
     contestants["bert_jax"] = jax_step
   if "transformers" in args.only:
-    contestants["transformers"] = TorchStep(size, batch, masked, gathered=False)
+    contestants["transformers"] = TorchStep(size, batch, masked, gathered=False,
+                                            family=args.family)
   if "torch_gathered" in args.only:
-    contestants["torch_gathered"] = TorchStep(size, batch, masked, gathered=True)
+    contestants["torch_gathered"] = TorchStep(size, batch, masked, gathered=True,
+                                              family=args.family)
 
   rounds: list[dict[str, float]] = []
   cpu_rounds: list[dict[str, float]] = []  # tokens per CPU-second of this process
@@ -354,7 +387,8 @@ def main(argv=None) -> dict:
         f"{maxrss_mib():.0f} MiB at the end (all three)")
 
   result = {
-      "config": {"name": args.config, **size, "vocab_size": VOCAB, "batch": BATCH, "seq": SEQ,
+      "config": {"name": args.config, "family": args.family, **size, "vocab_size": VOCAB,
+                 "batch": BATCH, "seq": SEQ,
                  "predictions_per_row": PREDICTIONS, "dropout": DROPOUT, "prng": args.prng,
                  "kernels": jax_step.config.kernels},
       "tokens_per_sec": tps,

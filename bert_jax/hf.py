@@ -1,4 +1,5 @@
-"""transformers BERT checkpoints in and out: `load_hf_checkpoint` / `save_hf_checkpoint`.
+"""transformers BERT and ModernBERT checkpoints in and out: `load_hf_checkpoint` /
+`save_hf_checkpoint`, dispatched on `BertConfig.family` (from config.json's model_type).
 
 Every weight is mapped by name through one table (`_weight_table`) built from the config, and
 every shape is asserted both ways. torch is imported only to read a `pytorch_model.bin`.
@@ -24,6 +25,25 @@ Layout of a torch weight against ours (E = hidden, H = heads, D = head_dim, I = 
   qa_outputs                                                [2, E]        qa_outputs
 A torch Linear weight is [out, in] and a Flax kernel [in, out]: kernels are transposed, then
 reshaped to split or merge the heads axis.
+
+ModernBERT (config.json model_type "modernbert", `BertConfig.family="modernbert"`;
+`modernbert_config.py` maps the config) has its own table, `_modernbert_table`, keys after an
+optional `model.` prefix; norms and projections carry a bias only when the config says so:
+
+  embeddings.tok_embeddings.weight          [V, E]        embeddings/word_embeddings/embedding
+  embeddings.norm                           [E]           embeddings/layer_norm
+  layers.{i}.attn_norm (none in layer 0)    [E]           encoder/layer_{i}/attention_norm
+  layers.{i}.attn.Wqkv                      [3*H*D, E]    .../attention/{query,key,value} (thirds)
+  layers.{i}.attn.Wo                        [E, H*D]      .../attention/out
+  layers.{i}.mlp_norm                       [E]           .../output_norm
+  layers.{i}.mlp.Wi                         [2*I, E]      .../{intermediate, gate} (halves)
+  layers.{i}.mlp.Wo                         [E, I]        .../output
+  final_norm                                [E]           final_norm
+  head.{dense,norm}                         [E, E] / [E]  mlm_head (MLM) or head/{transform, layer_norm}
+  decoder.bias (decoder.weight tied)        [V]           mlm_head/bias
+  classifier                                [L, E]        classifier (QA: qa_outputs)
+A fused tensor is one `_Weight` per part (`part` of `parts` along its first axis): split on
+load, concatenated in order on save.
 
 A classifier that pools otherwise than with the [CLS] pooler (`model.POOLINGS`) is written with
 a `bert_jax_pooling` key in config.json, which bert_jax reads back; transformers ignores it and
@@ -63,6 +83,12 @@ _ARCHITECTURES = {None: "BertModel", "mlm": "BertForMaskedLM",
                   "question_answering": "BertForQuestionAnswering"}
 # As in transformers, these models' encoders have no pooling layer.
 _NO_POOLER = ("mlm", "token_classification", "question_answering")
+# The same for family="modernbert": no pooler; a final norm; a prediction head (`head`) before
+# every classifier.
+_MODERNBERT_TOP_LEVEL = {None: {"embeddings", "encoder", "final_norm"}, "mlm": {"bert", "mlm_head"},
+                         "classification": {"bert", "head", "classifier"},
+                         "token_classification": {"bert", "head", "classifier"},
+                         "question_answering": {"bert", "head", "qa_outputs"}}
 # Our top-level params of each head's model.
 _TOP_LEVEL = {None: {"embeddings", "encoder", "pooler"}, "mlm": {"bert", "mlm_head"},
               "pretraining": {"bert", "mlm_head", "nsp_head"},
@@ -92,39 +118,62 @@ log = logging.getLogger("bert_jax.hf")
 
 @dataclasses.dataclass(frozen=True)
 class _Weight:
-  hf_key: str                  # transformers name, without the `bert.` prefix
+  hf_key: str                  # transformers name, without the `bert.` / `model.` prefix
   path: tuple[str, ...]        # path in our tree
-  hf_shape: tuple[int, ...]
+  hf_shape: tuple[int, ...]    # the whole transformers tensor
   shape: tuple[int, ...]
   transpose: bool              # torch Linear weight [out, in] <-> kernel [in, ..., out]
+  part: int = 0                # a fused tensor (ModernBERT's Wqkv, Wi) holds `parts` weights
+  parts: int = 1               # along its first axis; this one is number `part`
 
   def to_flax(self, w: np.ndarray) -> np.ndarray:
+    w = np.split(w, self.parts, axis=0)[self.part]
     return (w.T if self.transpose else w).reshape(self.shape)
 
   def to_hf(self, w: np.ndarray) -> np.ndarray:
+    """Our array -> this weight's part of the transformers tensor."""
+    part_shape = (self.hf_shape[0] // self.parts,) + self.hf_shape[1:]
     if self.transpose:
-      return w.reshape(self.hf_shape[::-1]).T
-    return w.reshape(self.hf_shape)
+      return w.reshape(part_shape[::-1]).T
+    return w.reshape(part_shape)
+
+
+class _Table(list):
+  """A weight table under construction: `add`, `linear` and `norm` append `_Weight`s, the
+  encoder's under `body` (() for the bare encoder, ("bert",) under a head)."""
+
+  def __init__(self, body: tuple[str, ...], embed: int):
+    super().__init__()
+    self.body, self.embed = body, embed
+
+  def add(self, hf_key, path, hf_shape, shape=None, transpose=False, prefix=None, part=0,
+          parts=1):
+    prefix = self.body if prefix is None else prefix
+    self.append(_Weight(hf_key, prefix + path, hf_shape, shape or hf_shape, transpose, part,
+                        parts))
+
+  def linear(self, hf_key, path, n_in, n_out, kernel_shape=None, bias_shape=None, prefix=None,
+             bias=True, part=0, parts=1):
+    """A torch Linear [parts * n_out, n_in] (part `part` of it) -> kernel [n_in, n_out]."""
+    self.add(f"{hf_key}.weight", path + ("kernel",), (parts * n_out, n_in),
+             kernel_shape or (n_in, n_out), transpose=True, prefix=prefix, part=part,
+             parts=parts)
+    if bias:
+      self.add(f"{hf_key}.bias", path + ("bias",), (parts * n_out,), bias_shape or (n_out,),
+               prefix=prefix, part=part, parts=parts)
+
+  def norm(self, hf_key, path, prefix=None, bias=True):
+    self.add(f"{hf_key}.weight", path + ("scale",), (self.embed,), prefix=prefix)
+    if bias:
+      self.add(f"{hf_key}.bias", path + ("bias",), (self.embed,), prefix=prefix)
 
 
 def _weight_table(c: BertConfig, head: str | None, num_labels: int | None) -> list[_Weight]:
-  """Every weight of the model `head` selects, in checkpoint order."""
+  """Every weight of the BERT model `head` selects, in checkpoint order."""
   E, H, D, I, V = (c.hidden_size, c.num_attention_heads, c.head_dim, c.intermediate_size,
                    c.vocab_size)
-  body = () if head is None else ("bert",)
-  table = []
-
-  def add(hf_key, path, hf_shape, shape=None, transpose=False, prefix=body):
-    table.append(_Weight(hf_key, prefix + path, hf_shape, shape or hf_shape, transpose))
-
-  def linear(hf_key, path, n_in, n_out, kernel_shape=None, bias_shape=None, prefix=body):
-    add(f"{hf_key}.weight", path + ("kernel",), (n_out, n_in), kernel_shape or (n_in, n_out),
-        transpose=True, prefix=prefix)
-    add(f"{hf_key}.bias", path + ("bias",), (n_out,), bias_shape, prefix=prefix)
-
-  def layer_norm(hf_key, path, prefix=body):
-    add(f"{hf_key}.weight", path + ("scale",), (E,), prefix=prefix)
-    add(f"{hf_key}.bias", path + ("bias",), (E,), prefix=prefix)
+  table = _Table(() if head is None else ("bert",), E)
+  add, linear, layer_norm = table.add, table.linear, table.norm
 
   for name, rows in (("word", V), ("position", c.max_position_embeddings),
                      ("token_type", c.type_vocab_size)):
@@ -157,6 +206,43 @@ def _weight_table(c: BertConfig, head: str | None, num_labels: int | None) -> li
   return table
 
 
+def _modernbert_table(c: BertConfig, head: str | None, num_labels: int | None,
+                      with_head: bool = True) -> list[_Weight]:
+  """Every weight of the ModernBERT model `head` selects (the `ModernBertModel` keys under
+  `model.` below a head); `with_head`: the classifiers' `head.*` prediction head is there."""
+  E, H, D, I, V = (c.hidden_size, c.num_attention_heads, c.head_dim, c.intermediate_size,
+                   c.vocab_size)
+  table = _Table(() if head is None else ("bert",), E)
+  table.add("embeddings.tok_embeddings.weight", ("embeddings", "word_embeddings", "embedding"),
+            (V, E))
+  table.norm("embeddings.norm", ("embeddings", "layer_norm"), bias=c.norm_bias)
+  for i in range(c.num_hidden_layers):
+    hf, ours = f"layers.{i}", ("encoder", f"layer_{i}")
+    if not c.skips_attention_norm(i):
+      table.norm(f"{hf}.attn_norm", ours + ("attention_norm",), bias=c.norm_bias)
+    for part, proj in enumerate(("query", "key", "value")):  # Wqkv: [3 * H * D, E]
+      table.linear(f"{hf}.attn.Wqkv", ours + ("attention", proj), E, H * D,
+                   kernel_shape=(E, H, D), bias_shape=(H, D), bias=c.attention_bias, part=part,
+                   parts=3)
+    table.linear(f"{hf}.attn.Wo", ours + ("attention", "out"), H * D, E, kernel_shape=(H, D, E),
+                 bias=c.attention_bias)
+    table.norm(f"{hf}.mlp_norm", ours + ("output_norm",), bias=c.norm_bias)
+    for part, proj in enumerate(("intermediate", "gate")):  # Wi: [2 * I, E], act(first) * second
+      table.linear(f"{hf}.mlp.Wi", ours + (proj,), E, I, bias=c.mlp_bias, part=part, parts=2)
+    table.linear(f"{hf}.mlp.Wo", ours + ("output",), I, E, bias=c.mlp_bias)
+  table.norm("final_norm", ("final_norm",), bias=c.norm_bias)
+  top = "mlm_head" if head == "mlm" else "head"
+  if head == "mlm" or (head in _NO_POOLER + ("classification",) and with_head):
+    table.linear("head.dense", (top, "transform"), E, E, bias=c.classifier_bias, prefix=())
+    table.norm("head.norm", (top, "layer_norm"), bias=c.norm_bias, prefix=())
+  if head == "mlm" and c.decoder_bias:
+    table.add("decoder.bias", ("mlm_head", "bias"), (V,), prefix=())
+  out = "qa_outputs" if head == "question_answering" else "classifier"
+  if head in ("classification", "token_classification", "question_answering") and num_labels:
+    table.linear("classifier", (out,), E, num_labels, prefix=())
+  return table
+
+
 # Layer stacking for scan_layers=True ---------------------------------------------------------
 
 def stack_layers(encoder_params: dict[str, Any], num_layers: int) -> dict[str, Any]:
@@ -184,10 +270,14 @@ def unstack_layers(encoder_params: dict[str, Any]) -> dict[str, Any]:
 
 # Reading -------------------------------------------------------------------------------------
 
-def architecture(head: str | None) -> str:
-  """The transformers class of a head (None: BertModel)."""
+def architecture(head: str | None, family: str = "bert") -> str:
+  """The transformers class of a head (None: BertModel; family "modernbert": ModernBert*)."""
   if head not in _ARCHITECTURES:
     raise ValueError(f"head={head!r} is not one of {HEADS}")
+  if family == "modernbert":
+    if head == "pretraining":
+      raise ConfigError("ModernBERT has no pretraining (MLM + NSP) model; use head='mlm'")
+    return _ARCHITECTURES[head].replace("Bert", "ModernBert", 1)
   return _ARCHITECTURES[head]
 
 
@@ -260,11 +350,13 @@ def _read_weights(path: str) -> dict[str, np.ndarray]:
                           f"found {present}")
 
 
-def _normalize_keys(weights: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
-  """Strips the `bert.` prefix, renames old LayerNorm gamma/beta, drops buffers."""
+def _normalize_keys(weights: dict[str, np.ndarray], path: str,
+                    prefix: str = "bert.") -> dict[str, np.ndarray]:
+  """Strips the `bert.` (ModernBERT: `model.`) prefix, renames old LayerNorm gamma/beta, drops
+  buffers."""
   out = {}
   for key, value in weights.items():
-    name = key.removeprefix("bert.")
+    name = key.removeprefix(prefix)
     if name.endswith(".gamma") and "LayerNorm" in name:
       name = name[:-len("gamma")] + "weight"
     elif name.endswith(".beta") and "LayerNorm" in name:
@@ -272,7 +364,7 @@ def _normalize_keys(weights: dict[str, np.ndarray], path: str) -> dict[str, np.n
     if name in _IGNORED:
       continue
     if name in out:
-      raise DataError(f"{path}: weight {name!r} appears twice (with and without 'bert.')")
+      raise DataError(f"{path}: weight {name!r} appears twice (with and without {prefix!r})")
     out[name] = value
   return out
 
@@ -299,6 +391,10 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
 
   With head=None, `BertModel(config).apply({"params": params}, ids, mask, segments)` takes them
   as returned.
+  A ModernBERT directory (model_type "modernbert") gives a family="modernbert" config and the
+  same models' trees without a pooler, with `final_norm`, and with `head` (the prediction
+  head, when the checkpoint has one) beside "classifier" / "qa_outputs"; "pretraining" does
+  not exist there. `apply({"params": params}, ids, mask)`: no token types.
   Checkpoints saved from BertModel (keys like `embeddings.word_embeddings.weight`) and from
   BertFor{MaskedLM,PreTraining,SequenceClassification,TokenClassification,QuestionAnswering}
   (`bert.`-prefixed, plus `cls.*` / `classifier.*` / `qa_outputs.*`) both load. Head weights
@@ -319,8 +415,44 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
   for key in [k for k in hf_config if k.startswith(SETTINGS_PREFIX)]:
     del hf_config[key]  # the task's settings, not the encoder's (read_settings)
   config = BertConfig.from_dict(hf_config, **(config_overrides or {}))
-  weights = _normalize_keys(_read_weights(path), path)
+  if config.family == "modernbert":
+    weights = _normalize_keys(_read_weights(path), path, "model.")
+    table = _modernbert_weights(path, config, head, weights)
+    droppable = {k for k in weights if k.split(".")[0] in ("head", "decoder", "classifier")}
+  else:
+    weights = _normalize_keys(_read_weights(path), path)
+    table = _bert_weights(path, config, head, weights)
+    droppable = _HEAD_KEYS | set(_POOLER_KEYS)
+  used = {w.hf_key for w in table}
+  missing = sorted(k for k in used if k not in weights)
+  unknown = sorted(k for k in weights if k not in used and k not in droppable)
+  if missing or unknown:
+    hint = ""
+    if missing and set(missing) <= set(_POOLER_KEYS):
+      hint = (" (BertForMaskedLM, BertForTokenClassification and BertForQuestionAnswering save "
+              "no pooler: load with head='mlm', 'token_classification' or 'question_answering')")
+    raise DataError(f"{path} does not match {architecture(head, config.family)} for its "
+                    f"config.json: missing keys {missing}, unknown keys {unknown}{hint}")
 
+  params: dict[str, Any] = {}
+  for w in table:
+    value = weights[w.hf_key]
+    if tuple(value.shape) != w.hf_shape:
+      raise DataError(f"{path}: weight {w.hf_key!r} has shape {tuple(value.shape)}, expected "
+                      f"{w.hf_shape} from config.json")
+    _set(params, w.path, np.asarray(w.to_flax(value), dtype=config.storage_dtype))
+  if config.scan_layers:
+    encoder = params["encoder"] if head is None else params["bert"]["encoder"]
+    stacked = stack_layers(encoder, config.num_hidden_layers)
+    encoder.clear()
+    encoder.update(stacked)
+  return config, params
+
+
+def _bert_weights(path: str, config: BertConfig, head: str | None,
+                  weights: dict[str, np.ndarray]) -> list[_Weight]:
+  """The BERT head checks on a checkpoint's (normalized) `weights` -- the MLM / NSP heads there,
+  one output bias, the tied decoder -- and the weight table to read; pops the decoder keys."""
   if head in ("mlm", "pretraining") and not any(k.startswith("cls.predictions.") for k in weights):
     raise DataError(f"{path} has no MLM head (no cls.predictions.* weights), so head={head!r} "
                     "cannot load; use head=None for the encoder alone")
@@ -346,32 +478,30 @@ def load_hf_checkpoint(path: str, *, head: str | None = None,
   if head == "question_answering" and num_labels not in (None, 2):
     raise DataError(f"{path}: qa_outputs.weight has {num_labels} outputs; "
                     "BertForQuestionAnswering has 2 (start, end)")
-  table = _weight_table(config, head, num_labels)
-  used = {w.hf_key for w in table}
-  missing = [k for k in used if k not in weights]
-  droppable = _HEAD_KEYS | set(_POOLER_KEYS)
-  unknown = sorted(k for k in weights if k not in used and k not in droppable)
-  if missing or unknown:
-    hint = ""
-    if missing and set(missing) <= set(_POOLER_KEYS):
-      hint = (" (BertForMaskedLM, BertForTokenClassification and BertForQuestionAnswering save "
-              "no pooler: load with head='mlm', 'token_classification' or 'question_answering')")
-    raise DataError(f"{path} does not match {_ARCHITECTURES[head]} for its config.json: "
-                    f"missing keys {sorted(missing)}, unknown keys {unknown}{hint}")
+  return _weight_table(config, head, num_labels)
 
-  params: dict[str, Any] = {}
-  for w in table:
-    value = weights[w.hf_key]
-    if tuple(value.shape) != w.hf_shape:
-      raise DataError(f"{path}: weight {w.hf_key!r} has shape {tuple(value.shape)}, expected "
-                      f"{w.hf_shape} from config.json")
-    _set(params, w.path, np.asarray(w.to_flax(value), dtype=config.storage_dtype))
-  if config.scan_layers:
-    encoder = params["encoder"] if head is None else params["bert"]["encoder"]
-    stacked = stack_layers(encoder, config.num_hidden_layers)
-    encoder.clear()
-    encoder.update(stacked)
-  return config, params
+
+def _modernbert_weights(path: str, config: BertConfig, head: str | None,
+                        weights: dict[str, np.ndarray]) -> list[_Weight]:
+  """The ModernBERT head checks (an MLM head there; the decoder tied to the word embeddings)
+  and the weight table to read; pops decoder.weight."""
+  architecture(head, "modernbert")  # no pretraining model
+  if head == "mlm" and not ("decoder.bias" in weights or "decoder.weight" in weights
+                            or ("head.dense.weight" in weights
+                                and "classifier.weight" not in weights)):
+    raise DataError(f"{path} has no MLM head (no decoder.* or head.* weights), so head='mlm' "
+                    "cannot load; use head=None for the encoder alone")
+  decoder = weights.pop("decoder.weight", None)
+  embeddings = weights.get("embeddings.tok_embeddings.weight")
+  if (decoder is not None and embeddings is not None and head == "mlm"
+      and not np.array_equal(decoder, embeddings)):
+    raise DataError(f"{path}: decoder.weight is not tied to embeddings.tok_embeddings.weight; "
+                    "this model ties them")
+  num_labels = weights["classifier.weight"].shape[0] if "classifier.weight" in weights else None
+  if head == "question_answering" and num_labels not in (None, 2):
+    raise DataError(f"{path}: classifier.weight has {num_labels} outputs; "
+                    "ModernBertForQuestionAnswering needs 2 (start, end)")
+  return _modernbert_table(config, head, num_labels, with_head="head.dense.weight" in weights)
 
 
 # Writing -------------------------------------------------------------------------------------
@@ -402,10 +532,14 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
   `bert_jax_<name>` (`read_settings`). `problem_type` (a classifier's: single_label_
   classification, regression, multi_label_classification) goes to config.json's
   `problem_type`, which transformers' loss and pipeline read.
+  A family="modernbert" config writes a ModernBertConfig and the ModernBert* class of `head`
+  (`model.`-prefixed encoder); a classifier's pooling "cls" / "mean" goes to its
+  `classifier_pooling` ("cls_pooler": the config's own).
   """
   from bert_jax.model import POOLINGS
   if head not in HEADS:
     raise ValueError(f"head={head!r} is not one of {HEADS}")
+  architecture(head, config.family)  # ModernBERT: no pretraining model
   if pooling not in POOLINGS:
     raise ValueError(f"pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
   if pooling != "cls_pooler" and head != "classification":
@@ -416,7 +550,7 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
   if set(params) == {"params"}:
     params = params["params"]
   params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), params)
-  expected_top = _TOP_LEVEL[head]
+  expected_top = (_MODERNBERT_TOP_LEVEL if config.family == "modernbert" else _TOP_LEVEL)[head]
   if set(params) != expected_top:
     raise ValueError(f"head={head!r} expects top-level params {sorted(expected_top)}, got "
                      f"{sorted(params)}")
@@ -437,21 +571,11 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
     if len(label_names) != num_labels or len(set(label_names)) != num_labels:
       raise ValueError(f"label_names {label_names} must be {num_labels} distinct names, one per "
                        "classifier output")
-  table = _weight_table(config, head, num_labels)
-  tensors = {}
-  for w in table:
-    value = _get(params, w.path, w)
-    if tuple(value.shape) != w.shape:
-      raise ValueError(f"param {'/'.join(w.path)} has shape {tuple(value.shape)}, expected "
-                       f"{w.shape} from the config")
-    key = f"bert.{w.hf_key}" if w.path[0] == "bert" else w.hf_key  # heads are unprefixed
-    tensors[key] = np.ascontiguousarray(w.to_hf(value.astype(np.float32)))
-  unused = sorted(set(_flat_paths(params)) - {"/".join(w.path) for w in table})
-  if unused:
-    raise ValueError(f"params the {_ARCHITECTURES[head]} checkpoint has no place for: {unused}")
+  tensors = _tensors(config, head, params, num_labels)
 
+  modern = config.family == "modernbert"
   hf_config = config.to_dict()
-  hf_config["architectures"] = [_ARCHITECTURES[head]]
+  hf_config["architectures"] = [architecture(head, config.family)]
   if head in ("classification", "token_classification"):
     names = label_names or [f"LABEL_{i}" for i in range(num_labels)]
     hf_config["id2label"] = {str(i): name for i, name in enumerate(names)}
@@ -461,7 +585,9 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
       raise ValueError(f"problem_type={problem_type!r} is for the classification head, not "
                        f"head={head!r}")
     hf_config["problem_type"] = problem_type
-  if pooling != "cls_pooler":
+  if modern and head == "classification" and pooling in ("cls", "mean"):
+    hf_config["classifier_pooling"] = pooling  # ModernBERT's own choice: cls or mean
+  elif pooling != "cls_pooler":
     hf_config[POOLING_KEY] = pooling
     log.warning("%s: this classifier pools with %r; transformers' "
                 "BertForSequenceClassification ignores config.json's %s and pools with the "
@@ -470,6 +596,29 @@ def save_hf_checkpoint(path: str, config: BertConfig, params: dict[str, Any], *,
   hf_config.update({f"{SETTINGS_PREFIX}{k}": v for k, v in (settings or {}).items()})
   _write_files(path, tensors, hf_config, extra_files or {})
   return path
+
+
+def _tensors(config: BertConfig, head: str | None, params: dict[str, Any],
+             num_labels: int | None) -> dict[str, np.ndarray]:
+  """Our (unstacked, numpy) `params` -> the transformers tensors, float32, every shape checked
+  and every param placed; fused tensors (ModernBERT's Wqkv, Wi) concatenated from their parts."""
+  modern = config.family == "modernbert"
+  table = (_modernbert_table if modern else _weight_table)(config, head, num_labels)
+  prefix = "model." if modern else "bert."
+  parts: dict[str, list[np.ndarray]] = {}
+  for w in table:
+    value = _get(params, w.path, w)
+    if tuple(value.shape) != w.shape:
+      raise ValueError(f"param {'/'.join(w.path)} has shape {tuple(value.shape)}, expected "
+                       f"{w.shape} from the config")
+    key = f"{prefix}{w.hf_key}" if w.path[0] == "bert" else w.hf_key  # heads are unprefixed
+    parts.setdefault(key, []).append(w.to_hf(value.astype(np.float32)))  # fused: in order
+  unused = sorted(set(_flat_paths(params)) - {"/".join(w.path) for w in table})
+  if unused:
+    raise ValueError(f"params the {architecture(head, config.family)} checkpoint has no place "
+                     f"for: {unused}")
+  return {k: np.ascontiguousarray(np.concatenate(v) if len(v) > 1 else v[0])
+          for k, v in parts.items()}
 
 
 def _write_files(path: str, tensors: dict[str, np.ndarray], hf_config: dict,

@@ -16,8 +16,17 @@ Parameter tree of `BertModel`:
 Heads: mlm_head/{transform, layer_norm, bias}, nsp_head, classifier, qa_outputs/{kernel, bias}.
 With `scan_layers=True` the layers live under encoder/layers with a leading 'layers' axis.
 
+The modern options of `BertConfig` (defaults: BERT) change this file's architecture in place:
+pre-norm layers (layer 0 without attention_norm after an embedding norm), RMSNorm, no norm or
+projection biases, a gated feed-forward (an extra `gate` [embed, mlp] beside `intermediate`),
+rotary q/k (`rotary`; no position table), local-window layers (`ops.local_window_mask`), no
+token-type table (type_vocab_size=0), a `final_norm`. family="modernbert" drops the pooler and
+puts a `head` (`PredictionHead`: transform, layer_norm) before every classifier, as
+transformers' ModernBert* models do; `hf.py` maps their weights.
+
 Packed rows (several short examples in one row, `segment_ids`): attention stays inside each
-example and positions restart per example, so each computes what it would alone.
+example (a local window too) and positions, absolute or rotary, restart per example, so each
+computes what it would alone.
 
 Sentence vectors: `pool(hidden, mask, how)` reduces [batch, length, embed] to [batch, embed] by
 one of `POOLINGS` (the sequence classifier's `pooling` and `bert_jax.encode` both use it).
@@ -36,6 +45,7 @@ import numpy as np
 
 from bert_jax import axes, ops
 from bert_jax.config import BertConfig
+from bert_jax.errors import ConfigError
 
 Array = jax.Array
 
@@ -49,23 +59,44 @@ def _zeros(names: tuple[str, ...]):
   return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
 
-def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+def _layer_norm(config: BertConfig, name: str) -> nn.Module:
+  """`config.norm_type`: LayerNorm (with a bias when `norm_bias`) or RMSNorm."""
+  scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), (axes.EMBED,))
+  if config.norm_type == "rms_norm":
+    return nn.RMSNorm(epsilon=config.layer_norm_eps, dtype=config.compute_dtype,
+                      param_dtype=config.storage_dtype, scale_init=scale_init, name=name)
   # Exact two-pass variance: the fast E[x^2]-E[x]^2 form drifts from PyTorch by ~1e-5.
   return nn.LayerNorm(
       epsilon=config.layer_norm_eps, dtype=config.compute_dtype,
-      param_dtype=config.storage_dtype, use_fast_variance=False,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axes.EMBED,)),
-      bias_init=_zeros((axes.EMBED,)), name=name)
+      param_dtype=config.storage_dtype, use_fast_variance=False, use_bias=config.norm_bias,
+      scale_init=scale_init, bias_init=_zeros((axes.EMBED,)), name=name)
 
 
-def activation(config: BertConfig):
-  """`config.hidden_act` as a function: "gelu" exact (erf), "gelu_new" / "gelu_pytorch_tanh"
-  the tanh approximation, "relu"."""
-  if config.hidden_act == "gelu":
+def activation(config: BertConfig, name: str | None = None):
+  """`config.hidden_act` (or another of `config.ACTIVATIONS`, `name`) as a function: "gelu"
+  exact (erf), "gelu_new" / "gelu_pytorch_tanh" the tanh approximation, "relu", "silu"."""
+  name = name or config.hidden_act
+  if name == "gelu":
     return functools.partial(ops.gelu, config)
-  if config.hidden_act in ("gelu_new", "gelu_pytorch_tanh"):
+  if name in ("gelu_new", "gelu_pytorch_tanh"):
     return functools.partial(jax.nn.gelu, approximate=True)
+  if name == "silu":
+    return jax.nn.silu
   return jax.nn.relu
+
+
+def rotary(x: Array, positions: Array, theta: float) -> Array:
+  """Rotary position embedding of q or k: x [batch, length, heads, kv] at positions [batch or
+  1, length], the pairs (i, i + kv/2) rotated by position / theta^(2i/kv) (transformers'
+  rotate-half layout), in float32 -> x's shape and dtype."""
+  kv = x.shape[-1]
+  inv_freq = 1.0 / (np.float32(theta) ** (np.arange(0, kv, 2, dtype=np.float32) / kv))
+  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [batch, length, kv/2]
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [batch, length, 1, kv]
+  x32 = x.astype(jnp.float32)
+  first, second = jnp.split(x32, 2, axis=-1)
+  rotated = jnp.concatenate([-second, first], axis=-1)
+  return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
 
 
 @flax.struct.dataclass
@@ -75,7 +106,9 @@ class BertOutput:
 
 
 class BertEmbeddings(nn.Module):
-  """Sum of word, position and segment embeddings, then LayerNorm and dropout."""
+  """Sum of word, position and segment embeddings, then LayerNorm and dropout. Without
+  absolute positions (rotary) or token types (type_vocab_size=0) those tables are absent;
+  the LayerNorm only with `embedding_norm`."""
 
   config: BertConfig
 
@@ -85,25 +118,31 @@ class BertEmbeddings(nn.Module):
     embed = functools.partial(nn.Embed, features=c.hidden_size, param_dtype=c.storage_dtype)
     self.word_embeddings = embed(
         c.vocab_size, embedding_init=_dense_init(c, (axes.VOCAB, axes.EMBED)))
-    self.position_embeddings = embed(
-        c.max_position_embeddings, embedding_init=_dense_init(c, (axes.POSITIONS, axes.EMBED)))
-    self.token_type_embeddings = embed(
-        c.type_vocab_size, embedding_init=_dense_init(c, (axes.POSITIONS, axes.EMBED)))
-    self.layer_norm = _layer_norm(c, "layer_norm")
+    if c.position_embedding_type == "absolute":
+      self.position_embeddings = embed(
+          c.max_position_embeddings, embedding_init=_dense_init(c, (axes.POSITIONS, axes.EMBED)))
+    if c.type_vocab_size:
+      self.token_type_embeddings = embed(
+          c.type_vocab_size, embedding_init=_dense_init(c, (axes.POSITIONS, axes.EMBED)))
+    if c.embedding_norm:
+      self.layer_norm = _layer_norm(c, "layer_norm")
     self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
   def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool,
                position_ids: Array | None = None) -> Array:
     c = self.config
     length = input_ids.shape[1]
-    words = ops.words(c, self.word_embeddings.embedding, input_ids)  # [b, l, embed] float32
-    if position_ids is None:  # a slice: the gradient is a sum over the batch
-      positions = self.position_embeddings.embedding[:length][None]  # [1, length, embed]
-    else:  # packed rows: positions restart at every example
-      positions = ops.lookup(c, self.position_embeddings.embedding, position_ids)  # [b, l, e]
-    segments = ops.lookup(c, self.token_type_embeddings.embedding, token_type_ids)
-    x = (words + positions + segments).astype(c.compute_dtype)
-    x = self.layer_norm(x)
+    x = ops.words(c, self.word_embeddings.embedding, input_ids)  # [b, l, embed] float32
+    if c.position_embedding_type == "absolute":
+      if position_ids is None:  # a slice: the gradient is a sum over the batch
+        x = x + self.position_embeddings.embedding[:length][None]  # [1, length, embed]
+      else:  # packed rows: positions restart at every example
+        x = x + ops.lookup(c, self.position_embeddings.embedding, position_ids)  # [b, l, e]
+    if c.type_vocab_size:
+      x = x + ops.lookup(c, self.token_type_embeddings.embedding, token_type_ids)
+    x = x.astype(c.compute_dtype)
+    if c.embedding_norm:
+      x = self.layer_norm(x)
     return self.dropout(x, deterministic=deterministic)
 
 
@@ -119,34 +158,44 @@ class Projection(nn.Module):
   kernel_axes: tuple[str, ...]
   bias_axes: tuple[str, ...]
   contract: int = 1  # trailing axes of x contracted with the kernel's leading ones
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     c = self.config
-    bias_shape = self.kernel_shape[self.contract:]
     kernel = self.param("kernel", _dense_init(c, self.kernel_axes), self.kernel_shape,
                         c.storage_dtype)
-    bias = self.param("bias", _zeros(self.bias_axes), bias_shape, c.storage_dtype)
     dtype = c.compute_dtype
-    return ops.dense(c, x.astype(dtype), kernel.astype(dtype), self.contract) + bias.astype(dtype)
+    y = ops.dense(c, x.astype(dtype), kernel.astype(dtype), self.contract)
+    if not self.use_bias:
+      return y
+    bias_shape = self.kernel_shape[self.contract:]
+    bias = self.param("bias", _zeros(self.bias_axes), bias_shape, c.storage_dtype)
+    return y + bias.astype(dtype)
 
 
 class SelfAttention(nn.Module):
-  """Multi-head self-attention with the output projection (no residual)."""
+  """Multi-head self-attention with the output projection (no residual); rotary positions
+  on q and k with `rope_theta` (`theta`) when position_embedding_type="rotary"."""
 
   config: BertConfig
+  theta: float = 10000.0
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
-    """x [batch, length, embed]; mask [batch, keys] or, for packed rows, [batch, queries, keys]
-    (True = attend)."""
+  def __call__(self, x: Array, mask: Array, deterministic: bool,
+               positions: Array | None = None) -> Array:
+    """x [batch, length, embed]; mask [batch, keys] or, for packed rows or a local window,
+    [batch, queries, keys] (True = attend); positions [batch or 1, length] (rotary)."""
     c = self.config
     heads, head_dim = c.num_attention_heads, c.head_dim
     # b: batch, l: length, e: embed, h: heads, d: head_dim (kv)
     proj = functools.partial(Projection, c, (c.hidden_size, heads, head_dim),
-                             (axes.EMBED, axes.HEADS, axes.KV), (axes.HEADS, axes.KV))
+                             (axes.EMBED, axes.HEADS, axes.KV), (axes.HEADS, axes.KV),
+                             use_bias=c.attention_bias)
     # [batch, length, embed] -> [batch, length, heads, kv]
     q, k, v = proj(name="query")(x), proj(name="key")(x), proj(name="value")(x)
+    if c.position_embedding_type == "rotary":
+      q, k = rotary(q, positions, self.theta), rotary(k, positions, self.theta)
     qkv_axes = (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV)
     q, k, v = (nn.with_logical_constraint(t, qkv_axes) for t in (q, k, v))
 
@@ -158,32 +207,54 @@ class SelfAttention(nn.Module):
     ctx = nn.with_logical_constraint(ctx, qkv_axes)  # [batch, length, heads, kv]
     # [batch, length, heads, kv] -> [batch, length, embed]
     return Projection(c, (heads, head_dim, c.hidden_size), (axes.HEADS, axes.KV, axes.EMBED),
-                      (axes.EMBED,), contract=2, name="out")(ctx)
+                      (axes.EMBED,), contract=2, use_bias=c.attention_bias, name="out")(ctx)
+
+
+def _feed_forward(c: BertConfig, x: Array) -> Array:
+  """act(x W_in) W_out, or gated (feed_forward="gated"; GeGLU, SwiGLU) act(x W_in) * (x W_gate)
+  W_out, its projections made in the calling module: [batch, length, embed] -> [batch, length,
+  mlp] -> [batch, length, embed]."""
+  mlp = functools.partial(Projection, c, (c.hidden_size, c.intermediate_size),
+                          (axes.EMBED, axes.MLP), (axes.MLP,), use_bias=c.mlp_bias)
+  h = activation(c)(mlp(name="intermediate")(x))
+  if c.feed_forward == "gated":
+    h = h * mlp(name="gate")(x)
+  h = nn.with_logical_constraint(h, (axes.BATCH, axes.LENGTH, axes.MLP))
+  return Projection(c, (c.intermediate_size, c.hidden_size), (axes.MLP, axes.EMBED),
+                    (axes.EMBED,), use_bias=c.mlp_bias, name="output")(h)
 
 
 class BertLayer(nn.Module):
-  """One post-LN encoder layer: x = LN(x + Attn(x)); x = LN(x + MLP(x))."""
+  """One encoder layer. Post-norm (BERT): x = N(x + Attn(x)); x = N(x + MLP(x)). Pre-norm:
+  x = x + Attn(N(x)); x = x + MLP(N(x)), where layer 0 reads the embedding norm's output as
+  is when there is one (`skips_attention_norm`, ModernBERT). N is `attention_norm` on the
+  attention branch, `output_norm` on the feed-forward one."""
 
   config: BertConfig
+  index: int = 0  # the layer's number: local or global, its rotary base, layer 0's norm
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, mask: Array, deterministic: bool,
+               positions: Array | None = None) -> Array:
     c = self.config
     dropout = nn.Dropout(c.hidden_dropout_prob)
     act_axes = (axes.BATCH, axes.LENGTH, axes.EMBED)
+    local = c.is_local(self.index) and c.local_rope_theta is not None
+    attention = SelfAttention(c, c.local_rope_theta if local else c.rope_theta, name="attention")
 
-    h = SelfAttention(c, name="attention")(x, mask, deterministic)
-    x = _layer_norm(c, "attention_norm")(x + dropout(h, deterministic=deterministic))
+    if c.norm_position == "post":
+      h = attention(x, mask, deterministic, positions)
+      x = _layer_norm(c, "attention_norm")(x + dropout(h, deterministic=deterministic))
+      x = nn.with_logical_constraint(x, act_axes)
+      h = _feed_forward(c, x)
+      x = _layer_norm(c, "output_norm")(x + dropout(h, deterministic=deterministic))
+      return nn.with_logical_constraint(x, act_axes)
+
+    h = x if c.skips_attention_norm(self.index) else _layer_norm(c, "attention_norm")(x)
+    x = x + dropout(attention(h, mask, deterministic, positions), deterministic=deterministic)
     x = nn.with_logical_constraint(x, act_axes)
-
-    # [batch, length, embed] -> [batch, length, mlp] -> [batch, length, embed]
-    h = Projection(c, (c.hidden_size, c.intermediate_size), (axes.EMBED, axes.MLP), (axes.MLP,),
-                   name="intermediate")(x)
-    h = nn.with_logical_constraint(activation(c)(h),
-                                   (axes.BATCH, axes.LENGTH, axes.MLP))
-    h = Projection(c, (c.intermediate_size, c.hidden_size), (axes.MLP, axes.EMBED), (axes.EMBED,),
-                   name="output")(h)
-    x = _layer_norm(c, "output_norm")(x + dropout(h, deterministic=deterministic))
+    h = _feed_forward(c, _layer_norm(c, "output_norm")(x))
+    x = x + dropout(h, deterministic=deterministic)
     return nn.with_logical_constraint(x, act_axes)
 
 
@@ -195,26 +266,29 @@ _REMAT_POLICIES = {
 
 
 class BertEncoder(nn.Module):
-  """A stack of `num_hidden_layers` BertLayers, optionally rematerialized and scanned."""
+  """A stack of `num_hidden_layers` BertLayers, optionally rematerialized and scanned; the
+  local layers (`BertConfig.is_local`) attend with `local_mask`."""
 
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, mask: Array, deterministic: bool,
+               positions: Array | None = None, local_mask: Array | None = None) -> Array:
     c = self.config
     layer = BertLayer
     if c.remat_policy != "none":
       layer = nn.remat(layer, policy=_REMAT_POLICIES[c.remat_policy], static_argnums=(3,))
     if c.scan_layers:
-      def body(module, carry, _):
-        return module(carry, mask, deterministic), None
+      def body(module, carry, _):  # identical layers (BertConfig.uniform_layers): all global
+        return module(carry, mask, deterministic, positions), None
       scanned = nn.scan(
           body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
           length=c.num_hidden_layers, metadata_params={nn.PARTITION_NAME: axes.LAYERS})
       x, _ = scanned(layer(c, name="layers"), x, None)
       return x
     for i in range(c.num_hidden_layers):
-      x = layer(c, name=f"layer_{i}")(x, mask, deterministic)
+      x = layer(c, index=i, name=f"layer_{i}")(
+          x, local_mask if c.is_local(i) else mask, deterministic, positions)
     return x
 
 
@@ -241,7 +315,7 @@ def _check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids,
 
 class BertModel(nn.Module):
   """The BERT encoder: `last_hidden_state` [batch, length, embed], `pooler_output`
-  [batch, embed]."""
+  [batch, embed] (None for a family without a pooler, ModernBERT)."""
 
   config: BertConfig
   add_pooling_layer: bool = True
@@ -250,9 +324,11 @@ class BertModel(nn.Module):
     c = self.config
     self.embeddings = BertEmbeddings(c)
     self.encoder = BertEncoder(c)
-    if self.add_pooling_layer:
+    if self.add_pooling_layer and c.has_pooler:
       self.pooler = Projection(c, (c.hidden_size, c.hidden_size), (axes.EMBED, axes.MLP),
                                (axes.MLP,))
+    if c.final_norm:
+      self.final_norm = _layer_norm(c, "final_norm")
 
   def __call__(self, input_ids: Array, attention_mask: Array | None = None,
                token_type_ids: Array | None = None, *, segment_ids: Array | None = None,
@@ -260,8 +336,11 @@ class BertModel(nn.Module):
     """input_ids, attention_mask, token_type_ids [batch, length]. Packed rows (several examples
     a row) also give `segment_ids` [batch, length] (1, 2, ... per example, 0 on padding): each
     example then attends only to itself and its positions restart at 0, so it computes what it
-    would alone (`segment_attention_mask`, `segment_positions`)."""
-    _check_inputs(self.config, input_ids, attention_mask, token_type_ids, segment_ids)
+    would alone (`segment_attention_mask`, `segment_positions`); a local window
+    (`ops.local_window_mask`) never reaches across examples. Without a token-type table
+    (type_vocab_size=0, ModernBERT) token_type_ids are ignored."""
+    c = self.config
+    _check_inputs(c, input_ids, attention_mask, token_type_ids, segment_ids)
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
     if token_type_ids is None:
@@ -272,9 +351,16 @@ class BertModel(nn.Module):
       positions = segment_positions(segment_ids)  # [batch, length]
     x = self.embeddings(input_ids, token_type_ids, deterministic, positions)  # [b, l, embed]
     x = nn.with_logical_constraint(x, (axes.BATCH, axes.LENGTH, axes.EMBED))
-    x = self.encoder(x, mask, deterministic)
+    rope_positions, local_mask = None, None
+    if c.position_embedding_type == "rotary":  # [batch or 1, length]
+      rope_positions = jnp.arange(input_ids.shape[1])[None] if positions is None else positions
+    if any(c.is_local(i) for i in range(c.num_hidden_layers)):
+      local_mask = ops.local_window_mask(mask, c.local_attention)  # [batch, queries, keys]
+    x = self.encoder(x, mask, deterministic, rope_positions, local_mask)
+    if c.final_norm:
+      x = self.final_norm(x)
     pooled = None
-    if self.add_pooling_layer:
+    if self.add_pooling_layer and c.has_pooler:
       pooled = self.pool_cls(x[:, 0])  # [batch, embed] from [CLS]
     return BertOutput(last_hidden_state=x, pooler_output=pooled)
 
@@ -353,8 +439,29 @@ def pool_segments(hidden: Array, segment_ids: Array, num_segments: int, how: str
 
 # Heads ------------------------------------------------------------------------------------------
 
+def _transform(c: BertConfig, x: Array, names: tuple[str, ...]) -> Array:
+  """Dense + activation + norm, [..., embed] -> [..., embed] (`names`: x's logical axes), its
+  parameters `transform` and `layer_norm` made in the calling module."""
+  x = Projection(c, (c.hidden_size, c.hidden_size), (axes.EMBED, axes.MLP), (axes.MLP,),
+                 use_bias=c.classifier_bias, name="transform")(x)
+  x = nn.with_logical_constraint(x, names[-x.ndim:])
+  return _layer_norm(c, "layer_norm")(activation(c, c.classifier_activation)(x))
+
+
+class PredictionHead(nn.Module):
+  """ModernBERT's head before each classifier: dense + activation + norm on the pooled vector
+  or on every token, [..., embed] -> [..., embed] (BertConfig.head_transform)."""
+
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    return _transform(self.config, x, (axes.BATCH, axes.LENGTH, axes.EMBED))
+
+
 class MLMHead(nn.Module):
-  """Dense + activation + LayerNorm, then the tied word-embedding decoder plus an output bias."""
+  """Dense + activation + LayerNorm, then the tied word-embedding decoder plus an output bias
+  (none without `decoder_bias`)."""
 
   config: BertConfig
 
@@ -362,11 +469,11 @@ class MLMHead(nn.Module):
   def __call__(self, x: Array, table: Array) -> Array:
     """x [..., embed] and the [vocab, embed] word embeddings -> logits [..., vocab]."""
     c = self.config
-    x = Projection(c, (c.hidden_size, c.hidden_size), (axes.EMBED, axes.MLP), (axes.MLP,),
-                   name="transform")(x)  # [..., embed] -> [..., embed]
-    x = nn.with_logical_constraint(x, (axes.BATCH, axes.PREDICTIONS, axes.EMBED)[-x.ndim:])
-    x = _layer_norm(c, "layer_norm")(activation(c)(x))
-    bias = self.param("bias", _zeros((axes.VOCAB,)), (c.vocab_size,), c.storage_dtype)
+    x = _transform(c, x, (axes.BATCH, axes.PREDICTIONS, axes.EMBED))  # [..., embed]
+    if c.decoder_bias:
+      bias = self.param("bias", _zeros((axes.VOCAB,)), (c.vocab_size,), c.storage_dtype)
+    else:
+      bias = jnp.zeros((c.vocab_size,), c.storage_dtype)
     dtype = c.compute_dtype
     logits = ops.decoder(c, x.astype(dtype), table.astype(dtype), bias.astype(dtype))  # [b, P, V]
     return nn.with_logical_constraint(logits, (axes.BATCH, axes.PREDICTIONS, axes.VOCAB)[-x.ndim:])
@@ -421,6 +528,9 @@ class BertForPreTraining(nn.Module):
 
   def setup(self):
     c = self.config
+    if not c.has_pooler:
+      raise ConfigError(f"BertForPreTraining needs a pooler for next-sentence prediction; "
+                        f"family={c.family!r} has none: use BertForMaskedLM")
     self.bert = BertModel(c)
     self.mlm_head = MLMHead(c)
     self.nsp_head = ClassificationHead(2, dropout_rate=0.0, config=c)
@@ -441,6 +551,9 @@ class BertForSequenceClassification(nn.Module):
 
   The encoder keeps its pooling layer whatever `pooling` is, so the parameter tree (and the
   transformers export) is the same for every choice; only "cls_pooler" reads it.
+  A family without a pooler (ModernBERT) reads the sentence vector through its head
+  (`PredictionHead`), and there "cls_pooler" (the default) means the config's
+  `classifier_pooling`, as transformers' ModernBertForSequenceClassification pools.
   """
 
   config: BertConfig
@@ -449,6 +562,8 @@ class BertForSequenceClassification(nn.Module):
 
   def setup(self):
     self.bert = BertModel(self.config)
+    if self.config.head_transform:
+      self.head = PredictionHead(self.config)
     self.classifier = ClassificationHead(
         self.num_labels, dropout_rate=self.config.hidden_dropout_prob, config=self.config)
 
@@ -459,17 +574,22 @@ class BertForSequenceClassification(nn.Module):
     out = self.bert(input_ids, attention_mask, token_type_ids, segment_ids=segment_ids,
                     deterministic=deterministic)
     x = out.last_hidden_state  # [batch, length, embed]
+    c, pooling = self.config, self.pooling
+    if not c.has_pooler and pooling == "cls_pooler":
+      pooling = c.classifier_pooling
     if cls_positions is not None:
-      if self.pooling in ("cls", "cls_pooler"):
-        pooled = gather_positions(self.config, x, cls_positions)  # [batch, examples, embed]
-        if self.pooling == "cls_pooler":
+      if pooling in ("cls", "cls_pooler"):
+        pooled = gather_positions(c, x, cls_positions)  # [batch, examples, embed]
+        if pooling == "cls_pooler":
           pooled = self.bert.pool_cls(pooled)
       else:
-        pooled = pool_segments(x, segment_ids, cls_positions.shape[1], self.pooling)
-      return self.classifier(pooled, deterministic=deterministic)
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
-    pooled = pool(x, attention_mask, self.pooling, out.pooler_output)  # [batch, embed]
+        pooled = pool_segments(x, segment_ids, cls_positions.shape[1], pooling)
+    else:
+      if attention_mask is None:
+        attention_mask = jnp.ones_like(input_ids)
+      pooled = pool(x, attention_mask, pooling, out.pooler_output)  # [batch, embed]
+    if c.head_transform:
+      pooled = self.head(pooled)
     return self.classifier(pooled, deterministic=deterministic)
 
 
@@ -481,6 +601,8 @@ class BertForTokenClassification(nn.Module):
 
   def setup(self):
     self.bert = BertModel(self.config, add_pooling_layer=False)
+    if self.config.head_transform:
+      self.head = PredictionHead(self.config)
     self.classifier = ClassificationHead(
         self.num_labels, dropout_rate=self.config.hidden_dropout_prob, config=self.config)
 
@@ -488,6 +610,8 @@ class BertForTokenClassification(nn.Module):
                segment_ids=None, deterministic: bool = True) -> Array:
     x = self.bert(input_ids, attention_mask, token_type_ids, segment_ids=segment_ids,
                   deterministic=deterministic).last_hidden_state
+    if self.config.head_transform:
+      x = self.head(x)  # [batch, length, embed]
     logits = self.classifier(x, deterministic=deterministic)  # [batch, length, num_labels]
     return nn.with_logical_constraint(logits, (axes.BATCH, axes.LENGTH, axes.LABELS))
 
@@ -500,12 +624,16 @@ class BertForQuestionAnswering(nn.Module):
 
   def setup(self):
     self.bert = BertModel(self.config, add_pooling_layer=False)
+    if self.config.head_transform:
+      self.head = PredictionHead(self.config)
     self.qa_outputs = ClassificationHead(2, dropout_rate=0.0, config=self.config)
 
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
                segment_ids=None, deterministic: bool = True) -> tuple[Array, Array]:
     x = self.bert(input_ids, attention_mask, token_type_ids, segment_ids=segment_ids,
                   deterministic=deterministic).last_hidden_state
+    if self.config.head_transform:
+      x = self.head(x)  # [batch, length, embed]
     logits = self.qa_outputs(x)  # [batch, length, 2]
     return logits[..., 0], logits[..., 1]
 

@@ -315,6 +315,18 @@ def _decoder_cpu(x: Array, table: Array, bias: Array) -> Array:
 # Attention: q, k, v [batch, length, heads, kv], mask [batch, keys] or [batch, queries, keys]
 # (True = attend) -> [batch, length, heads, kv].
 
+def local_window_mask(mask: Array, window: int) -> Array:
+  """The padding mask [batch, keys] or packed rows' segment mask [batch, queries, keys] (True =
+  attend), narrowed to a local window of `window` keys: |query - key| <= window // 2 (as
+  ModernBERT's `local_attention`) -> [batch, queries, keys]. Packed examples are contiguous,
+  so within one the index distance is the position distance, and the segment mask keeps a
+  window from reaching into the next example. Every attention kernel takes the result."""
+  index = jnp.arange(mask.shape[-1])
+  band = jnp.abs(index[:, None] - index[None, :]) <= window // 2  # [queries, keys]
+  mask = mask[:, None, :] if mask.ndim == 2 else mask  # [batch, 1 or queries, keys]
+  return mask & band[None]
+
+
 def attention_mask_4d(mask: Array) -> Array:
   """[batch, keys] or [batch, queries, keys] -> [batch, 1 (heads), queries or 1, keys]."""
   return mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]

@@ -120,7 +120,9 @@ def _warmup_steps(config) -> int:
 
 def _run_identity(config, model_cfg: BertConfig) -> dict:
   """What a workdir's checkpoints must agree with to be resumed."""
-  model = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k not in COMPUTE_FIELDS}
+  # The architecture options enter only where they differ from BERT's, so workdirs written
+  # before they existed still resume.
+  model = {k: v for k, v in model_cfg.identity().items() if k not in COMPUTE_FIELDS}
   return {"task": config.task, "model": model, "max_seq_length": int(config.data.max_seq_length)}
 
 
