@@ -96,6 +96,7 @@ def bert_jax_job(task: str, steps: int | None, tiny: bool, plan_dir: str) -> dic
     overrides.update({f"model.{k}": v for k, v in TINY_MODEL.items()})
     overrides["model.max_position_embeddings"] = 128
   c.data.data_dir = plan_dir
+  checkpoint_every = int(c.checkpoint_every_steps)  # the experiment's (set_steps: a quarter)
   if task == "ner":
     plan = tasks.packing_plan(c)
     if steps:
@@ -107,7 +108,7 @@ def bert_jax_job(task: str, steps: int | None, tiny: bool, plan_dir: str) -> dic
   overrides.update({"batch_size": int(c.batch_size), "num_train_steps": n,
                     "eval_every_steps": n,
                     "log_every_steps": max(1, min(int(c.log_every_steps), n // 6 or 1)),
-                    "checkpoint_every_steps": min(int(c.checkpoint_every_steps), n)})
+                    "checkpoint_every_steps": min(checkpoint_every, n)})
   return {"config": config, "overrides": overrides, "steps": n, "rows_per_step": c.batch_size,
           "examples_per_step": c.batch_size * plan["examples_per_row"], "plan": plan,
           "lr": float(c.optimizer.learning_rate), "warmup_ratio": float(c.optimizer.warmup_ratio),
@@ -133,6 +134,8 @@ def run_bert_jax(job: dict, seed: int, workdir: str, cores, tiny: bool) -> dict:
   t0 = time.time()
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
   total = time.time() - t0
+  with open(os.path.join(workdir, "run.log"), "w") as f:
+    f.write(proc.stdout + proc.stderr)
   if proc.returncode:
     raise RuntimeError(f"bert_jax run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
   metrics = os.path.join(workdir, "metrics.jsonl")
