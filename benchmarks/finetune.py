@@ -37,7 +37,8 @@ steps but the first), and the dev metric (NER entity F1, SST-2 accuracy). Rounds
 which side goes first; the load average is printed before every run. `--threads N` pins both
 subprocesses to the first N cores of this process's affinity mask (XLA sizes its CPU pool
 from it; torch.set_num_threads(N)). `speedup` = transformers' mean wall time to the end of
-training / bert_jax's.
+training / bert_jax's. Both subprocesses import this checkout's bert_jax (PYTHONPATH=ROOT);
+the driver itself (packing_plan, the step counts) imports the installed one.
 """
 
 from __future__ import annotations
