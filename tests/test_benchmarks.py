@@ -298,3 +298,24 @@ def test_packing_tiny_runs_both_modes(tmp_path):
   packed = results["runs"][1]
   assert packed["rows_per_step"] < 32 and packed["examples_per_step"] > 16
   assert "packed / padded real-token throughput" in out
+
+
+@pytest.mark.slow
+def test_finetune_tiny_runs_both_sides(tmp_path):
+  """benchmarks/finetune.py --tiny: bert_jax's CLI and the transformers loop, random tiny
+  models, 4 steps each on SST-2; the JSON's per-task keys (no timing assertion)."""
+  glue = os.path.join(ROOT, "..", "shared", "data", "glue", "SST-2", "train.tsv")
+  if not os.path.exists(glue):
+    pytest.skip("needs ../shared/data/glue/SST-2")
+  pytest.importorskip("torch")
+  path = tmp_path / "finetune.json"
+  out = _run(["benchmarks/finetune.py", "--task", "sst2", "--tiny", "--threads", "1", "--json",
+              str(path), "--workdir", str(tmp_path / "runs")], timeout=600)
+  results = json.loads(path.read_text())
+  sst2 = results["sst2"]
+  assert sst2["speedup"] > 0 and results["threads"] == 1
+  for side in ("bert_jax", "transformers"):
+    assert sst2[side]["steps"] == 4 and sst2[side]["wall_s"] > 0
+    assert sst2[side]["real_tokens_per_s"] > 0 and 0 <= sst2[side]["dev_metric"] <= 1
+  assert [r["side"] for r in results["runs"]] == ["bert_jax", "transformers"]
+  assert "speedup (transformers wall / bert_jax wall" in out
