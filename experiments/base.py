@@ -49,8 +49,12 @@ def get_config() -> ml_collections.ConfigDict:
       tag_column=-1, label_all_pieces=True,
       # question_answering: question pieces kept, window overlap, answer search.
       max_query_length=64, doc_stride=128, n_best_size=20, max_answer_length=30))
+  # Pretraining: mask_prob of the eligible tokens are predicted (at most
+  # max_predictions_per_seq a row); a selected token becomes [MASK] with mask_token_prob, a
+  # random id with random_token_prob, else stays (BERT's 80/10/10; 0.8/0.0 is 80/20).
   c.masking = ml_collections.ConfigDict(dict(
-      mask_prob=0.15, max_predictions_per_seq=20, whole_word=False))
+      mask_prob=0.15, max_predictions_per_seq=20, whole_word=False, mask_token_prob=0.8,
+      random_token_prob=0.1))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=1e-4, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6,
       clip_norm=1.0,
