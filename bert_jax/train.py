@@ -511,6 +511,8 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float, clock
   metrics = _TrainMetrics(run, writer, Progress(total, start.step))
   budget = (_Budget(_budget_seconds(config), run.host_schedule, start.elapsed_s, clock)
             if run.host_schedule else None)
+  if budget is not None:
+    metrics.progress.budget_left = lambda: budget.seconds - budget.elapsed_s
   with _Preemption() as preemption:
     try:
       with run.runner.context():

@@ -173,3 +173,12 @@ def test_a_resumed_run_continues_the_elapsed_time(budget_workdir, tmp_path, data
   assert sorted(b) == list(range(1, 10))
   assert [b[s]["learning_rate"] for s in b] == [a[s]["learning_rate"] for s in a]
   assert [b[s]["loss"] for s in b] == [a[s]["loss"] for s in a]
+
+
+def test_progress_eta_is_at_most_the_budget_left():
+  from bert_jax.metric_writer import Progress
+  progress = Progress(1000, 0)
+  progress.t0, progress.t0_step = 0.0, 1  # a step took ages: the step ETA is huge
+  assert progress.eta_seconds(2) > 1e6
+  progress.budget_left = lambda: 5.0
+  assert progress.eta_seconds(2) == 5.0
