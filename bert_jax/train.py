@@ -186,9 +186,14 @@ class _Budget:
     self.elapsed_s = self.before
 
   def measure(self) -> float:
-    """Reads the clock (once a step): the elapsed seconds, also kept in `elapsed_s`."""
-    self.elapsed_s = self.before + (self.clock() - self.t0)
-    return self.elapsed_s
+    """Reads the clock (once a step): the elapsed seconds, also kept in `elapsed_s`. With
+    several processes, process 0's reading is everyone's, so all stop at the same step."""
+    elapsed = self.before + (self.clock() - self.t0)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      elapsed = float(multihost_utils.broadcast_one_to_all(np.float64(elapsed)))
+    self.elapsed_s = elapsed
+    return elapsed
 
   def learning_rate(self) -> float:
     return self.schedule(self.elapsed_s / self.seconds)
