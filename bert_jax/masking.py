@@ -12,6 +12,9 @@ step instead of once offline:
   *skipped* (google's `continue`); the later, shorter words can still fill the budget.
 * Corruption. Per selected position, independently (also within a word, as google):
   80% mask token, 10% a uniform id in [0, vocab_size) (possibly the original), 10% unchanged.
+  The split is an option (`mask_token_prob`, `random_token_prob`; unchanged = the rest), e.g.
+  crammed BERT's 80/20 without random tokens: `random_token_prob=0`. The default 0.8 / 0.1
+  draws exactly the masks it always did.
 
 The randomness of row i depends only on `fold_in(rng, row_ids[i])` and row i's inputs, so a
 device holding rows 8..15 of a global batch gets exactly those rows of the full-batch result.
@@ -24,7 +27,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-# Probabilities of the corruption branches of a selected position (google's 80/10/10).
+# Probabilities of the corruption branches of a selected position (google's 80/10/10): the
+# defaults of mask_tokens' mask_token_prob and random_token_prob.
 MASK_PROB = 0.8
 RANDOM_PROB = 0.1
 
@@ -46,11 +50,22 @@ def prediction_budget(num_eligible: int, mask_prob: float, max_predictions: int)
   return min(max_predictions, max(1, int(round(num_eligible * mask_prob))))
 
 
+def check_split(mask_token_prob: float, random_token_prob: float) -> None:
+  """ValueError unless both probabilities are >= 0 and sum to at most 1."""
+  for name, p in (("mask_token_prob", mask_token_prob), ("random_token_prob", random_token_prob)):
+    if not 0.0 <= p <= 1.0:
+      raise ValueError(f"{name} must be in [0, 1], got {p}")
+  if mask_token_prob + random_token_prob > 1.0 + 1e-9:
+    raise ValueError(f"mask_token_prob + random_token_prob must be <= 1, got {mask_token_prob} + "
+                     f"{random_token_prob}")
+
+
 def mask_tokens(rng: jax.Array, input_ids: jax.Array, special_tokens_mask: jax.Array, *,
                 vocab_size: int, mask_token_id: int, mask_prob: float = 0.15,
                 max_predictions: int = 20, word_starts: jax.Array | None = None,
                 attention_mask: jax.Array | None = None,
-                row_ids: jax.Array | None = None) -> MaskedBatch:
+                row_ids: jax.Array | None = None, mask_token_prob: float = MASK_PROB,
+                random_token_prob: float = RANDOM_PROB) -> MaskedBatch:
   """Selects and corrupts BERT's masked-LM positions (see the module docstring).
 
   Args:
@@ -63,6 +78,8 @@ def mask_tokens(rng: jax.Array, input_ids: jax.Array, special_tokens_mask: jax.A
       start are never selected.
     attention_mask: optional [batch, seq], 0 at padding (never selected).
     row_ids: optional [batch] int32 global row indices; defaults to arange(batch).
+    mask_token_prob, random_token_prob: static; a selected position becomes the mask token with
+      probability mask_token_prob, a uniform random id with random_token_prob, else stays.
 
   Returns:
     A MaskedBatch with fixed shapes ([batch, seq] and [batch, max_predictions]).
@@ -81,6 +98,7 @@ def mask_tokens(rng: jax.Array, input_ids: jax.Array, special_tokens_mask: jax.A
     raise ValueError(f"row_ids must have shape ({batch},), got {jnp.shape(row_ids)}")
   if not 0.0 < mask_prob <= 1.0:
     raise ValueError(f"mask_prob must be in (0, 1], got {mask_prob}")
+  check_split(mask_token_prob, random_token_prob)
   if not 0 < max_predictions <= seq:
     raise ValueError(f"max_predictions must be in [1, seq={seq}], got {max_predictions}")
   if vocab_size <= 0:
@@ -113,11 +131,11 @@ def mask_tokens(rng: jax.Array, input_ids: jax.Array, special_tokens_mask: jax.A
     positions = jnp.where(valid, positions, 0).astype(jnp.int32)
     labels = ids[positions]
 
-    # 80/10/10, drawn independently per prediction slot.
+    # 80/10/10 (or the split asked for), drawn independently per prediction slot.
     branch = jax.random.uniform(branch_key, (max_predictions,))
     random_ids = jax.random.randint(token_key, (max_predictions,), 0, vocab_size, ids.dtype)
-    new = jnp.where(branch < MASK_PROB, jnp.asarray(mask_token_id, ids.dtype),
-                    jnp.where(branch < MASK_PROB + RANDOM_PROB, random_ids, labels))
+    new = jnp.where(branch < mask_token_prob, jnp.asarray(mask_token_id, ids.dtype),
+                    jnp.where(branch < mask_token_prob + random_token_prob, random_ids, labels))
     # Unused slots scatter out of bounds and are dropped.
     corrupted = ids.at[jnp.where(valid, positions, seq)].set(new, mode="drop")
     return MaskedBatch(input_ids=corrupted,

@@ -90,6 +90,7 @@ class Progress:
   def __init__(self, total_steps: int, start_step: int):
     self.total, self.start = total_steps, start_step
     self.t0 = None  # set after the first (compiling) step
+    self.budget_left = None  # budget_minutes: () -> seconds left; the ETA is then at most that
 
   def start_timing(self, step: int):
     self.t0, self.t0_step = time.time(), step
@@ -98,7 +99,8 @@ class Progress:
     if self.t0 is None or step <= self.t0_step:
       return float("nan")
     per_step = (time.time() - self.t0) / (step - self.t0_step)
-    return per_step * (self.total - step)
+    eta = per_step * (self.total - step)
+    return eta if self.budget_left is None else max(0.0, min(eta, self.budget_left()))
 
   def line(self, step: int, metrics: dict[str, float]) -> str:
     eta = self.eta_seconds(step)

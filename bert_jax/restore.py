@@ -112,26 +112,27 @@ def merge_pretrained(fresh: dict, pretrained: dict, where: str) -> tuple[dict, l
 
 def first_state(runner, fresh_state, checkpointer, *, meta: dict, resume: bool,
                 pretrained: Pretrained | None, tx, train_iter, seed: int):
-  """(state, step): the run's first state, in the module's order; logs which one it took.
+  """(state, step, meta): the run's first state, in the module's order, and the resumed
+  checkpoint's meta ({} when not resumed); logs which one it took.
 
   `fresh_state` is the freshly initialized, sharded state (it also gives the shardings a
   resumed checkpoint lands in); `train_iter` is moved to the resumed data position.
   """
   if resume and checkpointer.latest_step() is not None:
     try:
-      step, restored, data_state, _ = checkpointer.restore(
+      step, restored, data_state, restored_meta = checkpointer.restore(
           runner.abstract(fresh_state), expect_meta=meta)
     except ckpt_lib.CheckpointMismatchError as e:
       raise ConfigError(str(e)) from None
     if data_state:
       train_iter.set_state(data_state)
     logging.info("Restore: resumed from %s at step %d", checkpointer.directory, step)
-    return runner.place(restored), step
+    return runner.place(restored), step, restored_meta
   if pretrained is not None:
     params, loaded = merge_pretrained(runner.host_state(fresh_state).params,
                                       pretrained.params, pretrained.description)
     logging.info("Restore: initialized %d parameter arrays from %s; %d fresh", len(loaded),
                  pretrained.description, len(jax.tree_util.tree_leaves(params)) - len(loaded))
-    return runner.place(steps.create_train_state(params, tx)), 0
+    return runner.place(steps.create_train_state(params, tx)), 0, {}
   logging.info("Restore: fresh initialization from seed %d", seed)
-  return fresh_state, 0
+  return fresh_state, 0, {}

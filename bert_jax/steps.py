@@ -6,6 +6,11 @@ bound with `functools.partial`; the same function runs under `jax.jit` on any me
 
   prepare (e.g. MLM masking) -> global denominators -> micro-batches -> accumulate -> apply
 
+With `config.budget_minutes` the learning rate is an input, not a function of the step: the
+host computes it from the elapsed time and sends it as the batch's `learning_rate` [batch]
+(the same value in every row, so it travels with the batch under jit, pmap and several
+processes); the step multiplies the optimizer's updates (built with learning rate 1) by it.
+
 Metrics are sums plus denominators (`*_sum`, `*_count`; the task's `summarize` divides once on
 the host), so they are exact under padding, sharding and gradient accumulation.
 """
@@ -25,6 +30,8 @@ from bert_jax.tasks.base import Task, is_sum
 Array = jax.Array
 Batch = dict[str, Array]
 Metrics = dict[str, Array]
+
+LEARNING_RATE = "learning_rate"  # the optional batch key [batch] float32 (budget_minutes)
 
 
 @flax.struct.dataclass
@@ -65,11 +72,16 @@ def _accumulate(loss_fn: Callable, params, micro_batches, k: int):
 
 
 def _apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation,
-                     schedule: optax.Schedule | None) -> tuple[TrainState, Metrics]:
+                     schedule: optax.Schedule | None, learning_rate: Array | None = None
+                     ) -> tuple[TrainState, Metrics]:
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  if learning_rate is not None:  # tx was built with learning rate 1 (budget_minutes)
+    updates = jax.tree_util.tree_map(lambda u: (u * learning_rate).astype(u.dtype), updates)
   params = optax.apply_updates(state.params, updates)
   scalars = {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
-  if schedule is not None:
+  if learning_rate is not None:
+    scalars["learning_rate"] = learning_rate
+  elif schedule is not None:
     scalars["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
   return TrainState(state.step + 1, params, opt_state), scalars
 
@@ -94,8 +106,13 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, task: Task, model
                tx: optax.GradientTransformation, schedule: optax.Schedule | None = None,
                grad_accum_steps: int = 1, axis_name: str | None = None
                ) -> tuple[TrainState, Metrics]:
-  """One optimizer update of `task`'s loss on `batch`."""
+  """One optimizer update of `task`'s loss on `batch` (at the batch's `learning_rate` when it
+  has one, else at `schedule(state.step)`)."""
   _require(batch, task)
+  batch = dict(batch)
+  learning_rate = batch.pop(LEARNING_RATE, None)
+  if learning_rate is not None:  # [batch] -> scalar; max: exact, and local under pmap
+    learning_rate = jnp.max(learning_rate).astype(jnp.float32)
   prepare_rng, dropout_rng = step_rngs(rng, state.step, axis_name)
   batch = task.prepare(prepare_rng, batch, axis_name)
   # Global denominators first, so each device's and each micro-batch's share adds up exactly.
@@ -109,7 +126,7 @@ def train_step(state: TrainState, batch: Batch, rng: Array, *, task: Task, model
   micro = _split_micro(batch, grad_accum_steps)
   grads, sums = _accumulate(loss_fn, state.params, micro, grad_accum_steps)
   grads, sums = psum((grads, sums), axis_name)
-  state, scalars = _apply_gradients(state, grads, tx, schedule)
+  state, scalars = _apply_gradients(state, grads, tx, schedule, learning_rate)
   return state, {**sums, **scalars}
 
 

@@ -5,6 +5,14 @@ Reads top-down: config checks -> `_setup` (data, task, model, optimizer, runner,
 and stops) -> final evaluation and the task's report (`_finish`). The loop never asks which
 task it runs: the task builds the model, the batches, the loss and metrics, and writes its
 report. Where the first state comes from (resume, `init_from`, fresh) is `bert_jax.restore`.
+
+`config.budget_minutes` > 0 lays the schedule over wall time, as crammed BERT does: each step's
+learning rate is the schedule at elapsed / budget (computed on the host, an input of the pure
+step: `steps.LEARNING_RATE`), and the run stops once the budget is spent, saving a checkpoint
+of its last step and evaluating as at the end of a normal run. Elapsed time is the loop's wall
+time (compilation, evaluations and saves included; setup and the final evaluation not), read
+once at the start of each step and kept in every checkpoint's meta (`budget_elapsed_s`), so a
+resumed run continues the same budget. `num_train_steps` stays an upper bound.
 """
 
 from __future__ import annotations
@@ -79,6 +87,9 @@ def _check_config(config) -> type[tasks.Task]:
               "checkpoint_every_steps"):
     if int(config[key]) <= 0:
       raise ConfigError(f"config.{key} must be positive, got {config[key]!r}")
+  _schedule_shape(config)  # a bad schedule or budget is a ConfigError before any data
+  if _budget_seconds(config):
+    _budget_warmup_ratio(config)
   if config.data.get("packing", False) and int(config.data.get("max_examples_per_row", 1)) < 1:
     raise ConfigError("config.data.max_examples_per_row must be >= 1 with data.packing, got "
                       f"{config.data.max_examples_per_row!r}")
@@ -118,6 +129,79 @@ def _warmup_steps(config) -> int:
   return warmup
 
 
+def _budget_seconds(config) -> float:
+  """config.budget_minutes in seconds; 0: off (the schedule runs over num_train_steps)."""
+  minutes = float(config.get("budget_minutes", 0) or 0)
+  if minutes < 0 or not math.isfinite(minutes):
+    raise ConfigError(f"config.budget_minutes must be >= 0 (0: off), got {minutes!r}")
+  return 60.0 * minutes
+
+
+def _schedule_shape(config) -> dict:
+  """config.optimizer's schedule and its shape (`optim.schedule_factor`), checked."""
+  opt = config.optimizer
+  shape = {"decay_ratio": float(opt.get("decay_ratio", 0.2)),
+           "cycle_start": float(opt.get("cycle_start", 0.25)),
+           "cycle_peak": float(opt.get("cycle_peak", 0.75))}
+  name = str(opt.get("schedule", "linear"))
+  try:
+    optim.check_schedule(name, **shape)
+  except ValueError as e:
+    raise ConfigError(f"config.optimizer: {e}") from None
+  return {"schedule": name, **shape}
+
+
+def _budget_warmup_ratio(config) -> float:
+  """With budget_minutes: warmup is optimizer.warmup_ratio of the budget (not steps)."""
+  opt = config.optimizer
+  if int(opt.get("warmup_steps", -1)) >= 0:
+    raise ConfigError(f"config.optimizer.warmup_steps={opt.warmup_steps} counts steps; with "
+                      "budget_minutes set warmup_ratio (a fraction of the budget) and "
+                      "warmup_steps=-1")
+  ratio = float(opt.get("warmup_ratio", 0.0))
+  if not 0.0 <= ratio <= 1.0:
+    raise ConfigError(f"config.optimizer: warmup_ratio must be in [0, 1], got {ratio!r}")
+  return ratio
+
+
+def _optimizer_args(config) -> dict:
+  """`optim.make_optimizer`'s keyword arguments from config.optimizer (and budget_minutes)."""
+  opt = config.optimizer
+  args = dict(learning_rate=opt.learning_rate, total_steps=config.num_train_steps,
+              name=opt.name, weight_decay=opt.weight_decay, b1=opt.b1, b2=opt.b2,
+              eps=opt.eps, clip_norm=opt.clip_norm, **_schedule_shape(config))
+  if not _budget_seconds(config):
+    return {**args, "warmup_steps": _warmup_steps(config)}
+  return {**args, "external_learning_rate": True, "warmup_ratio": _budget_warmup_ratio(config)}
+
+
+class _Budget:
+  """budget_minutes: elapsed wall time (from `clock`, plus `elapsed_before` a resumed run had
+  spent) -> the schedule's progress, this step's learning rate, and when to stop."""
+
+  def __init__(self, seconds: float, schedule: Callable[[float], float],
+               elapsed_before: float = 0.0, clock: Callable[[], float] = time.monotonic):
+    self.seconds, self.schedule, self.clock = seconds, schedule, clock
+    self.before, self.t0 = float(elapsed_before), clock()
+    self.elapsed_s = self.before
+
+  def measure(self) -> float:
+    """Reads the clock (once a step): the elapsed seconds, also kept in `elapsed_s`. With
+    several processes, process 0's reading is everyone's, so all stop at the same step."""
+    elapsed = self.before + (self.clock() - self.t0)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      elapsed = float(multihost_utils.broadcast_one_to_all(np.float64(elapsed)))
+    self.elapsed_s = elapsed
+    return elapsed
+
+  def learning_rate(self) -> float:
+    return self.schedule(self.elapsed_s / self.seconds)
+
+  def meta(self) -> dict:
+    return {"budget_elapsed_s": self.elapsed_s}
+
+
 def _run_identity(config, model_cfg: BertConfig) -> dict:
   """What a workdir's checkpoints must agree with to be resumed."""
   # The architecture options enter only where they differ from BERT's, so workdirs written
@@ -145,6 +229,7 @@ class _Run:
   has_eval: bool
   eval_rng: jax.Array
   split_args: dict                      # seed and process split of every iterator
+  host_schedule: Callable | None        # budget_minutes: progress -> learning rate
 
   @property
   def is_lead(self) -> bool:
@@ -192,23 +277,22 @@ def _read_data(config, task_cls) -> tuple[dict, Any, bool]:
 
 
 def _make_runner(config, task, model):
-  """(runner, tx): the optimizer and the pure steps, run by jit on the mesh or by pmap."""
-  opt = config.optimizer
-  tx, schedule = optim.make_optimizer(
-      learning_rate=opt.learning_rate, total_steps=config.num_train_steps,
-      warmup_steps=_warmup_steps(config), name=opt.name, weight_decay=opt.weight_decay,
-      b1=opt.b1, b2=opt.b2, eps=opt.eps, clip_norm=opt.clip_norm)
+  """(runner, tx, host schedule): the optimizer and the pure steps, run by jit on the mesh or
+  by pmap; the host schedule (progress -> learning rate) with budget_minutes, else None."""
+  args = _optimizer_args(config)
+  tx, schedule = optim.make_optimizer(**args)
+  host_schedule = schedule if args.get("external_learning_rate") else None
   axis_name = sharding.PMAP_AXIS if config.parallelism == "pmap" else None
   train_fn = functools.partial(steps.train_step, task=task, model=model, tx=tx,
-                               schedule=schedule, grad_accum_steps=config.grad_accum_steps,
-                               axis_name=axis_name)
+                               schedule=None if host_schedule else schedule,
+                               grad_accum_steps=config.grad_accum_steps, axis_name=axis_name)
   eval_fn = functools.partial(steps.eval_step, task=task, model=model, axis_name=axis_name)
   if axis_name is not None:
-    return sharding.PmapRunner(train_fn, eval_fn), tx
+    return sharding.PmapRunner(train_fn, eval_fn), tx, host_schedule
   rules = tuple((k, tuple(v) if isinstance(v, list) else v)
                 for k, v in config.logical_axis_rules)
   mesh = sharding.make_mesh(dict(config.mesh))
-  return sharding.MeshRunner(mesh, rules, train_fn, eval_fn), tx
+  return sharding.MeshRunner(mesh, rules, train_fn, eval_fn), tx, host_schedule
 
 
 class _Start(NamedTuple):
@@ -217,6 +301,7 @@ class _Start(NamedTuple):
   step: int                 # its step: 0, or the resumed checkpoint's
   train_iter: Any           # the training batches, at that step's data position
   step_rng: jax.Array       # the base key of every train step, on the devices
+  elapsed_s: float          # budget_minutes: the wall time the resumed checkpoint had spent
 
 
 def _setup(config, workdir: str, task_cls) -> tuple[_Run, _Start]:
@@ -229,7 +314,7 @@ def _setup(config, workdir: str, task_cls) -> tuple[_Run, _Start]:
   identity = {**_run_identity(config, model_cfg), "task_info": task.checkpoint_info()}
   workdir_lib.check_run(workdir, identity, resume)
   model = task.model(model_cfg)
-  runner, tx = _make_runner(config, task, model)
+  runner, tx, host_schedule = _make_runner(config, task, model)
   init_rng, step_rng, eval_rng = jax.random.split(jax.random.key(config.seed), 3)
   dummy = task.dummy_batch(int(config.data.max_seq_length))
   fresh = runner.init(_init_fn(model, dummy, tx), init_rng)  # created sharded
@@ -245,7 +330,7 @@ def _setup(config, workdir: str, task_cls) -> tuple[_Run, _Start]:
                              global_batch_size=config.batch_size, shuffle=True,
                              num_epochs=None, packed=bool(config.data.get("packing", False)),
                              **split_args)
-  state, start_step = restore.first_state(
+  state, start_step, restored_meta = restore.first_state(
       runner, fresh, checkpointer, meta=meta, resume=resume, pretrained=pretrained, tx=tx,
       train_iter=train_iter, seed=config.seed)
   if jax.process_index() == 0:  # everything is validated: this workdir now holds this run
@@ -254,8 +339,9 @@ def _setup(config, workdir: str, task_cls) -> tuple[_Run, _Start]:
                                 best_metric=task.best_metric)
           if task.best_metric and has_eval else None)
   run = _Run(config, workdir, task, model, model_cfg, tokenizer, runner, checkpointer, best,
-             meta, has_eval, eval_rng, split_args)
-  return run, _Start(state, start_step, train_iter, runner.put_rng(step_rng))
+             meta, has_eval, eval_rng, split_args, host_schedule)
+  return run, _Start(state, start_step, train_iter, runner.put_rng(step_rng),
+                     float(restored_meta.get("budget_elapsed_s", 0.0)))
 
 
 # ============================================================================ evaluate, save
@@ -327,10 +413,11 @@ def _evaluate_and_record(run: _Run, state, step: int, writer, *, final: bool) ->
   return result
 
 
-def _save(run: _Run, state, step: int, data_state: dict, last_batch, *, force: bool = False):
+def _save(run: _Run, state, step: int, data_state: dict, last_batch, *, force: bool = False,
+          meta: dict | None = None):
   """Saves `step` once the state's own loss on its last training batch (on device) is finite:
   a huge update can leave finite parameters whose next loss is NaN (issue 23), and a saved
-  state must resume."""
+  state must resume. `meta`: added to the run's (the budget's elapsed time)."""
   runner = run.runner
   if last_batch is not None:
     sums, _ = runner.eval_step(runner.params(state), last_batch,
@@ -339,8 +426,8 @@ def _save(run: _Run, state, step: int, data_state: dict, last_batch, *, force: b
     if not math.isfinite(loss):
       raise run.diverged(step, f"the state after step {step} gives loss {loss} on its own "
                                "training batch")
-  run.checkpointer.save(step, runner.host_state(state), data_state=data_state, meta=run.meta,
-                        force=force)
+  run.checkpointer.save(step, runner.host_state(state), data_state=data_state,
+                        meta={**run.meta, **(meta or {})}, force=force)
 
 
 class _TrainMetrics:
@@ -405,29 +492,37 @@ class _Preemption:
 # ============================================================================ the loop
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-  """Trains `config.num_train_steps` steps in `workdir`; returns the final eval metrics.
+def train_and_evaluate(config, workdir: str, *, clock: Callable[[], float] | None = None
+                       ) -> dict[str, float]:
+  """Trains `config.num_train_steps` steps (or `config.budget_minutes` of wall time, at most
+  that many steps) in `workdir`; returns the final eval metrics.
 
   The config is checked before any data is read; the workdir is locked for the whole run (a
-  second run on it stops at once, naming this one's pid).
+  second run on it stops at once, naming this one's pid). `clock`: the budget's clock
+  (seconds; time.monotonic), read once a step; tests inject a fake one.
   """
   t_start = time.time()
   task_cls = _check_config(config)
   workdir = os.path.abspath(workdir)
   with workdir_lib.lock(workdir, is_lead=jax.process_index() == 0):
-    return _train_and_evaluate(config, workdir, task_cls, t_start)
+    return _train_and_evaluate(config, workdir, task_cls, t_start, clock or time.monotonic)
 
 
-def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[str, float]:
+def _train_and_evaluate(config, workdir: str, task_cls, t_start: float, clock
+                        ) -> dict[str, float]:
   run, start = _setup(config, workdir, task_cls)
   total = int(config.num_train_steps)
   writer = MetricWriter(workdir, enabled=run.is_lead, resume_step=start.step, final_step=total)
   metrics = _TrainMetrics(run, writer, Progress(total, start.step))
+  budget = (_Budget(_budget_seconds(config), run.host_schedule, start.elapsed_s, clock)
+            if run.host_schedule else None)
+  if budget is not None:
+    metrics.progress.budget_left = lambda: budget.seconds - budget.elapsed_s
   with _Preemption() as preemption:
     try:
       with run.runner.context():
-        state, step = _train_loop(run, start, metrics, preemption)
-        if step < total:
+        state, step, done = _train_loop(run, start, metrics, preemption, budget)
+        if not done:
           return {"preempted_at_step": step}
         if not run.has_eval:
           if run.is_lead:
@@ -443,25 +538,39 @@ def _train_and_evaluate(config, workdir: str, task_cls, t_start: float) -> dict[
       writer.close()
 
 
-def _train_loop(run: _Run, start: _Start, metrics: _TrainMetrics, preemption: _Preemption):
-  """Steps from `start` to config.num_train_steps, logging, evaluating and checkpointing on
-  their schedules; returns (state, step), stopping early (saved) on SIGTERM."""
+def _train_loop(run: _Run, start: _Start, metrics: _TrainMetrics, preemption: _Preemption,
+                budget: _Budget | None = None):
+  """Steps from `start` to config.num_train_steps (or the end of the `budget`), logging,
+  evaluating and checkpointing on their schedules; returns (state, step, done), stopping
+  early (saved, done False) on SIGTERM."""
   config, runner, task = run.config, run.runner, run.task
-  state, step, train_iter, step_rng = start
+  state, step, train_iter, step_rng, _ = start
   total, start_step = int(config.num_train_steps), step
-  data_state, batch = train_iter.get_state(), None
+  data_state, batch, saved = train_iter.get_state(), None, step
+  budget_meta = budget.meta if budget else dict
   while step < total:
+    if budget is not None and budget.measure() >= budget.seconds:
+      metrics.flush(step)
+      if step != saved:
+        _save(run, state, step, data_state, batch, force=True, meta=budget_meta())
+      logging.info("Budget of %.1f min spent (%.1f s) at step %d.", budget.seconds / 60,
+                   budget.elapsed_s, step)
+      return state, step, True
     if preemption.signal is not None:
       metrics.flush(step)
-      _save(run, state, step, data_state, batch, force=True)
+      _save(run, state, step, data_state, batch, force=True, meta=budget_meta())
       run.checkpointer.wait()
       logging.warning("Preempted (signal %d): saved step %d to %s; exiting.",
                       preemption.signal, step, run.checkpointer.directory)
-      return state, step
+      return state, step, False
     host_batch = next(train_iter)
     data_state = train_iter.get_state()
     t = time.time()
-    batch = runner.put_batch(task.device_keys(host_batch))
+    device_batch = task.device_keys(host_batch)
+    if budget is not None:  # this step's learning rate, as an input of the pure step
+      rows = len(next(iter(device_batch.values())))
+      device_batch[steps.LEARNING_RATE] = np.full(rows, budget.learning_rate(), np.float32)
+    batch = runner.put_batch(device_batch)
     state, step_metrics = runner.train_step(state, batch, step_rng)
     step += 1
     run.checkpointer.check()  # a failed asynchronous save stops the run at once
@@ -478,9 +587,10 @@ def _train_loop(run: _Run, start: _Start, metrics: _TrainMetrics, preemption: _P
       metrics.restart_clock()
     if step % config.checkpoint_every_steps == 0 or step == total:
       metrics.flush(step)  # never checkpoint a state whose loss went non-finite
-      _save(run, state, step, data_state, batch, force=step == total)
+      _save(run, state, step, data_state, batch, force=step == total, meta=budget_meta())
+      saved = step
       metrics.restart_clock()
-  return state, step
+  return state, step, True
 
 
 def _finish(run: _Run, state, step: int, result: _Eval, t_start: float):

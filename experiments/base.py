@@ -49,19 +49,32 @@ def get_config() -> ml_collections.ConfigDict:
       tag_column=-1, label_all_pieces=True,
       # question_answering: question pieces kept, window overlap, answer search.
       max_query_length=64, doc_stride=128, n_best_size=20, max_answer_length=30))
+  # Pretraining: mask_prob of the eligible tokens are predicted (at most
+  # max_predictions_per_seq a row); a selected token becomes [MASK] with mask_token_prob, a
+  # random id with random_token_prob, else stays (BERT's 80/10/10; 0.8/0.0 is 80/20).
   c.masking = ml_collections.ConfigDict(dict(
-      mask_prob=0.15, max_predictions_per_seq=20, whole_word=False))
+      mask_prob=0.15, max_predictions_per_seq=20, whole_word=False, mask_token_prob=0.8,
+      random_token_prob=0.1))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=1e-4, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6,
       clip_norm=1.0,
       # Warmup as a fraction of num_train_steps (round(ratio * steps), at least 1 for ratio > 0);
       # warmup_steps >= 0 overrides it with an absolute count, -1 uses the ratio.
-      warmup_ratio=0.01, warmup_steps=-1))
+      warmup_ratio=0.01, warmup_steps=-1,
+      # The schedule (bert_jax/optim.py): linear (BERT's warmup + linear decay to 0), one_cycle
+      # (crammed BERT's triangle: from cycle_start of the peak up to it at cycle_peak of the
+      # budget, then down to 0; warmup not read) or wsd (warmup, stable, then a 1 - sqrt decay
+      # to 0 over the last decay_ratio of the budget).
+      schedule="linear", decay_ratio=0.2, cycle_start=0.25, cycle_peak=0.75))
 
   c.batch_size = 256  # global, over all processes and devices
   c.eval_batch_size = 256
   c.grad_accum_steps = 1
-  c.num_train_steps = 100_000
+  c.num_train_steps = 100_000  # with budget_minutes: an upper bound
+  # > 0: a wall-time budget, as crammed BERT: the schedule runs over elapsed / budget (warmup:
+  # optimizer.warmup_ratio of it, warmup_steps must be -1) and the run stops when it is spent,
+  # saving and evaluating as at the end; elapsed time is kept in the checkpoints (resume).
+  c.budget_minutes = 0.0
   c.log_every_steps = 100
   c.eval_every_steps = 5_000
   c.num_eval_batches = -1  # -1: the whole eval split

@@ -8,7 +8,10 @@ hidden-128 BERT over an 8,192-piece vocabulary trained on the IMDB reviews
 (`experiments/vocab/imdb_8k.txt`, made by `python -m bert_jax.train_vocab --vocab_size 8192`; the
 embedding table is 1.0 M of 1.5 M parameters instead of 3.9 M of 4.3 M with bert-base-uncased's
 30,522 pieces, so a step is 1.5x faster), no dropout (short runs underfit), AdamW lr 1e-3 with
-5% warmup and linear decay, batches of 32 x 128 pieces, 15% masking (80/10/10).
+5% warmup and linear decay, batches of 32 x 128 pieces, 15% masking (80/10/10). Crammed
+BERT's recipe options: `--config.optimizer.schedule=one_cycle` (or `wsd`),
+`--config.budget_minutes=60` (a wall-time budget; num_train_steps is then an upper bound) and
+`--config.masking.random_token_prob=0` (80/20), see experiments/base.py.
 
 The default run prepares `movie_reviews_text` once for this vocabulary (tokenized, about a
 minute), then trains 1,000 steps (about 4 minutes on 2 cores); `:long` is the 60-minute

@@ -355,3 +355,71 @@ def test_bad_arguments_raise_with_the_value(kwargs, message):
   if "special_tokens_mask" in kwargs:  # the message names both shapes
     with pytest.raises(ValueError, match=re.escape(f"(2, {SEQ})")):
       mask_tokens(jax.random.key(0), ids, **args)
+
+
+# ---------------------------------------------------------------------------------------------
+# The corruption split as an option (config.masking.mask_token_prob / random_token_prob).
+
+mask_split = jax.jit(functools.partial(mask_tokens, vocab_size=VOCAB, mask_token_id=MASK,
+                                       max_predictions=MAX_PRED),
+                     static_argnames=("mask_token_prob", "random_token_prob"))
+
+
+def test_default_split_is_todays_masks(small_batch):
+  ids, special, starts = small_batch
+  for kw in ({}, {"word_starts": starts}):
+    explicit = mask_split(jax.random.key(7), ids, special, mask_token_prob=0.8,
+                          random_token_prob=0.1, **kw)
+    assert_batches_equal(mask(jax.random.key(7), ids, special, **kw), explicit)
+
+
+@pytest.mark.parametrize("mask_p, random_p", [(0.8, 0.0), (0.5, 0.3)])
+def test_other_splits(mask_p, random_p):
+  ids, special = make_rows(np.full(4096, SEQ - 2))
+  out = to_numpy(mask_split(jax.random.key(8), ids, special, mask_token_prob=mask_p,
+                            random_token_prob=random_p))
+  real = out.masked_weights > 0
+  rows = np.arange(len(ids))[:, None]
+  final = out.input_ids[rows, out.masked_positions][real]
+  original = out.masked_labels[real]
+  n = final.size
+  kept_p = 1 - mask_p - random_p
+  expected = {"mask": mask_p + random_p / VOCAB, "kept": kept_p + random_p / VOCAB,
+              "random": random_p * (1 - 2 / VOCAB)}
+  observed = {"mask": np.mean(final == MASK), "kept": np.mean(final == original),
+              "random": np.mean((final != MASK) & (final != original))}
+  for name, p in expected.items():
+    if p == 0:
+      assert observed[name] == 0, name  # 80/20: no random token at all
+      continue
+    se = np.sqrt(p * (1 - p) / n)
+    assert abs(observed[name] - p) < Z * se, (name, observed[name], p, se)
+  # The selection does not depend on the split.
+  np.testing.assert_array_equal(out.masked_weights.sum(1), prediction_budget(SEQ - 2, 0.15,
+                                                                             MAX_PRED))
+
+
+@pytest.mark.parametrize("mask_p, random_p, message", [
+    (0.9, 0.2, "0.9 + 0.2"), (-0.1, 0.1, "-0.1"), (0.8, -0.5, "-0.5")])
+def test_bad_split_raises_with_the_value(mask_p, random_p, message):
+  ids, special = make_rows([5, 6])
+  with pytest.raises(ValueError, match=re.escape(message)):
+    mask_tokens(jax.random.key(0), ids, special, vocab_size=VOCAB, mask_token_id=MASK,
+                max_predictions=MAX_PRED, mask_token_prob=mask_p, random_token_prob=random_p)
+
+
+def test_bad_split_in_the_config_is_a_config_error():
+  from bert_jax.errors import ConfigError
+  from bert_jax.tasks.pretraining.task import Pretraining
+  from experiments import base
+  c = base.get_config()
+  c.masking.random_token_prob = 0.3
+  with pytest.raises(ConfigError, match=re.escape("0.8 + 0.3")):
+    Pretraining.from_config(c, {"vocab_size": VOCAB, "mask_token_id": MASK})
+  c.masking.update(mask_token_prob=0.8, random_token_prob=0.0)
+  task = Pretraining.from_config(c, {"vocab_size": VOCAB, "mask_token_id": MASK})
+  assert task.checkpoint_info()["masking"]["random_token_prob"] == 0.0
+  c.masking.random_token_prob = 0.1  # the default split leaves the checkpoint info as before
+  info = Pretraining.from_config(c, {"vocab_size": VOCAB, "mask_token_id": MASK}).checkpoint_info()
+  assert "mask_token_prob" not in info["masking"] and "random_token_prob" not in info["masking"]
+  assert Pretraining.from_checkpoint_info(info).masking.mask_token_prob == 0.8

@@ -2,7 +2,10 @@
 
 Batches come from a prepared corpus (`datasets.pretraining_builder`: packed token ids);
 `prepare` masks them inside the step (BERT's 15% / 80-10-10, `masking.py`), keyed by each
-row's global index so the masks do not depend on the device layout. The loss is the mean
+row's global index so the masks do not depend on the device layout. `config.masking`:
+mask_prob (the rate), max_predictions_per_seq, whole_word, and the split of a selected token:
+mask_token_prob (0.8) to [MASK], random_token_prob (0.1) to a random id, the rest unchanged
+(e.g. 0.8 / 0.0: crammed BERT's 80/20 without random tokens). The loss is the mean
 cross-entropy over masked tokens (+ the mean NSP cross-entropy), with global denominators.
 
 Batch keys: input_ids, attention_mask, token_type_ids, special_tokens_mask, word_starts
@@ -22,19 +25,32 @@ import numpy as np
 from bert_jax import losses
 from bert_jax.config import BertConfig
 from bert_jax.errors import ConfigError, DataError
-from bert_jax.masking import MaskedBatch, mask_tokens
+from bert_jax.masking import MASK_PROB, RANDOM_PROB, MaskedBatch, check_split, mask_tokens
 from bert_jax.tasks.base import Task, is_sum, mean, packed_inputs, rngs
 
 
 @dataclasses.dataclass(frozen=True)
 class MaskingConfig:
-  """BERT's corruption: `mask_prob` of eligible tokens, at most `max_predictions` per row."""
+  """BERT's corruption: `mask_prob` of eligible tokens, at most `max_predictions` per row;
+  a selected token becomes [MASK] (`mask_token_prob`), a random id (`random_token_prob`) or
+  stays."""
 
   vocab_size: int
   mask_token_id: int
   mask_prob: float = 0.15
   max_predictions: int = 20
   whole_word: bool = False
+  mask_token_prob: float = MASK_PROB
+  random_token_prob: float = RANDOM_PROB
+
+  def info(self) -> dict:
+    """The fields, the split only where it differs from 80/10/10 (so workdirs written before
+    it was an option still resume)."""
+    info = dataclasses.asdict(self)
+    for key, default in (("mask_token_prob", MASK_PROB), ("random_token_prob", RANDOM_PROB)):
+      if info[key] == default:
+        del info[key]
+    return info
 
 
 def apply_masking(rng: jax.Array, batch: dict, masking: MaskingConfig,
@@ -46,7 +62,8 @@ def apply_masking(rng: jax.Array, batch: dict, masking: MaskingConfig,
       mask_token_id=masking.mask_token_id, mask_prob=masking.mask_prob,
       max_predictions=masking.max_predictions,
       word_starts=batch.get("word_starts") if masking.whole_word else None,
-      attention_mask=batch["attention_mask"], row_ids=losses.row_ids(ids.shape[0], axis_name))
+      attention_mask=batch["attention_mask"], row_ids=losses.row_ids(ids.shape[0], axis_name),
+      mask_token_prob=masking.mask_token_prob, random_token_prob=masking.random_token_prob)
   weights = masked.masked_weights * losses.example_mask(batch)[:, None]
   return masked.replace(masked_weights=weights)
 
@@ -66,10 +83,16 @@ class Pretraining(Task):
   @classmethod
   def from_config(cls, config, info: dict) -> Pretraining:
     m = config.masking
+    split = (float(m.get("mask_token_prob", MASK_PROB)),
+             float(m.get("random_token_prob", RANDOM_PROB)))
+    try:
+      check_split(*split)
+    except ValueError as e:
+      raise ConfigError(f"config.masking: {e}") from None
     masking = MaskingConfig(
         vocab_size=int(info["vocab_size"]), mask_token_id=int(info["mask_token_id"]),
         mask_prob=float(m.mask_prob), max_predictions=int(m.max_predictions_per_seq),
-        whole_word=bool(m.whole_word))
+        whole_word=bool(m.whole_word), mask_token_prob=split[0], random_token_prob=split[1])
     return cls(masking=masking, nsp=bool(config.data.nsp))
 
   @classmethod
@@ -87,7 +110,7 @@ class Pretraining(Task):
     return cls(MaskingConfig(vocab_size=tok.vocab_size, mask_token_id=tok.mask_id), nsp=nsp)
 
   def checkpoint_info(self) -> dict:
-    return {"masking": dataclasses.asdict(self.masking), "nsp": self.nsp}
+    return {"masking": self.masking.info(), "nsp": self.nsp}
 
   @property
   def hf_head(self) -> str:
