@@ -184,10 +184,15 @@ def _load_manifest(work: str, expected: str) -> dict | None:
     log.warning("%s: an unfinished preparation with other inputs or settings (fingerprint %s, "
                 "now %s); starting over", work, manifest.get("fingerprint"), expected)
     manifest = None
+  listed = [] if manifest is None else [
+      s["name"] for e in manifest["splits"].values() for s in e["shards"]]
+  if any(not os.path.exists(os.path.join(work, name)) for name in listed):
+    log.warning("%s: shards listed in %s are missing (a run stopped while installing them); "
+                "starting over", work, MANIFEST)
+    manifest = None
   if manifest is None and os.path.isdir(work):
     shutil.rmtree(work)
   if manifest is not None:  # a shard being written when the run stopped
-    listed = {s["name"] for e in manifest["splits"].values() for s in e["shards"]}
     for name in os.listdir(work):
       if name != MANIFEST and name not in listed:
         os.remove(os.path.join(work, name))
