@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
       name="movie_reviews_text", data_dir="", vocab_file="", max_seq_length=128, nsp=False,
       short_seq_prob=0.1, text_files="", train_file="", eval_file="", text_key="text",
       text_pair_key="", label_key="label", label_names="", label_separator="|", max_documents=0,
+      num_workers=0,  # local_text preparation processes (0: one per core; stream_prepare.py)
       train_split="train", eval_split="validation", glue_task="", glue_dir="",
       # Fine-tuning: several whole examples per training row (segment ids; row_packing.py).
       # Pretraining: documents sharing a full-sentence row do not attend to each other

@@ -64,6 +64,7 @@ def pretraining_builder(data_config, data_dir: str | None = None):
   """The prepared corpus of `data_config` (packed token ids; prepared on first use)."""
   from bert_jax.datasets import base
 
+  options = {}  # builder attributes that do not change the data (local_text: num_workers)
   data_dir = data_dir or default_data_dir()
   name = data_config.name
   kwargs = dict(vocab_file=_field(data_config, "vocab_file", ""),
@@ -83,6 +84,7 @@ def pretraining_builder(data_config, data_dir: str | None = None):
                         "of .txt/.txt.gz/.jsonl files)")
     tag = "f" + local_text.files_fingerprint(local_text.list_files(text_files))
     config = base.pretraining_config(source=text_files, source_tag=tag, **kwargs)
+    options = {"num_workers": int(_field(data_config, "num_workers", 0))}
   elif name in CLASSIFICATION_BUILDERS:
     raise ConfigError(f"data.name={name!r} is a classification dataset, not a corpus")
   else:  # a prepared TFDS text dataset, packed by tfds_text
@@ -96,7 +98,7 @@ def pretraining_builder(data_config, data_dir: str | None = None):
     tag = name.replace("/", "-").replace(":", "-")
     config = base.pretraining_config(source=name, source_tag=tag, text_key=text_key,
                                      **kwargs)
-  return _prepared(cls, config, data_dir)
+  return _prepared(cls, config, data_dir, options)
 
 
 def classification_builder(data_config, data_dir: str | None = None, *,
@@ -134,8 +136,9 @@ def classification_builder(data_config, data_dir: str | None = None, *,
   return _prepared(cls, config, data_dir)
 
 
-def _prepared(cls, config, data_dir: str):
-  """`cls(config=config, data_dir=data_dir)`, prepared once however many processes ask.
+def _prepared(cls, config, data_dir: str, options: dict | None = None):
+  """`cls(config=config, data_dir=data_dir)`, prepared once however many processes ask
+  (`options`: builder attributes set before preparing).
 
   Preparing holds `_lock(<data_dir>/.bert_jax_locks/<name>-<config>-<version>.lock)`; after
   it the builder is built anew (a builder reads whether it is prepared when constructed), so
@@ -151,6 +154,8 @@ def _prepared(cls, config, data_dir: str):
   tag = os.path.relpath(builder.data_dir, root).replace(os.sep, "-")
   with _lock(os.path.join(root, ".bert_jax_locks", tag + ".lock"), f"{tag} in {root}"):
     builder = cls(config=config, data_dir=data_dir)  # another process may have prepared it
+    for key, value in (options or {}).items():
+      setattr(builder, key, value)
     builder.download_and_prepare(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))

@@ -146,26 +146,13 @@ class PretrainingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
   def _generate_examples(self, split: str, keep: np.ndarray):
     cfg = self.builder_config
     tokenizer = Tokenizer(cfg.vocab_file)
-    stats = dict(documents=0, sentences=0, tokens=0, examples=0, example_tokens=0)
+    stats = dict.fromkeys(STAT_KEYS, 0)
     selected = (d for d, k in zip(self._limited_documents(quiet=split != "train"), keep) if k)
-    for chunk_index, chunk in enumerate(_chunks(selected)):
-      documents = packing.tokenize_documents(chunk, tokenizer)
-      stats["documents"] += len(chunk)
-      stats["sentences"] += sum(len(d) for d in documents)
-      stats["tokens"] += int(sum(len(s) for d in documents for s in d))
-      # One generator per (seed, split, chunk): examples do not depend on chunk order.
-      rng = np.random.default_rng([cfg.seed, split == "validation", chunk_index])
-      if cfg.nsp:
-        examples = packing.pack_nsp(
-            documents, max_seq_length=cfg.max_seq_length, short_seq_prob=cfg.short_seq_prob,
-            rng=rng, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
-      else:
-        examples = packing.pack_full_sentences(
-            documents, max_seq_length=cfg.max_seq_length, cls_id=tokenizer.cls_id,
-            sep_id=tokenizer.sep_id)
+    for chunk_index, chunk in enumerate(chunks(selected)):
+      examples, chunk_stats = pack_chunk(cfg, tokenizer, split, chunk_index, chunk)
+      for key in STAT_KEYS:
+        stats[key] += chunk_stats[key]
       for j, example in enumerate(examples):
-        stats["examples"] += 1
-        stats["example_tokens"] += len(example["input_ids"])
         yield f"{chunk_index}_{j}", example
     self.info.metadata[split] = stats
     if split == "train":  # the train pass reads the whole corpus
@@ -177,7 +164,11 @@ class PretrainingBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     return {}
 
 
-def _chunks(documents: Iterator[str]) -> Iterator[list[str]]:
+STAT_KEYS = ("documents", "sentences", "tokens", "examples", "example_tokens")
+
+
+def chunks(documents: Iterator[str]) -> Iterator[list[str]]:
+  """`CHUNK_DOCUMENTS` documents at a time (fewer when they pass `CHUNK_CHARACTERS`)."""
   chunk, chars = [], 0
   for document in documents:
     chunk.append(document)
@@ -187,6 +178,29 @@ def _chunks(documents: Iterator[str]) -> Iterator[list[str]]:
       chunk, chars = [], 0
   if chunk:
     yield chunk
+
+
+def pack_chunk(cfg: PretrainingConfig, tokenizer: Tokenizer, split: str, chunk_index: int,
+               chunk: list[str]) -> tuple[list[dict], dict]:
+  """One chunk of a split's documents -> (its packed examples, their STAT_KEYS counts).
+
+  One generator per (seed, split, chunk): examples do not depend on chunk order, and NSP's
+  random B sentences come from the same chunk."""
+  documents = packing.tokenize_documents(chunk, tokenizer)
+  rng = np.random.default_rng([cfg.seed, split == "validation", chunk_index])
+  if cfg.nsp:
+    examples = list(packing.pack_nsp(
+        documents, max_seq_length=cfg.max_seq_length, short_seq_prob=cfg.short_seq_prob,
+        rng=rng, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id))
+  else:
+    examples = list(packing.pack_full_sentences(
+        documents, max_seq_length=cfg.max_seq_length, cls_id=tokenizer.cls_id,
+        sep_id=tokenizer.sep_id))
+  stats = {"documents": len(chunk), "sentences": sum(len(d) for d in documents),
+           "tokens": int(sum(len(s) for d in documents for s in d)),
+           "examples": len(examples),
+           "example_tokens": sum(len(e["input_ids"]) for e in examples)}
+  return examples, stats
 
 
 def check_enough_examples(data_info: dict, split: str, batch_size: int,

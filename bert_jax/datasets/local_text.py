@@ -10,6 +10,10 @@ Documents:
   prose first.
 - `.jsonl` / `.jsonl.gz`: one document per line, a JSON object with a string `"text"`.
 
+Preparation streams (`stream_prepare`): memory does not grow with the corpus, chunks are
+tokenized and packed by `data.num_workers` processes (0: one per core), and a killed run
+resumes after its last finished shard. `python -m bert_jax.corpus` prepares from the shell.
+
 Bad input (checked by the first, counting pass over the corpus, before any example is
 written; errors are DataError, one line naming the file):
 - A file that is not UTF-8 text is an error: one with a NUL byte (binary data), or one where
@@ -35,6 +39,8 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator
+
+import tensorflow_datasets as tfds
 
 from bert_jax import fileio
 from bert_jax.datasets import base
@@ -175,6 +181,19 @@ class LocalText(base.PretrainingBuilder):
   """Your own .txt/.txt.gz/.jsonl documents, packed for BERT pretraining."""
 
   code_path = base.module_path(__file__)
+  num_workers = 0  # preparation processes (stream_prepare: 0 = one per core)
+  shard_examples = 0  # examples per array_record shard (0: stream_prepare.SHARD_EXAMPLES)
+  on_shard = None  # stream_prepare's hook after every finished shard (tests)
+
+  def _download_and_prepare(self, dl_manager, download_config) -> None:
+    """Streamed, parallel and resumable (stream_prepare) instead of TFDS's split writer."""
+    del dl_manager, download_config  # everything is local
+    from bert_jax.datasets import stream_prepare
+    infos = stream_prepare.prepare(
+        self, self.data_path, num_workers=self.num_workers,
+        shard_examples=self.shard_examples or stream_prepare.SHARD_EXAMPLES,
+        on_shard=self.on_shard)
+    self.info.set_splits(tfds.core.SplitDict(infos))
 
   def _documents(self, quiet: bool = False) -> Iterator[str]:
     stats = ReadStats()
