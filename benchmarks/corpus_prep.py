@@ -27,7 +27,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # this checkout's bert_jax, also when an installed one is on the path
 VOCAB = os.path.join(ROOT, "experiments", "vocab", "imdb_8k.txt")
 FILE_MB = 100  # corpus files of this size
 
@@ -112,7 +111,7 @@ def loader(folder: str, data_dir: str, seconds: float) -> dict:
     batches += 1
     positions += batch["input_ids"].size
     real += int(batch["attention_mask"].sum())
-  return {"examples": info["num_examples"], "tokens_per_sec": positions / elapsed,
+  return {"examples": info["split_sizes"], "tokens_per_sec": positions / elapsed,
           "real_tokens_per_sec": real / elapsed, "metadata": info["metadata"]}
 
 

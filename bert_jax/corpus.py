@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
     if not errors.is_user_error(e):
       raise
     errors.exit_with(e)
-  print(f"prepared {info['data_dir']}: examples {info['num_examples']}")
+  print(f"prepared {info['data_dir']}: examples {info['split_sizes']}")
   return info
 
 

@@ -10,9 +10,9 @@ the question?
 
 For each question, every sentence of its paragraph becomes a pair (question, sentence),
 label 1 when the sentence overlaps one of the question's answer spans by character offsets,
-else 0. Sentences come from `bert_jax.packing.split_sentences` (the pretraining splitter),
-located in the paragraph by `sentence_spans` so the offsets are exact. The article split is
-`bert_jax.tasks.question_answering.reader.split_articles` (the last --num_eval_articles
+else 0. Sentences come from `bert_jax.pretraining_examples.split_sentences` (the pretraining
+splitter), located in the paragraph by `sentence_spans` so the offsets are exact. The article
+split is `bert_jax.tasks.question_answering.reader.split_articles` (the last --num_eval_articles
 articles in file order are `eval`, the earlier ones `train`; `all` takes every article), the
 same rule as the QA task, so no article is on both sides.
 
@@ -36,7 +36,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from bert_jax.packing import split_sentences
+from bert_jax.pretraining_examples import split_sentences
 from bert_jax.tasks.question_answering import reader as qa_reader
 
 SPLITS = ("train", "eval", "all")

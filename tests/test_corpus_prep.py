@@ -169,7 +169,7 @@ def test_cli(corpus, tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(local_text.LocalText, "shard_examples", 100)
   info = cli.main([f"--text_files={corpus}", f"--data_dir={tmp_path / 'data'}",
                    "--max_seq_length=64", "--num_workers=1"])
-  assert info["num_examples"]["train"] > 0 and "_s64_full" in info["config_name"]
+  assert info["split_sizes"]["train"] > 0 and "_s64_full" in info["config_name"]
   # main's data config finds it prepared
   again = datasets.get_builder(_config(corpus, nsp=False), str(tmp_path / "data"))
   assert str(again.data_dir) == info["data_dir"]

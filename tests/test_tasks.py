@@ -40,9 +40,9 @@ def test_registry_lists_every_task_and_names_unknown_ones():
 # for one task (fill_mask, predict, tag, answer) may name a task.
 GENERIC_MODULES = ("train", "steps", "input_pipeline", "export", "inference", "checkpoint",
                    "sharding", "optim", "losses", "masking", "model", "ops", "report",
-                   "metric_writer", "workdir", "row_packing", "packing", "config", "errors",
-                   "fileio", "tokenizer", "main", "encode", "axes", "xla_flags", "malloc",
-                   "restore")
+                   "metric_writer", "workdir", "row_packing", "pretraining_examples", "config",
+                   "errors", "fileio", "tokenizer", "main", "encode", "axes", "xla_flags",
+                   "malloc", "restore", "modernbert_config")
 
 
 def test_generic_modules_name_no_task():
@@ -50,7 +50,7 @@ def test_generic_modules_name_no_task():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   on_disk = {f[:-3] for f in os.listdir(os.path.join(root, "bert_jax")) if f.endswith(".py")}
   task_clis = {"__init__", "hf", "fill_mask", "predict", "tag", "answer", "train_vocab", "glue",
-               "glue_published"}
+               "glue_published", "corpus"}
   assert on_disk - task_clis == set(GENERIC_MODULES)  # a new module is listed on purpose
   # tasks/base.py is the interface every task implements: it names none either.
   for module in GENERIC_MODULES + ("tasks/base",):

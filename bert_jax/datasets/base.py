@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bert_jax import packing
+from bert_jax import pretraining_examples
 from bert_jax.errors import ConfigError, DataError
 from bert_jax.tokenizer import Tokenizer, resolve_vocab_file, vocab_hash
 
@@ -186,14 +186,14 @@ def pack_chunk(cfg: PretrainingConfig, tokenizer: Tokenizer, split: str, chunk_i
 
   One generator per (seed, split, chunk): examples do not depend on chunk order, and NSP's
   random B sentences come from the same chunk."""
-  documents = packing.tokenize_documents(chunk, tokenizer)
+  documents = pretraining_examples.tokenize_documents(chunk, tokenizer)
   rng = np.random.default_rng([cfg.seed, split == "validation", chunk_index])
   if cfg.nsp:
-    examples = list(packing.pack_nsp(
+    examples = list(pretraining_examples.pack_nsp(
         documents, max_seq_length=cfg.max_seq_length, short_seq_prob=cfg.short_seq_prob,
         rng=rng, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id))
   else:
-    examples = list(packing.pack_full_sentences(
+    examples = list(pretraining_examples.pack_full_sentences(
         documents, max_seq_length=cfg.max_seq_length, cls_id=tokenizer.cls_id,
         sep_id=tokenizer.sep_id))
   stats = {"documents": len(chunk), "sentences": sum(len(d) for d in documents),

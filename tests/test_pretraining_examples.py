@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bert_jax import packing
+from bert_jax import pretraining_examples as pe
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +12,7 @@ def documents(tok):
   from bert_jax.datasets.movie_reviews_text import movie_review_rows
   rows = movie_review_rows("imdb")
   texts = [next(rows)[0].replace("<br />", "\n") for _ in range(300)]
-  docs = packing.tokenize_documents(texts, tok)
+  docs = pe.tokenize_documents(texts, tok)
   assert all(tok.sep_id not in s and tok.cls_id not in s for d in docs for s in d)
   return docs
 
@@ -25,19 +25,19 @@ def test_split_sentences():
   text = ('I met Mr. Smith at 5 p.m. today. He said "Hi!" Then left... What? '
           "J. R. R. Tolkien wrote it, e.g. the Hobbit. U.S. customs agreed.\n"
           "A new line  \n\n   \nends one too")
-  assert packing.split_sentences(text) == [
+  assert pe.split_sentences(text) == [
       "I met Mr. Smith at 5 p.m. today.", 'He said "Hi!"', "Then left...", "What?",
       "J. R. R. Tolkien wrote it, e.g. the Hobbit.", "U.S. customs agreed.", "A new line",
       "ends one too"]
-  assert packing.split_sentences("the rock is destined . it is good") == [
+  assert pe.split_sentences("the rock is destined . it is good") == [
       "the rock is destined . it is good"]
-  assert packing.split_sentences(" \n\n \t") == []
+  assert pe.split_sentences(" \n\n \t") == []
 
 
 @pytest.mark.parametrize("max_seq_length", [128, 512])
 def test_nsp_examples_structure(tok, documents, max_seq_length):
   rng = np.random.default_rng(0)
-  examples = list(packing.pack_nsp(documents, max_seq_length=max_seq_length, short_seq_prob=0.1,
+  examples = list(pe.pack_nsp(documents, max_seq_length=max_seq_length, short_seq_prob=0.1,
                                    rng=rng, cls_id=tok.cls_id, sep_id=tok.sep_id))
   assert len(examples) > 100
   for ex in examples:
@@ -55,7 +55,7 @@ def test_nsp_examples_structure(tok, documents, max_seq_length):
 
 
 def test_nsp_labels_balanced_and_correct(tok, documents):
-  examples = list(packing.pack_nsp(documents, max_seq_length=128, short_seq_prob=0.1,
+  examples = list(pe.pack_nsp(documents, max_seq_length=128, short_seq_prob=0.1,
                                    rng=np.random.default_rng(1), cls_id=tok.cls_id,
                                    sep_id=tok.sep_id))
   labels = np.array([ex["next_sentence_label"] for ex in examples])
@@ -76,7 +76,7 @@ def test_nsp_labels_balanced_and_correct(tok, documents):
 
 def test_short_seq_prob(tok, documents):
   def lengths(p):
-    examples = packing.pack_nsp(documents, max_seq_length=128, short_seq_prob=p,
+    examples = pe.pack_nsp(documents, max_seq_length=128, short_seq_prob=p,
                                 rng=np.random.default_rng(0), cls_id=tok.cls_id,
                                 sep_id=tok.sep_id)
     return np.array([len(ex["input_ids"]) for ex in examples])
@@ -87,7 +87,7 @@ def test_short_seq_prob(tok, documents):
 
 def test_nsp_is_deterministic(tok, documents):
   def run(seed):
-    return list(packing.pack_nsp(documents[:50], max_seq_length=64, short_seq_prob=0.1,
+    return list(pe.pack_nsp(documents[:50], max_seq_length=64, short_seq_prob=0.1,
                                  rng=np.random.default_rng(seed), cls_id=tok.cls_id,
                                  sep_id=tok.sep_id))
   a, b, c = run(3), run(3), run(4)
@@ -100,7 +100,7 @@ def test_nsp_is_deterministic(tok, documents):
 
 @pytest.mark.parametrize("max_seq_length", [128, 512])
 def test_full_sentences_keep_every_token(tok, documents, max_seq_length):
-  examples = list(packing.pack_full_sentences(documents, max_seq_length=max_seq_length,
+  examples = list(pe.pack_full_sentences(documents, max_seq_length=max_seq_length,
                                               cls_id=tok.cls_id, sep_id=tok.sep_id))
   for ex in examples:
     ids = ex["input_ids"]
@@ -119,15 +119,15 @@ def test_full_sentences_keep_every_token(tok, documents, max_seq_length):
 def test_document_longer_than_anything(tok):
   """One 'sentence' of 20,000 tokens (no punctuation) is cut, never dropped."""
   text = " ".join(f"word{i % 97} lorem ipsum" for i in range(4000))
-  (sentence,) = packing.split_sentences(text)
+  (sentence,) = pe.split_sentences(text)
   (ids,) = tok.tokenize_to_ids([sentence])
   assert len(ids) > 15_000
-  full = list(packing.pack_full_sentences([[ids]], max_seq_length=128, cls_id=tok.cls_id,
+  full = list(pe.pack_full_sentences([[ids]], max_seq_length=128, cls_id=tok.cls_id,
                                           sep_id=tok.sep_id))
   np.testing.assert_array_equal(np.concatenate([e["input_ids"][1:-1] for e in full]), ids)
   assert all(len(e["input_ids"]) <= 128 for e in full)
   short = [np.array([7, 8, 9], np.int32)]
-  nsp = list(packing.pack_nsp([[ids], short], max_seq_length=128, short_seq_prob=0.0,
+  nsp = list(pe.pack_nsp([[ids], short], max_seq_length=128, short_seq_prob=0.0,
                               rng=np.random.default_rng(0), cls_id=tok.cls_id, sep_id=tok.sep_id))
   assert all(len(e["input_ids"]) <= 128 for e in nsp)
   # Without short targets, each example of the long document holds two consecutive
@@ -141,23 +141,23 @@ def test_document_longer_than_anything(tok):
 def test_empty_documents_and_tiny_inputs(tok):
   a = [np.array([5, 6], np.int32)]
   empty: list = []
-  examples = list(packing.pack_nsp([empty, a, [np.zeros(0, np.int32)]], max_seq_length=8,
+  examples = list(pe.pack_nsp([empty, a, [np.zeros(0, np.int32)]], max_seq_length=8,
                                    short_seq_prob=0.0, rng=np.random.default_rng(0),
                                    cls_id=1, sep_id=2))
   # The only document has one sentence: B must be random (from itself, the only one).
   assert [e["input_ids"].tolist() for e in examples] == [[1, 5, 6, 2, 5, 6, 2]]
   assert examples[0]["next_sentence_label"] == 1
-  assert not list(packing.pack_full_sentences([empty, empty], max_seq_length=8, cls_id=1,
+  assert not list(pe.pack_full_sentences([empty, empty], max_seq_length=8, cls_id=1,
                                               sep_id=2))
   with pytest.raises(ValueError, match="max_seq_length"):
-    list(packing.pack_nsp([a], max_seq_length=4, short_seq_prob=0, rng=np.random.default_rng(0),
+    list(pe.pack_nsp([a], max_seq_length=4, short_seq_prob=0, rng=np.random.default_rng(0),
                           cls_id=1, sep_id=2))
 
 
 def test_tokenize_documents_keeps_document_and_sentence_boundaries(tok):
   texts = ["First one. Second one here!", "", "Only one sentence"]
-  docs = packing.tokenize_documents(texts, tok)
+  docs = pe.tokenize_documents(texts, tok)
   assert [len(d) for d in docs] == [2, 0, 1]
-  expected = [tok.tokenize_to_ids(packing.split_sentences(t)) for t in texts]
+  expected = [tok.tokenize_to_ids(pe.split_sentences(t)) for t in texts]
   for doc, ref in zip(docs, expected):
     assert all(np.array_equal(a, b) for a, b in zip(doc, ref))
