@@ -35,6 +35,13 @@ def _init(task, cfg, seed=0):
   return model, model.init(jax.random.key(seed), *(batch[k] for k in FIELDS))["params"]
 
 
+def _loud(params, scale: float):
+  """A random init's logits barely depend on the text: a larger classifier makes the
+  differences between windows visible above float32 rounding."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: x * scale if "classifier" in jax.tree_util.keystr(path) else x, params)
+
+
 def _bodies(f, tok, row_prefix):
   """The piece ids of each window between its prefix and its final [SEP]."""
   out = []
@@ -152,10 +159,7 @@ def test_truncate_is_the_default_and_unchanged(tok, cfg):
   np.testing.assert_allclose(probs[0], np.asarray(predict_batch(
       model, params, *(enc[k] for k in FIELDS)))[0], atol=1e-6)
   windows = Classification(2, ("neg", "pos"), long_inputs="windows")
-  # A random init's logits barely depend on the text: a larger classifier makes the tail's
-  # effect visible above float32 rounding.
-  loud = jax.tree_util.tree_map_with_path(
-      lambda path, x: x * 1000 if "classifier" in jax.tree_util.keystr(path) else x, params)
+  loud = _loud(params, 1000)
   cut = []
   wprobs = windows.predict(model, loud, tok, texts, max_length=24, truncated=cut)
   log_odds = np.log(wprobs[:, 1]) - np.log(wprobs[:, 0])  # [2]
@@ -188,15 +192,23 @@ def test_aggregation_matches_numpy(tok, cfg, how, problem_type):
   task = Classification(1 if not names else 3, names, problem_type=problem_type,
                         long_inputs="windows", window_aggregation=how)
   model, params = _init(task, cfg, seed=1)
+  params = _loud(params, 1000)
   texts = [LONG, SHORT, LONG[::-1], "dull " * 40]
   f, stats = W.encode(tok, texts, max_seq_length=20)
   assert stats["num_windowed"] == 3
   per_window = _window_logits(model, params, f)  # [N, L]
-  want = np.stack([getattr(per_window[f["doc_index"] == d], how)(0) for d in range(4)])
-  if problem_type == "single_label_classification":
-    want = np.exp(want) / np.exp(want).sum(-1, keepdims=True)
-  elif problem_type == "multi_label_classification":
-    want = 1 / (1 + np.exp(-want))
+
+  def expected(reduce):  # [D, L]: the windows' logits reduced, then activated
+    out = np.stack([getattr(per_window[f["doc_index"] == d], reduce)(0) for d in range(4)])
+    if problem_type == "single_label_classification":
+      return np.exp(out) / np.exp(out).sum(-1, keepdims=True)
+    if problem_type == "multi_label_classification":
+      return 1 / (1 + np.exp(-out))
+    return out
+
+  want = expected(how)
+  # The windows disagree enough that the other aggregation fails the comparison below.
+  assert np.abs(want - expected({"mean": "max", "max": "mean"}[how])).max() > 5 * 2e-5
   got = task.predict(model, params, tok, texts, max_length=20, batch_size=4)
   np.testing.assert_allclose(got, want, atol=2e-5)
   out = task.predict_examples(model, params, tok, [{"text": t} for t in texts], max_length=20)
