@@ -259,19 +259,11 @@ def _write(path, n, seed, long_every=2):
 
 
 @pytest.mark.slow
-def test_windows_end_to_end(tmp_path):
+def test_windows_end_to_end(tmp_path, tiny_csv_classifier):
   from bert_jax import train
-  from experiments import finetune_csv
-  c = finetune_csv.get_config("scratch")  # packed training rows
-  c.data.update(train_file=_write(tmp_path / "train.csv", 32, 0),
-                eval_file=_write(tmp_path / "eval.csv", 12, 1),
-                data_dir=str(tmp_path / "tfds"), max_seq_length=16)
+  c = tiny_csv_classifier(tmp_path, _write(tmp_path / "train.csv", 32, 0),
+                          _write(tmp_path / "eval.csv", 12, 1))
   c.data.long_inputs, c.data.window_step, c.data.window_aggregation = "windows", 6, "mean"
-  c.model.update(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                 intermediate_size=32, max_position_embeddings=16)
-  c.update(batch_size=8, eval_batch_size=8, num_train_steps=3, log_every_steps=1,
-           eval_every_steps=3, checkpoint_every_steps=3)
-  c.optimizer.update(warmup_steps=0, learning_rate=1e-3)
   workdir = str(tmp_path / "workdir")
   result = train.train_and_evaluate(c, workdir)
   assert c.data.packing

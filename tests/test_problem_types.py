@@ -229,19 +229,11 @@ def _write_data(path, n, seed, problem_type):
   return str(path)
 
 
-def _train(tmp, problem_type) -> str:
+def _train(tmp, problem_type, tiny_csv_classifier) -> str:
   from bert_jax import train
-  from experiments import finetune_csv
-  c = finetune_csv.get_config("scratch")
+  c = tiny_csv_classifier(tmp, _write_data(tmp / "train.csv", 48, 0, problem_type),
+                          _write_data(tmp / "eval.csv", 20, 1, problem_type))
   c.problem_type = problem_type
-  c.data.update(train_file=_write_data(tmp / "train.csv", 48, 0, problem_type),
-                eval_file=_write_data(tmp / "eval.csv", 20, 1, problem_type),
-                data_dir=str(tmp / "tfds"), max_seq_length=16)
-  c.model.update(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                 intermediate_size=32, max_position_embeddings=16)
-  c.update(batch_size=8, eval_batch_size=8, num_train_steps=3, log_every_steps=1,
-           eval_every_steps=3, checkpoint_every_steps=3)
-  c.optimizer.update(warmup_steps=0, learning_rate=1e-3)
   workdir = str(tmp / "workdir")
   train.train_and_evaluate(c, workdir)
   return workdir
@@ -249,10 +241,10 @@ def _train(tmp, problem_type) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("problem_type", [REG, MULTI])
-def test_fine_tune_export_and_pipeline(tmp_path, problem_type):
+def test_fine_tune_export_and_pipeline(tmp_path, problem_type, tiny_csv_classifier):
   transformers = pytest.importorskip("transformers")
   from bert_jax import export, inference, predict
-  workdir = _train(tmp_path, problem_type)
+  workdir = _train(tmp_path, problem_type, tiny_csv_classifier)
   results = json.load(open(os.path.join(workdir, "eval_results.json")))
   wanted = (("pearson", "spearman", "mse") if problem_type == REG
             else ("f1_micro", "f1_macro", "exact_match"))
